@@ -1,0 +1,42 @@
+"""What every pre-training method looks like to the engine."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypedDict
+
+import torch
+from torch import nn
+
+
+class StepOutput(TypedDict):
+    """A method's forward result: the loss to back-propagate and named scalars to log."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor]
+
+
+class Sliceable(Protocol):
+    """A per-sample corruption (masks, views, ...) that can be cut to one rank's share of the batch."""
+
+    def slice(self, start: int, stop: int) -> Any: ...
+
+    def to(self, device: torch.device | str) -> Any: ...
+
+
+class MIMMethod(nn.Module):
+    """Base class: `sample_masks` draws the corruption for a global batch (outside the model, from an
+    explicit generator), `forward({"images", "mask"})` returns a `StepOutput`, `encoder` is what
+    gets exported and evaluated."""
+
+    name: str = ""
+    encoder: nn.Module
+
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> Sliceable:
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Any]) -> StepOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Images for visualization: at least `input` (corrupted) and `prediction`, [B, C, H, W]."""
+        raise NotImplementedError

@@ -1,0 +1,81 @@
+"""MAE (He et al., 2022): encode the visible 25 % of tokens, decode all, regress masked pixels.
+
+    images [B, C, H, W] -> random mask (1 = masked) -> encoder on visible tokens [B, 1+K, D]
+    -> decoder with mask tokens [B, N, p*p*C] -> target: per-patch normalized pixels
+    -> MSE averaged over masked patches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mim.masking import TokenMask, masked_mean, random_masking
+from mim.methods.base import MIMMethod, StepOutput
+from mim.models.decoder import MaeDecoder
+from mim.models.vit import MaskedViT, init_mae_weights
+from mim.targets import normalize_patches, patchify, unpatchify
+
+
+class MAE(MIMMethod):
+    name = "mae"
+
+    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, mask_ratio: float = 0.75, norm_pix_loss: bool = True):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
+        return random_masking(batch_size, self.encoder.num_patches, self.mask_ratio, generator)
+
+    def target(self, images: torch.Tensor) -> torch.Tensor:
+        patches = patchify(images, self.encoder.patch_size)  # [B, N, p*p*C]
+        return normalize_patches(patches) if self.norm_pix_loss else patches
+
+    def predict(self, images: torch.Tensor, mask: TokenMask) -> torch.Tensor:
+        latent = self.encoder.forward_masked(images, mask.ids_keep)  # [B, 1+K, D]
+        return self.decoder(latent, mask.ids_restore)  # [B, N, p*p*C]
+
+    def forward(self, batch: dict[str, Any]) -> StepOutput:
+        images, mask = batch["images"], batch["mask"]
+        pred = self.predict(images, mask)
+        per_patch = (pred.float() - self.target(images).float()).pow(2).mean(dim=-1)  # [B, N]
+        loss = masked_mean(per_patch, mask.mask)
+        return {"loss": loss, "logs": {"loss_pixel": loss.detach()}}
+
+    @torch.no_grad()
+    def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        images, mask = batch["images"], batch["mask"]
+        pred = self.predict(images, mask).float()
+        patches = patchify(images, self.encoder.patch_size)
+        if self.norm_pix_loss:  # undo the per-patch normalization with the true patch statistics
+            pred = pred * (patches.var(-1, keepdim=True) + 1e-6) ** 0.5 + patches.mean(-1, keepdim=True)
+        keep = (1 - mask.mask).unsqueeze(-1)
+        grid, p, c = self.encoder.grid, self.encoder.patch_size, images.shape[1]
+        return {
+            "input": unpatchify(patches * keep, p, grid, c),
+            "prediction": unpatchify(pred, p, grid, c),
+            "composite": unpatchify(patches * keep + pred * (1 - keep), p, grid, c),
+        }
+
+
+def build_mae(
+    encoder: MaskedViT,
+    *,
+    mask_ratio: float = 0.75,
+    norm_pix_loss: bool = True,
+    decoder_dim: int = 128,
+    decoder_depth: int = 2,
+    decoder_heads: int = 4,
+) -> MAE:
+    """MAE around `encoder` with a decoder of its own width/depth predicting p*p*C values per patch."""
+    out_dim = encoder.patch_size**2 * encoder.spec.in_chans
+    decoder = MaeDecoder(
+        encoder.grid, encoder.embed_dim, out_dim, decoder_dim, decoder_depth, decoder_heads,
+        norm_eps=encoder.spec.norm_eps,
+    )
+    init_mae_weights(decoder)
+    return MAE(encoder, decoder, mask_ratio, norm_pix_loss)

@@ -1,0 +1,72 @@
+"""SimMIM (Xie et al., 2022): mask units of the image, keep a learned mask token in the encoder,
+predict the raw pixels with a linear head and pixel shuffle, L1 on masked pixels.
+
+    images [B, C, H, W] -> unit mask on the token grid (1 = masked) -> patch tokens with masked
+    ones replaced by the mask token -> encoder over all tokens [B, 1+N, D] -> 1x1 conv to p*p*C
+    + pixel shuffle [B, C, H, W] -> |pred - image| averaged over masked pixels and channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mim.masking import TokenMask, unit_masking
+from mim.methods.base import MIMMethod, StepOutput
+from mim.models.vit import MaskedViT, init_mae_weights
+
+
+class SimMIM(MIMMethod):
+    name = "simmim"
+
+    def __init__(self, encoder: MaskedViT, mask_ratio: float = 0.6, mask_unit_size: int = 8):
+        super().__init__()
+        self.encoder = encoder
+        self.mask_ratio = mask_ratio
+        self.mask_unit_size = mask_unit_size
+        p, c = encoder.patch_size, encoder.spec.in_chans
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, encoder.embed_dim))
+        self.head = nn.Sequential(nn.Conv2d(encoder.embed_dim, p * p * c, kernel_size=1), nn.PixelShuffle(p))
+        init_mae_weights(self.head)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
+        e = self.encoder
+        return unit_masking(batch_size, e.spec.img_size, e.patch_size, self.mask_unit_size, self.mask_ratio, generator)
+
+    def predict(self, images: torch.Tensor, mask: TokenMask) -> torch.Tensor:
+        tokens = self.encoder.patch_tokens(images)  # [B, N, D]
+        w = mask.mask.unsqueeze(-1).to(tokens.dtype)
+        tokens = tokens * (1 - w) + self.mask_token.to(tokens.dtype) * w
+        x = self.encoder.forward_tokens(self.encoder.add_pos(tokens))[:, 1:]  # [B, N, D]
+        b, n, d = x.shape
+        h, w_ = self.encoder.grid
+        return self.head(x.transpose(1, 2).reshape(b, d, h, w_))  # [B, C, H, W]
+
+    def pixel_mask(self, mask: TokenMask) -> torch.Tensor:
+        """Token mask [B, N] -> pixel mask [B, 1, H, W] (1 = masked)."""
+        h, w = self.encoder.grid
+        p = self.encoder.patch_size
+        m = mask.mask.reshape(-1, 1, h, w)
+        return m.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+
+    def forward(self, batch: dict[str, Any]) -> StepOutput:
+        images, mask = batch["images"], batch["mask"]
+        pred = self.predict(images, mask).float()
+        pix = self.pixel_mask(mask)
+        l1 = (pred - images.float()).abs() * pix
+        loss = l1.sum() / (pix.sum() * images.shape[1]).clamp_min(1.0)
+        return {"loss": loss, "logs": {"loss_pixel": loss.detach()}}
+
+    @torch.no_grad()
+    def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        images, mask = batch["images"], batch["mask"]
+        pred = self.predict(images, mask).float()
+        pix = self.pixel_mask(mask)
+        return {"input": images * (1 - pix), "prediction": pred, "composite": images * (1 - pix) + pred * pix}
+
+
+def build_simmim(encoder: MaskedViT, *, mask_ratio: float = 0.6, mask_unit_size: int = 8) -> SimMIM:
+    return SimMIM(encoder, mask_ratio, mask_unit_size)

@@ -1,0 +1,94 @@
+"""Read params from YAML with `--set key=value` overrides; every error names the file, the dotted
+field path and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ParamsError(ValueError):
+    """Invalid parameters: the message lists `file: field.path: reason (got value)` lines."""
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], YAML-parsed value)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"--set {item!r}: expected key=value, e.g. train.steps=100")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"--set {item!r}: value is not valid YAML: {err}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `key.path=value` set (intermediate mappings created)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ParamsError(f"--set {item!r}: {'.'.join(path[: i + 1])} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from `path` (safe_load); an empty file is an empty mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ParamsError(f"{p}: params file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{p}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def validate(model: type[M], data: dict[str, Any], origin: str) -> M:
+    """`model.model_validate(data)`, with a ParamsError naming `origin` and each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
+            lines.append(f"{origin}: {where}: {e['msg']}{got}")
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> M:
+    """Validate `base` <- YAML file <- overrides into `model`."""
+    data = _deep_merge(base or {}, read_yaml(path) if path else {})
+    data = apply_overrides(data, overrides or [])
+    origin = str(path) if path else "params"
+    if overrides:
+        origin += " (with --set " + ", ".join(overrides) + ")"
+    return validate(model, data, origin)
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = _deep_copy(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,169 @@
+"""Pydantic models for every parameter the pipeline reads: the single source of parameter truth.
+
+Defaults are sized for the embedded default: Fashion-MNIST at 32 px on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mim.models.vit import ViTSpec
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ViTParams(Strict):
+    arch: Literal["vit"] = "vit"
+    size: Literal["tiny", "small", "base", "large"] = "tiny"
+    patch_size: PositiveInt = 4
+    embed_dim: PositiveInt | None = None
+    depth: PositiveInt | None = None
+    num_heads: PositiveInt | None = None
+    mlp_ratio: Annotated[float, Field(gt=0)] = 4.0
+    qkv_bias: bool = True
+    norm_eps: Annotated[float, Field(gt=0)] = 1e-6
+    drop_path: Fraction = 0.0
+    pos_embed: Literal["sincos", "learn"] = "sincos"
+
+    def spec(self, img_size: int, in_chans: int = 3) -> ViTSpec:
+        fields = self.model_dump(exclude={"arch"})
+        return ViTSpec(img_size=img_size, in_chans=in_chans, **fields)
+
+
+class AugmentParams(Strict):
+    scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.35, 1.0)
+    ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (3 / 4, 4 / 3)
+    hflip: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AugmentParams:
+        for name in ("scale", "ratio"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} must be (low, high), got ({lo}, {hi})")
+        return self
+
+
+class DataParams(Strict):
+    source: str = "fashion-mnist"
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_size: PositiveInt = 32
+    to_rgb: bool = True
+    subset: PositiveInt | None = None
+    strict: bool = False
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[Annotated[float, Field(gt=0)], ...] = (0.5, 0.5, 0.5)
+    augment: AugmentParams = AugmentParams()
+    on_device: Literal["auto", "always", "never"] = "auto"
+
+    @model_validator(mode="after")
+    def _stats(self) -> DataParams:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        return self
+
+
+class DecoderParams(Strict):
+    embed_dim: PositiveInt = 128
+    depth: PositiveInt = 2
+    num_heads: PositiveInt = 4
+
+
+class MaeParams(Strict):
+    name: Literal["mae"] = "mae"
+    mask_ratio: Fraction = 0.75
+    norm_pix_loss: bool = True
+    decoder: DecoderParams = DecoderParams()
+
+
+class SimMimParams(Strict):
+    name: Literal["simmim"] = "simmim"
+    mask_ratio: Fraction = 0.6
+    mask_unit_size: PositiveInt = 8
+
+
+MethodParams = Annotated[MaeParams | SimMimParams, Field(discriminator="name")]
+
+
+class OptimParams(Strict):
+    base_lr: Annotated[float, Field(gt=0)] = 1.5e-4
+    weight_decay: Annotated[float, Field(ge=0)] = 0.05
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    clip_grad: Annotated[float, Field(gt=0)] | None = None
+    fused: Literal["auto", "on", "off"] = "auto"
+
+
+class ScheduleParams(Strict):
+    warmup_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    warmup_steps: Annotated[int, Field(ge=0)] | None = None
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class TrainParams(Strict):
+    batch_size: PositiveInt = 256
+    accum_steps: PositiveInt = 1
+    epochs: Annotated[float, Field(gt=0)] | None = 1.0
+    steps: PositiveInt | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    compile: bool = False
+    deterministic: bool = False
+    ckpt_every: PositiveInt = 200
+    log_every_s: Annotated[float, Field(gt=0)] = 10.0
+    log_every_steps: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainParams:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("set exactly one of epochs or steps (the other to null)")
+        return self
+
+
+class LauncherParams(Strict):
+    nproc_per_node: PositiveInt | Literal["auto"] = 1
+    nnodes: PositiveInt = 1
+
+
+class PretrainParams(Strict):
+    method: MethodParams = MaeParams()
+    model: ViTParams = ViTParams()
+    data: DataParams = DataParams()
+    optim: OptimParams = OptimParams()
+    schedule: ScheduleParams = ScheduleParams()
+    train: TrainParams = TrainParams()
+    launcher: LauncherParams = LauncherParams()
+
+
+class KnnParams(Strict):
+    k: PositiveInt = 20
+    temperature: Annotated[float, Field(gt=0)] = 0.07
+
+
+class LinearParams(Strict):
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 1024
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+
+class EvalParams(Strict):
+    pool: Literal["cls", "mean"] = "mean"
+    batch_size: PositiveInt = 512
+    train_subset: PositiveInt | None = None
+    test_subset: PositiveInt | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    knn: KnnParams = KnnParams()
+    linear: LinearParams = LinearParams()

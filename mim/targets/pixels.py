@@ -1,0 +1,31 @@
+"""Pixel targets: patchify / unpatchify and per-patch normalization (MAE's norm-pix loss)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, N, p*p*C], patches row-major, each flattened in (py, px, c) order (MAE layout)."""
+    b, c, h, w = images.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int], channels: int = 3) -> torch.Tensor:
+    """Inverse of `patchify`: [B, N, p*p*C] -> [B, C, H, W]."""
+    b = patches.shape[0]
+    gh, gw = grid
+    p = patch_size
+    x = patches.reshape(b, gh, gw, p, p, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, gh * p, gw * p)
+
+
+def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-patch standardization over the last dim (unbiased variance, as MAE does)."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    var = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (var + eps) ** 0.5
