@@ -1,0 +1,32 @@
+"""Token masks for masked image modeling.
+
+Every generator is a pure function drawing from an explicit `torch.Generator`, and every sample of
+a batch masks exactly the same number of tokens. Mask kinds:
+
+- random (MAE): `random_masking`, `masking_from_noise`; uniformly random tokens.
+- block-wise (BEiT): `block_masking`, `block_masking_ratio`; rectangular blocks of tokens.
+- unit (SimMIM): `unit_masking`; random square pixel units tiled onto the token grid.
+- from a boolean mask: `token_mask_from_bool`.
+
+All return a `TokenMask` (`ids_keep`, `ids_restore`, `mask` with 1 = masked); `gather_tokens`,
+`restore_tokens` and `masked_mean` apply it.
+"""
+
+from mim.masking.blockwise import block_masking, block_masking_ratio
+from mim.masking.ops import gather_tokens, masked_mean, restore_tokens
+from mim.masking.random import masking_from_noise, random_masking
+from mim.masking.types import TokenMask, token_mask_from_bool
+from mim.masking.units import unit_masking
+
+__all__ = [
+    "TokenMask",
+    "block_masking",
+    "block_masking_ratio",
+    "gather_tokens",
+    "masked_mean",
+    "masking_from_noise",
+    "random_masking",
+    "restore_tokens",
+    "token_mask_from_bool",
+    "unit_masking",
+]
