@@ -113,8 +113,8 @@ class ScheduleParams(Strict):
 class TrainParams(Strict):
     batch_size: PositiveInt = 256
     accum_steps: PositiveInt = 1
-    epochs: Annotated[float, Field(gt=0)] | None = 1.0
-    steps: PositiveInt | None = None
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    steps: PositiveInt | None = Field(None, description="optimizer steps; when set, it replaces epochs")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
@@ -123,12 +123,6 @@ class TrainParams(Strict):
     ckpt_every: PositiveInt = 200
     log_every_s: Annotated[float, Field(gt=0)] = 10.0
     log_every_steps: PositiveInt | None = None
-
-    @model_validator(mode="after")
-    def _budget(self) -> TrainParams:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError("set exactly one of epochs or steps (the other to null)")
-        return self
 
 
 class LauncherParams(Strict):

@@ -1,0 +1,79 @@
+"""`pretrain(params, out_dir)`: load data, build the method, train (resumable), export the encoder.
+
+Outputs under `out_dir` (any fsspec URL):
+    params.json                resolved parameters
+    checkpoints/last.pt        full training state, written atomically every `train.ckpt_every` steps
+    encoder.safetensors        the encoder, loadable by timm (architecture in the file's metadata)
+    history.csv                step, loss, lr
+    train_metrics.json         steps, final loss, wall time, img/s
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+
+from mim.data import ImageTensors, load_dataset
+from mim.engine.distributed import init_distributed
+from mim.engine.runtime import resolve_device, set_deterministic
+from mim.engine.trainer import Trainer, TrainResult, write_text
+from mim.methods import build_method
+from mim.models.export import export_encoder
+from mim.params import PretrainParams
+from mim.rng import derive_seed, generator_for
+
+log = logging.getLogger("mim.train")
+
+
+def load_train_data(params: PretrainParams) -> ImageTensors:
+    """The training split named by `params.data`, optionally a seeded subset."""
+    d = params.data
+    data = load_dataset(d.source, d.train_split, size=d.image_size, strict=d.strict, seed=params.train.seed)
+    if d.subset is not None:
+        data = data.subset(d.subset, generator_for(params.train.seed, "subset"))
+    return data
+
+
+def history_csv(history: dict[str, list[float]]) -> str:
+    rows = ["step,loss,lr"] + [f"{s},{loss:.6g},{lr:.6g}" for s, loss, lr in
+                               zip(history["step"], history["loss"], history["lr"], strict=True)]
+    return "\n".join(rows) + "\n"
+
+
+def pretrain(params: PretrainParams, out_dir: str, resume: bool = False,
+             data: ImageTensors | None = None) -> TrainResult:
+    """Train `params.method` and export its encoder; with `resume`, continue from the last checkpoint."""
+    t = params.train
+    device = resolve_device(t.device)
+    dist = init_distributed(device.type)
+    if dist.enabled:
+        device = resolve_device(t.device, dist.local_rank)
+    set_deterministic(t.deterministic)
+    data = data if data is not None else load_train_data(params)
+    in_chans = 3 if params.data.to_rgb else data.images.shape[1]
+    torch.manual_seed(derive_seed(t.seed, "init"))  # same initial weights on every rank
+    method = build_method(params, in_chans)
+    trainer = Trainer(method, data, params, out_dir, device, dist)
+    if dist.is_main:
+        write_text(f"{trainer.out_dir}/params.json", params.model_dump_json(indent=2) + "\n")
+        log.info("%s: %s encoder, %d params, %d images, %d steps of %d, lr %.2e, device %s%s",
+                 params.method.name, params.model.size, sum(p.numel() for p in method.encoder.parameters()),
+                 len(data), trainer.total_steps, t.batch_size, trainer.lr, device,
+                 f", {dist.world_size} processes" if dist.enabled else "")
+    if resume:
+        if trainer.resume():
+            log.info("resumed from %s at step %d", trainer.ckpt_url, trainer.step)
+        else:
+            log.info("no checkpoint at %s yet: starting from step 0", trainer.ckpt_url)
+    result = trainer.fit()
+    if dist.is_main:
+        export_encoder(method.encoder, f"{trainer.out_dir}/encoder.safetensors",
+                       extra={"method": params.method.name, "steps": str(result.steps),
+                              "data_digest": data.digest()})
+        write_text(f"{trainer.out_dir}/history.csv", history_csv(result.history))
+        metrics = {"steps": result.steps, "final_loss": result.final_loss, "wall_time_s": result.wall_time_s,
+                   "images_per_s": result.images_per_s, "resumed_from": result.resumed_from}
+        write_text(f"{trainer.out_dir}/train_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return result

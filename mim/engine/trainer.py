@@ -1,0 +1,257 @@
+"""The pre-training loop: any `MIMMethod`, any in-memory dataset, one process or DDP under torchrun.
+
+Every random draw of a step (batch indices, crops, masks, dropout) is derived from
+(seed, step), so the step number is the whole data/RNG position: a run resumed from a
+checkpoint replays exactly what the uninterrupted run would have done, and N processes
+sharing a global batch see the same samples, crops and masks as one process would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from mim.data import BatchAugment, ImageTensors, StepBatches
+from mim.engine.checkpoint import CheckpointError, checkpoint_exists, load_checkpoint, load_state_strict, save_checkpoint
+from mim.engine.distributed import DistInfo, mean_across_ranks
+from mim.engine.optim import build_adamw, scaled_lr
+from mim.engine.progress import Progress
+from mim.engine.runtime import autocast, autocast_dtype
+from mim.engine.schedule import build_scheduler
+from mim.methods.base import MIMMethod
+from mim.params import PretrainParams
+from mim.rng import derive_seed, generator_for
+
+log = logging.getLogger("mim.train")
+CKPT_FORMAT = "mim-checkpoint/1"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    wall_time_s: float
+    images_per_s: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+def total_steps(params: PretrainParams, num_samples: int) -> int:
+    t = params.train
+    if t.steps is not None:
+        return t.steps
+    return max(1, math.ceil(t.epochs * (num_samples // t.batch_size)))
+
+
+def model_signature(params: PretrainParams) -> str:
+    """What must match for a checkpoint to belong to this run: method, architecture, image size."""
+    return json.dumps({"method": params.method.model_dump(), "model": params.model.model_dump(),
+                       "image_size": params.data.image_size}, sort_keys=True)
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule and checkpoints of one pre-training run."""
+
+    def __init__(self, method: MIMMethod, data: ImageTensors, params: PretrainParams, out_dir: str,
+                 device: torch.device, dist: DistInfo = DistInfo()) -> None:
+        t = params.train
+        if t.batch_size % (dist.world_size * t.accum_steps):
+            raise ValueError(f"train.batch_size {t.batch_size} is not divisible by world size {dist.world_size} "
+                             f"x accum_steps {t.accum_steps}")
+        self.params, self.out_dir, self.device, self.dist = params, out_dir.rstrip("/"), device, dist
+        self.method = method.to(device)
+        keep_on_device = params.data.on_device == "always" or (params.data.on_device == "auto" and device.type == "cuda")
+        self.images = data.images.to(device) if keep_on_device else data.images
+        self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
+        self.total_steps = total_steps(params, len(data))
+        a, d = params.data.augment, params.data
+        self.augment = BatchAugment(out_size=d.image_size, scale=a.scale, ratio=a.ratio, hflip_prob=a.hflip,
+                                    mean=d.mean, std=d.std, to_rgb=d.to_rgb)
+        self.lr = scaled_lr(params.optim.base_lr, t.batch_size)
+        o = params.optim
+        self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused)
+        s = params.schedule
+        warmup = s.warmup_steps if s.warmup_steps is not None else int(s.warmup_fraction * self.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, s.min_lr_ratio)
+        self.amp_dtype = autocast_dtype(t.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        model: torch.nn.Module = self.method
+        if dist.enabled:
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.model = torch.compile(model) if t.compile else model
+        self.step = 0
+        self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
+        self.last_ckpt_step: int | None = None
+
+    @property
+    def ckpt_url(self) -> str:
+        return f"{self.out_dir}/checkpoints/last.pt"
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CKPT_FORMAT,
+            "method": self.params.method.name,
+            "signature": model_signature(self.params),
+            "step": self.step,
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "history": self.history,
+            "params": self.params.model_dump_json(),
+        }
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.state(), self.ckpt_url)
+        self.last_ckpt_step = self.step
+
+    def resume(self, url: str | None = None) -> bool:
+        """Restore everything from the last checkpoint; False when there is none yet."""
+        url = url or self.ckpt_url
+        if not checkpoint_exists(url):
+            return False
+        ckpt = load_checkpoint(url, map_location=self.device)
+        if ckpt.get("format") != CKPT_FORMAT:
+            raise CheckpointError(f"{url}: not a mim pre-training checkpoint (format {ckpt.get('format')!r})")
+        if ckpt["signature"] != model_signature(self.params):
+            raise CheckpointError(
+                f"{url}: written by another model or method ({ckpt['method']}: {ckpt['signature']}); "
+                f"this run is {self.params.method.name}: {model_signature(self.params)}. "
+                "Use another output directory, or drop --resume to start over.")
+        load_state_strict(self.method, ckpt["model"], url)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"].cpu())
+        self.step, self.history = int(ckpt["step"]), ckpt["history"]
+        self.last_ckpt_step = self.step
+        return True
+
+    # -- one optimizer step --------------------------------------------------------------------
+    def batch_for_step(self, step: int) -> list[dict[str, Any]]:
+        """This rank's micro-batches of `step`: crops and masks are drawn for the global batch, then sliced."""
+        t = self.params.train
+        gen = generator_for(t.seed, "step", step)
+        idx = self.batches.indices(step)
+        crops = self.augment.sample(len(idx), gen)
+        masks = self.method.sample_masks(len(idx), gen)
+        share = len(idx) // self.dist.world_size
+        micro = share // t.accum_steps
+        out = []
+        for a in range(t.accum_steps):
+            lo = self.dist.rank * share + a * micro
+            sel = idx[lo : lo + micro]
+            raw = self.images[sel.to(self.images.device)].to(self.device, non_blocking=True)
+            out.append({"images": self.augment(raw, crops.slice(lo, lo + micro)),
+                        "mask": masks.slice(lo, lo + micro).to(self.device)})
+        return out
+
+    def train_step(self, step: int) -> torch.Tensor:
+        t = self.params.train
+        torch.manual_seed(derive_seed(t.seed, "torch", step, self.dist.rank))  # dropout / drop-path
+        micro_batches = self.batch_for_step(step)
+        total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1 or not self.dist.enabled
+            ctx = self.model.no_sync() if not sync and hasattr(self.model, "no_sync") else _null()
+            with ctx, autocast(self.device, self.amp_dtype):
+                out = self.model(batch)
+            loss = out["loss"].float() / len(micro_batches)
+            with ctx:
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+        if self.params.optim.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.params.optim.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return total
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        t = self.params.train
+        start = self.step
+        resumed = start if start > 0 else None
+        progress = Progress(self.total_steps, t.batch_size, start, t.log_every_s, t.log_every_steps,
+                            enabled=self.dist.is_main)
+        record_every = max(1, self.total_steps // 200)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        window = torch.zeros((), device=self.device)
+        window_n = 0
+        began = time.perf_counter()
+        self.method.train()
+        for step in range(start, self.total_steps):
+            loss = self.train_step(step)
+            bad_now = ~torch.isfinite(loss)
+            first_bad = torch.where((first_bad < 0) & bad_now, torch.full_like(first_bad, step), first_bad)
+            window += loss
+            window_n += 1
+            self.step = step + 1
+            recording = self.step % record_every == 0 or self.step == self.total_steps
+            ckpt_due = self.step % t.ckpt_every == 0 or self.step == self.total_steps
+            if recording or ckpt_due or progress.due(step):
+                self._check_finite(first_bad)
+                mean_loss = float(mean_across_ranks(window / window_n))
+                lr = self.scheduler.get_last_lr()[0]
+                if recording:
+                    self.history["step"].append(self.step)
+                    self.history["loss"].append(mean_loss)
+                    self.history["lr"].append(lr)
+                if progress.due(step):
+                    progress.report(step, mean_loss, lr)
+                window.zero_()
+                window_n = 0
+            if ckpt_due:
+                self.save()
+        wall = time.perf_counter() - began
+        done = self.total_steps - start
+        return TrainResult(
+            steps=self.total_steps,
+            final_loss=self.history["loss"][-1] if self.history["loss"] else float("nan"),
+            wall_time_s=wall,
+            images_per_s=done * t.batch_size / max(wall, 1e-9),
+            history=self.history,
+            resumed_from=resumed,
+        )
+
+    def _check_finite(self, first_bad: torch.Tensor) -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            kept = (f"the last good checkpoint {self.ckpt_url} (step {self.last_ckpt_step}) is kept"
+                    if self.last_ckpt_step else "no checkpoint had been written yet")
+            raise NonFiniteLossError(f"loss is not finite at step {bad + 1} (1-based) of {self.total_steps}; "
+                                     f"training stopped and {kept}. Lower optim.base_lr or set optim.clip_grad.")
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def write_text(url: str, text: str) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "w") as f:
+        f.write(text)

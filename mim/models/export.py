@@ -1,0 +1,73 @@
+"""Exported encoders: a safetensors file timm can load, with the architecture in its metadata."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import fsspec
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from mim.engine.checkpoint import atomic_write_bytes, load_state_strict
+from mim.models.vit import MaskedViT, ViTSpec
+
+
+def encoder_state(encoder: MaskedViT) -> dict[str, torch.Tensor]:
+    """timm VisionTransformer keys without the classification head, contiguous, on the CPU."""
+    return {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items() if not k.startswith("head.")}
+
+
+def export_encoder(encoder: MaskedViT, path: str, extra: dict[str, str] | None = None) -> None:
+    """Write `encoder` to `path` (safetensors). Load it back with `load_encoder`, or with timm:
+    `timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=path), num_classes=0,
+    **timm_kwargs)` where both come from the file's metadata."""
+    meta = {
+        "format": "mim-encoder/1",
+        "arch": "vit",
+        "spec": json.dumps(encoder.spec.to_dict()),
+        "timm_name": encoder.spec.timm_name,
+        "timm_kwargs": json.dumps(encoder.spec.timm_kwargs()),
+        **(extra or {}),
+    }
+    atomic_write_bytes(path, save_bytes(encoder_state(encoder), metadata=meta))
+
+
+def _read(path: str) -> bytes:
+    fs, p = fsspec.core.url_to_fs(path)
+    if not fs.exists(p):
+        raise FileNotFoundError(f"{path}: no exported encoder there")
+    with fs.open(p, "rb") as f:
+        return f.read()
+
+
+def _metadata(data: bytes, path: str) -> dict[str, str]:
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        return json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+    except (struct.error, ValueError) as err:
+        raise ValueError(f"{path}: not a safetensors file ({err})") from None
+
+
+def read_metadata(path: str) -> dict[str, str]:
+    """The metadata mim wrote beside the weights (architecture, timm name and kwargs, lineage)."""
+    meta = _metadata(_read(path), path)
+    if meta.get("format") != "mim-encoder/1":
+        raise ValueError(f"{path}: not an encoder exported by mim (metadata format {meta.get('format')!r})")
+    return meta
+
+
+def load_encoder(path: str) -> MaskedViT:
+    """Rebuild the encoder described by the file's metadata and load its weights (strict)."""
+    data = _read(path)
+    meta = _metadata(data, path)
+    if meta.get("format") != "mim-encoder/1":
+        raise ValueError(f"{path}: not an encoder exported by mim (metadata format {meta.get('format')!r})")
+    encoder = MaskedViT(ViTSpec(**json.loads(meta["spec"])))
+    load_state_strict(encoder, {**load_bytes(data), **_head_state(encoder)}, path)
+    return encoder
+
+
+def _head_state(encoder: MaskedViT) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in encoder.state_dict().items() if k.startswith("head.")}
