@@ -1,0 +1,15 @@
+"""Exceptions and warnings raised by the data package."""
+
+from __future__ import annotations
+
+
+class EmptyDatasetError(ValueError):
+    """A data source yielded no samples (an empty folder, a zero-length array)."""
+
+
+class CorruptImageError(ValueError):
+    """An image file could not be read or decoded (raised only in strict mode)."""
+
+
+class CorruptImageWarning(UserWarning):
+    """Some image files could not be decoded and were skipped."""
