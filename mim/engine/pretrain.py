@@ -71,6 +71,7 @@ def pretrain(params: PretrainParams, out_dir: str, resume: bool = False,
     if dist.is_main:
         export_encoder(method.encoder, f"{trainer.out_dir}/encoder.safetensors",
                        extra={"method": params.method.name, "steps": str(result.steps),
+                              "data": params.data.model_dump_json(),
                               "data_digest": data.digest()})
         write_text(f"{trainer.out_dir}/history.csv", history_csv(result.history))
         metrics = {"steps": result.steps, "final_loss": result.final_loss, "wall_time_s": result.wall_time_s,

@@ -8,6 +8,7 @@ sharing a global batch see the same samples, crops and masks as one process woul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,7 +21,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mim.data import BatchAugment, ImageTensors, StepBatches
-from mim.engine.checkpoint import CheckpointError, checkpoint_exists, load_checkpoint, load_state_strict, save_checkpoint
+from mim.engine.checkpoint import (
+    CheckpointError,
+    checkpoint_exists,
+    load_checkpoint,
+    load_state_strict,
+    save_checkpoint,
+)
 from mim.engine.distributed import DistInfo, mean_across_ranks
 from mim.engine.optim import build_adamw, scaled_lr
 from mim.engine.progress import Progress
@@ -65,14 +72,16 @@ class Trainer:
     """Owns the model, optimizer, schedule and checkpoints of one pre-training run."""
 
     def __init__(self, method: MIMMethod, data: ImageTensors, params: PretrainParams, out_dir: str,
-                 device: torch.device, dist: DistInfo = DistInfo()) -> None:
+                 device: torch.device, dist: DistInfo | None = None) -> None:
+        dist = dist or DistInfo()
         t = params.train
         if t.batch_size % (dist.world_size * t.accum_steps):
             raise ValueError(f"train.batch_size {t.batch_size} is not divisible by world size {dist.world_size} "
                              f"x accum_steps {t.accum_steps}")
         self.params, self.out_dir, self.device, self.dist = params, out_dir.rstrip("/"), device, dist
         self.method = method.to(device)
-        keep_on_device = params.data.on_device == "always" or (params.data.on_device == "auto" and device.type == "cuda")
+        placement = params.data.on_device
+        keep_on_device = placement == "always" or (placement == "auto" and device.type == "cuda")
         self.images = data.images.to(device) if keep_on_device else data.images
         self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
         self.total_steps = total_steps(params, len(data))
@@ -167,12 +176,12 @@ class Trainer:
         micro_batches = self.batch_for_step(step)
         total = torch.zeros((), device=self.device)
         for i, batch in enumerate(micro_batches):
-            sync = i == len(micro_batches) - 1 or not self.dist.enabled
-            ctx = self.model.no_sync() if not sync and hasattr(self.model, "no_sync") else _null()
-            with ctx, autocast(self.device, self.amp_dtype):
-                out = self.model(batch)
-            loss = out["loss"].float() / len(micro_batches)
-            with ctx:
+            last = i == len(micro_batches) - 1
+            # gradients are all-reduced once per optimizer step, on the last micro-batch
+            with contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync():
+                with autocast(self.device, self.amp_dtype):
+                    out = self.model(batch)
+                loss = out["loss"].float() / len(micro_batches)
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         if self.params.optim.clip_grad is not None:
@@ -238,14 +247,6 @@ class Trainer:
                     if self.last_ckpt_step else "no checkpoint had been written yet")
             raise NonFiniteLossError(f"loss is not finite at step {bad + 1} (1-based) of {self.total_steps}; "
                                      f"training stopped and {kept}. Lower optim.base_lr or set optim.clip_grad.")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def write_text(url: str, text: str) -> None:

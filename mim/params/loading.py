@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+# Discriminated-union tags pydantic puts into error locations (method.mae.mask_ratio -> method.mask_ratio).
+_METHOD_TAGS = {"mae", "simmim"}
 
 
 class ParamsError(ValueError):
@@ -66,7 +68,8 @@ def validate(model: type[M], data: dict[str, Any], origin: str) -> M:
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            loc = [p for i, p in enumerate(e["loc"]) if not (i and e["loc"][i - 1] == "method" and p in _METHOD_TAGS)]
+            where = ".".join(str(p) for p in loc) or "(top level)"
             got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
             lines.append(f"{origin}: {where}: {e['msg']}{got}")
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,396 @@
+"""Pre-training throughput benchmark: our MAE / SimMIM against HuggingFace `ViTMAEForPreTraining`.
+
+Both models get the same architecture, the same weights (for MAE the HF initialization is copied
+into ours), the same random batch and the same masking noise, and are timed on full training steps
+(forward, backward, AdamW step, zero_grad) in the same process. Warm-up steps are untimed; the timed
+steps come in rounds that alternate between the two models (ours first on even rounds, the peer
+first on odd ones), so that machine noise hits both alike, and the median over rounds is reported.
+
+`transformers` is imported only when a peer is built (`method="mae"` with `peer=True`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from mim.engine.optim import build_adamw, param_groups, scaled_lr
+from mim.engine.runtime import autocast, autocast_dtype, resolve_device
+from mim.masking import masking_from_noise
+from mim.masking._checks import count_for_ratio
+from mim.methods.mae import build_mae
+from mim.methods.simmim import build_simmim
+from mim.models.convert_hf import convert_vitmae_state_dict
+from mim.models.vit import VIT_PRESETS, ViTSpec, build_vit
+
+METHODS = ("mae", "simmim")
+PEER_NAME = "transformers"
+BASE_LR, WEIGHT_DECAY, BETAS = 1.5e-4, 0.05, (0.9, 0.95)
+_DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _import_transformers() -> Any:
+    """The `transformers` module, or an ImportError saying how to install it."""
+    try:
+        import transformers
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "bench_pretrain(method='mae') compares against HuggingFace transformers, which is not installed: "
+            "run `pip install transformers` (or `make setup`), or pass peer=False to time ours only"
+        ) from err
+    return transformers
+
+
+def hf_vitmae_config(spec: ViTSpec, decoder_dim: int, decoder_depth: int, decoder_heads: int, mask_ratio: float) -> Any:
+    """A `transformers.ViTMAEConfig` with the architecture of our MAE (norm-pix loss, SDPA attention).
+
+    Args:
+        spec: Our encoder spec (size preset plus overrides, image and patch size).
+        decoder_dim: Decoder width; the decoder MLP is 4x wider.
+        decoder_depth: Decoder blocks.
+        decoder_heads: Decoder attention heads.
+        mask_ratio: Fraction of masked patches.
+
+    Returns:
+        The config; raises ImportError if transformers is missing.
+    """
+    transformers = _import_transformers()
+    dims = spec.resolved()
+    return transformers.ViTMAEConfig(
+        hidden_size=dims["embed_dim"],
+        num_hidden_layers=dims["depth"],
+        num_attention_heads=dims["num_heads"],
+        intermediate_size=int(dims["embed_dim"] * spec.mlp_ratio),
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        layer_norm_eps=spec.norm_eps,
+        image_size=spec.img_size,
+        patch_size=spec.patch_size,
+        num_channels=spec.in_chans,
+        qkv_bias=spec.qkv_bias,
+        decoder_hidden_size=decoder_dim,
+        decoder_num_hidden_layers=decoder_depth,
+        decoder_num_attention_heads=decoder_heads,
+        decoder_intermediate_size=int(decoder_dim * spec.mlp_ratio),
+        mask_ratio=mask_ratio,
+        norm_pix_loss=True,
+        attn_implementation="sdpa",
+    )
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    """Total and trainable (requires_grad) parameter counts."""
+    params = list(model.parameters())
+    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+def _resident_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes a model keeps between steps: parameters, buffers and optimizer state (grads are set to None)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """One model's training step plus what the benchmark records about it."""
+
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        forward: Callable[[nn.Module], torch.Tensor],
+        device: torch.device,
+        dtype: torch.dtype | None,
+    ) -> None:
+        self.name, self.model, self.optimizer, self.forward = name, model, optimizer, forward
+        self.device, self.dtype = device, dtype
+        self.first_loss: torch.Tensor | None = None  # loss of the very first step (initial weights)
+        self.last_loss: torch.Tensor | None = None
+        self.step_s: list[float] = []  # mean seconds per step of each timed round
+        self.peak_bytes = 0  # largest transient allocation of a round (CUDA only)
+
+    def step(self) -> torch.Tensor:
+        """One full training step; returns the detached loss (no host sync)."""
+        with autocast(self.device, self.dtype):
+            loss = self.forward(self.model)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def run(self, steps: int, timed: bool) -> None:
+        """`steps` steps; when timed, one timing (and CUDA peak memory) record for the block."""
+        cuda = self.device.type == "cuda"
+        if timed and cuda:  # measure this model's memory in isolation from the other one's transients
+            _sync(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device) if cuda else 0
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.last_loss = self.step()
+            if self.first_loss is None:
+                self.first_loss = self.last_loss
+        _sync(self.device)
+        elapsed = time.perf_counter() - start
+        if timed:
+            self.step_s.append(elapsed / steps)
+            if cuda:
+                self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device) - before)
+
+    def summary(self, batch: int) -> dict[str, Any]:
+        """img/s, median step time, peak memory and first/last loss."""
+        median = statistics.median(self.step_s)
+        peak = None
+        if self.device.type == "cuda":
+            peak = round((self.peak_bytes + _resident_bytes(self.model, self.optimizer)) / 2**20, 1)
+        return {
+            "img_per_s": batch / median,
+            "step_ms_median": median * 1e3,
+            "step_ms_min": min(self.step_s) * 1e3,
+            "step_ms_rounds": [round(s * 1e3, 3) for s in self.step_s],
+            "peak_mem_mb": peak,
+            "loss_first": float(self.first_loss),
+            "loss_last": float(self.last_loss),
+        }
+
+
+def bench_pretrain(
+    method: str,
+    model: str,
+    image_size: int,
+    patch_size: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: str = "auto",
+    amp: str = "auto",
+    compile: bool = False,
+    decoder_dim: int = 512,
+    decoder_depth: int = 8,
+    decoder_heads: int = 16,
+    mask_ratio: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    rounds: int = 3,
+    depth: int | None = None,
+    embed_dim: int | None = None,
+    peer: bool = True,
+) -> dict[str, Any]:
+    """Time full pre-training steps of our method and, for MAE, of HF `ViTMAEForPreTraining`.
+
+    Args:
+        method: "mae" (with a transformers peer) or "simmim" (ours only; there is no HF SimMIM).
+        model: Encoder size preset ("tiny", "small", "base", "large").
+        image_size: Square image side in pixels.
+        patch_size: Patch side in pixels.
+        batch: Images per step.
+        steps: Timed steps per model in each round.
+        warmup: Untimed steps per model before timing.
+        device: "auto", "cuda" or "cpu".
+        amp: "auto" (bf16 on CUDA, none on CPU), "bf16", "fp16" or "off"; the same for both models.
+        compile: `torch.compile` ours and the peer.
+        decoder_dim: MAE decoder width (the decoder MLP is 4x wider).
+        decoder_depth: MAE decoder blocks.
+        decoder_heads: MAE decoder attention heads.
+        mask_ratio: Masked fraction; None for the method default (MAE 0.75, SimMIM 0.6).
+        seed: Seed for the weights, the batch and the masking noise.
+        threads: CPU threads for the run (restored afterwards); None keeps the current setting.
+        rounds: Alternating timing rounds; the reported step time is the median over rounds.
+        depth: Encoder depth override (both models), e.g. to shrink a test.
+        embed_dim: Encoder width override (both models).
+        peer: Build the transformers peer for MAE; False times ours only.
+
+    Returns:
+        A dict with the configuration, `device`, `amp`, `params` (`ours`/`peer` total and trainable
+        counts), `ours` and `peer` (`img_per_s` from the median step, `step_ms_median`, `step_ms_min`,
+        `step_ms_rounds`, `peak_mem_mb`, `loss_first`, `loss_last`; `peer` is None without one), `ratio`
+        (ours img/s over peer img/s, None without a peer), `ratio_paired` (median over rounds of the peer's
+        step time over ours in the same round: robust to load that changes between rounds) and `notes`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if model not in VIT_PRESETS:
+        raise ValueError(f"unknown model size {model!r}; choose from {tuple(VIT_PRESETS)}")
+    for name, value in (("batch", batch), ("steps", steps), ("rounds", rounds)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _bench(
+            method, model, image_size, patch_size, batch, steps, warmup, device, amp, compile, decoder_dim,
+            decoder_depth, decoder_heads, mask_ratio, seed, rounds, depth, embed_dim, peer,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _bench(
+    method: str, model: str, image_size: int, patch_size: int, batch: int, steps: int, warmup: int, device: str,
+    amp: str, compile: bool, decoder_dim: int, decoder_depth: int, decoder_heads: int, mask_ratio: float | None,
+    seed: int, rounds: int, depth: int | None, embed_dim: int | None, peer: bool,
+) -> dict[str, Any]:
+    dev = resolve_device(device)
+    dtype = autocast_dtype(amp, dev)
+    spec = ViTSpec(size=model, img_size=image_size, patch_size=patch_size, depth=depth, embed_dim=embed_dim)
+    notes: list[str] = []
+    with_peer = method == "mae" and peer
+    hf_config = None
+    if method == "mae":
+        ratio = 0.75 if mask_ratio is None else mask_ratio
+        if with_peer:  # before building anything: fail fast without transformers
+            hf_config = hf_vitmae_config(spec, decoder_dim, decoder_depth, decoder_heads, ratio)
+        torch.manual_seed(seed)
+        ours = build_mae(
+            build_vit(spec), mask_ratio=ratio, norm_pix_loss=True,
+            decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
+        )
+    else:
+        ratio = 0.6 if mask_ratio is None else mask_ratio
+        torch.manual_seed(seed)
+        ours = build_simmim(build_vit(spec), mask_ratio=ratio)
+        notes.append("simmim: no transformers peer (HF has no SimMIM pre-training model); ours only")
+
+    hf = None
+    if hf_config is not None:
+        transformers = _import_transformers()
+        torch.manual_seed(seed)
+        hf = transformers.ViTMAEForPreTraining(hf_config)
+        ours.load_state_dict(convert_vitmae_state_dict(hf.state_dict()), strict=True)
+        notes.append("ours starts from the peer's initial weights (same computation, same first loss)")
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, spec.in_chans, image_size, image_size, generator=gen).to(dev)
+    num_patches = ours.encoder.num_patches
+    noise = torch.rand(batch, num_patches, generator=gen).to(dev)
+    if with_peer and int(num_patches * (1 - ratio)) != num_patches - count_for_ratio(num_patches, ratio):
+        notes.append(f"mask counts differ: ours rounds N*ratio half up, HF floors N*(1-ratio) (N={num_patches})")
+
+    ours.to(dev).train()
+    lr = scaled_lr(BASE_LR, batch)
+    ours_opt = build_adamw(ours, lr=lr, weight_decay=WEIGHT_DECAY, betas=BETAS, fused="auto")
+    ours_module = torch.compile(ours) if compile else ours
+    if method == "mae":
+        ours_forward = lambda m: m({"images": images, "mask": masking_from_noise(noise, ratio)})["loss"]
+    else:
+        simmim_mask = ours.sample_masks(batch, torch.Generator().manual_seed(seed + 1)).to(dev)
+        ours_forward = lambda m: m({"images": images, "mask": simmim_mask})["loss"]
+    runners = [_Runner("ours", ours_module, ours_opt, ours_forward, dev, dtype)]
+
+    if hf is not None:
+        hf.to(dev).train()
+        hf_opt = torch.optim.AdamW(
+            param_groups(hf, WEIGHT_DECAY), lr=lr, betas=BETAS, fused=True if dev.type == "cuda" else None
+        )
+        hf_module = torch.compile(hf) if compile else hf
+        hf_forward = lambda m: m(pixel_values=images, noise=noise).loss
+        runners.append(_Runner("peer", hf_module, hf_opt, hf_forward, dev, dtype))
+
+    if warmup:
+        for runner in runners:
+            runner.run(warmup, timed=False)
+    for r in range(rounds):  # alternate who goes first so that drifts hit both models alike
+        for runner in runners if r % 2 == 0 else runners[::-1]:
+            runner.run(steps, timed=True)
+
+    if dev.type != "cuda":
+        notes.append(f"peak memory not measured on {dev.type}")
+    for runner in runners:
+        spread = max(runner.step_s) / min(runner.step_s)
+        if spread > 1.25:
+            notes.append(
+                f"noisy timings: {runner.name} rounds vary {spread:.2f}x (other load on the machine?); "
+                "compare step_ms_min and ratio_paired, or add rounds"
+            )
+    result_ours = runners[0].summary(batch)
+    result_peer = runners[1].summary(batch) if len(runners) > 1 else None
+    return {
+        "method": method,
+        "model": model,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "batch": batch,
+        "steps": steps,
+        "warmup": warmup,
+        "rounds": rounds,
+        "encoder": spec.resolved(),
+        "decoder": {"dim": decoder_dim, "depth": decoder_depth, "heads": decoder_heads} if method == "mae" else None,
+        "mask_ratio": ratio,
+        "device": _device_name(dev),
+        "amp": _DTYPE_NAMES[dtype],
+        "compile": compile,
+        "peer_name": f"{PEER_NAME}.ViTMAEForPreTraining" if hf is not None else None,
+        "params": {"ours": count_params(ours), "peer": count_params(hf) if hf is not None else None},
+        "ours": result_ours,
+        "peer": result_peer,
+        "ratio": result_ours["img_per_s"] / result_peer["img_per_s"] if result_peer else None,
+        "ratio_paired": (
+            statistics.median(p / o for o, p in zip(runners[0].step_s, runners[1].step_s, strict=True))
+            if result_peer else None
+        ),
+        "notes": notes,
+    }
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """A small aligned table of a `bench_pretrain` result plus the ours/peer ratio line."""
+    enc = result["encoder"]
+    head = (
+        f"{result['method']} vit-{result['model']} ({enc['embed_dim']}d x {enc['depth']})  "
+        f"image {result['image_size']} patch {result['patch_size']}  batch {result['batch']}"
+    )
+    if result.get("decoder"):
+        d = result["decoder"]
+        head += f"  decoder {d['dim']}d x {d['depth']} ({d['heads']} heads)"
+    head += f"\ndevice {result['device']}  amp {result['amp']}  compile {result['compile']}"
+    head += f"  steps {result['rounds']} x {result['steps']} (+{result['warmup']} warmup)"
+
+    def mem(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    rows = [("model", "params", "trainable", "img/s", "step ms", "min ms", "peak MB", "loss first->last")]
+    for key, label in (("ours", "ours"), ("peer", PEER_NAME)):
+        r, p = result.get(key), result["params"].get(key)
+        if r is None:
+            continue
+        rows.append((
+            label, f"{p['total']:,}", f"{p['trainable']:,}", f"{r['img_per_s']:.1f}", f"{r['step_ms_median']:.2f}",
+            f"{r['step_ms_min']:.2f}", mem(r["peak_mem_mb"]), f"{r['loss_first']:.4f}->{r['loss_last']:.4f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [head, ""]
+    for row in rows:
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(cells)))
+    ratio = result.get("ratio")
+    if ratio is None:
+        lines += ["", f"ratio ours/{PEER_NAME}: n/a (no peer)"]
+    else:
+        paired = result.get("ratio_paired")
+        extra = f"  (paired by round: {paired:.2f}x)" if paired is not None else ""
+        lines += ["", f"ratio ours/{PEER_NAME}: {ratio:.2f}x{extra}"]
+    lines += [f"note: {n}" for n in result.get("notes", [])]
+    return "\n".join(lines)

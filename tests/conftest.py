@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny params that train in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mim.params import PretrainParams, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "data.source=synthetic:128",
+    "data.image_size=16",
+    "model.patch_size=4",
+    "model.embed_dim=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "method.decoder.embed_dim=32",
+    "method.decoder.depth=1",
+    "method.decoder.num_heads=2",
+    "train.batch_size=16",
+    "train.steps=12",
+    "train.log_every_steps=4",
+    "optim.base_lr=2e-3",
+]
+
+
+def tiny_overrides(method: str = "mae", **extra: object) -> list[str]:
+    sets = [s for s in TINY if method == "mae" or not s.startswith("method.decoder")]
+    if method == "simmim":
+        sets.append("method.mask_unit_size=8")
+    return [f"method.name={method}", *sets, *(f"{k}={v}" for k, v in extra.items())]
+
+
+def tiny_params(method: str = "mae", **extra: object) -> PretrainParams:
+    return load_params(PretrainParams, None, tiny_overrides(method, **{k.replace("__", "."): v for k, v in extra.items()}))
+
+
+def run_mim(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m mim.cli ...` in a subprocess (the console script's code path)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mim.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env, cwd=ROOT)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_params
