@@ -38,7 +38,9 @@ def tiny_overrides(method: str = "mae", **extra: object) -> list[str]:
 
 
 def tiny_params(method: str = "mae", **extra: object) -> PretrainParams:
-    return load_params(PretrainParams, None, tiny_overrides(method, **{k.replace("__", "."): v for k, v in extra.items()}))
+    """Tiny validated params; keyword `train__steps=3` sets `train.steps`."""
+    dotted = {k.replace("__", "."): v for k, v in extra.items()}
+    return load_params(PretrainParams, None, tiny_overrides(method, **dotted))
 
 
 def run_mim(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
