@@ -6,6 +6,7 @@ Outputs under `out_dir` (any fsspec URL):
     encoder.safetensors        the encoder, loadable by timm (architecture in the file's metadata)
     history.csv                step, loss, lr
     train_metrics.json         steps, final loss, wall time, img/s
+    loss.png, reconstructions.png
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import logging
 
 import torch
 
-from mim.data import ImageTensors, load_dataset
+from mim.analysis import plot_loss_curve, save_reconstruction_grid
+from mim.data import BatchAugment, ImageTensors, load_dataset
 from mim.engine.distributed import init_distributed
 from mim.engine.runtime import resolve_device, set_deterministic
 from mim.engine.trainer import Trainer, TrainResult, write_text
-from mim.methods import build_method
+from mim.methods import MIMMethod, build_method
 from mim.models.export import export_encoder
 from mim.params import PretrainParams
 from mim.rng import derive_seed, generator_for
@@ -40,6 +42,20 @@ def history_csv(history: dict[str, list[float]]) -> str:
     rows = ["step,loss,lr"] + [f"{s},{loss:.6g},{lr:.6g}" for s, loss, lr in
                                zip(history["step"], history["loss"], history["lr"], strict=True)]
     return "\n".join(rows) + "\n"
+
+
+@torch.no_grad()
+def save_pictures(method: MIMMethod, data: ImageTensors, params: PretrainParams, out_dir: str, result: TrainResult,
+                  device: torch.device, count: int = 8) -> None:
+    """loss.png and reconstructions.png (the first `count` images, a mask fixed by the seed)."""
+    plot_loss_curve(result.history, f"{out_dir}/loss.png", title=f"{params.method.name} pre-training loss")
+    d = params.data
+    augment = BatchAugment(out_size=d.image_size, mean=d.mean, std=d.std, to_rgb=d.to_rgb)
+    images = augment.eval(data.images[:count].to(device))
+    mask = method.sample_masks(len(images), generator_for(params.train.seed, "pictures")).to(device)
+    method.eval()
+    panels = method.reconstruct({"images": images, "mask": mask})
+    save_reconstruction_grid(images, panels, f"{out_dir}/reconstructions.png", d.mean, d.std)
 
 
 def pretrain(params: PretrainParams, out_dir: str, resume: bool = False,
@@ -77,4 +93,5 @@ def pretrain(params: PretrainParams, out_dir: str, resume: bool = False,
         metrics = {"steps": result.steps, "final_loss": result.final_loss, "wall_time_s": result.wall_time_s,
                    "images_per_s": result.images_per_s, "resumed_from": result.resumed_from}
         write_text(f"{trainer.out_dir}/train_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        save_pictures(method, data, params, trainer.out_dir, result, device)
     return result

@@ -1,0 +1,59 @@
+"""PNG pictures of a run: the loss curve and a reconstruction grid (original / corrupted / predicted)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from mim.engine.checkpoint import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig: plt.Figure, url: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(url, buf.getvalue())
+
+
+def plot_loss_curve(history: dict[str, list[float]], url: str, title: str = "pre-training loss") -> None:
+    """Loss (left axis) and learning rate (right axis) against the optimizer step."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history["step"], history["loss"], color="tab:blue", label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax.grid(alpha=0.3)
+    lr_ax = ax.twinx()
+    lr_ax.plot(history["step"], history["lr"], color="tab:orange", alpha=0.6, label="lr")
+    lr_ax.set_ylabel("learning rate", color="tab:orange")
+    ax.set_title(title)
+    _save(fig, url)
+
+
+def _to_display(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Normalized [B, C, H, W] -> [B, H, W, C] in [0, 1] for imshow."""
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x.cpu().float() * s + m).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def save_reconstruction_grid(originals: torch.Tensor, panels: dict[str, torch.Tensor], url: str,
+                             mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """One row per image: the original, then each named panel (e.g. input with mask, prediction)."""
+    rows = [("original", originals), *panels.items()]
+    n = originals.shape[0]
+    fig, axes = plt.subplots(n, len(rows), figsize=(1.6 * len(rows), 1.6 * n), squeeze=False)
+    for col, (name, imgs) in enumerate(rows):
+        shown = _to_display(imgs, mean, std)
+        for row in range(n):
+            ax = axes[row][col]
+            ax.imshow(shown[row].squeeze(-1) if shown.shape[-1] == 1 else shown[row], cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+    _save(fig, url)
