@@ -4,7 +4,8 @@ Both models get the same architecture, the same weights (for MAE the HF initiali
 into ours), the same random batch and the same masking noise, and are timed on full training steps
 (forward, backward, AdamW step, zero_grad) in the same process. Warm-up steps are untimed; the timed
 steps come in rounds that alternate between the two models (ours first on even rounds, the peer
-first on odd ones), so that machine noise hits both alike, and the median over rounds is reported.
+first on odd ones), so that machine noise hits both alike, and the median over rounds is reported;
+`ratio_paired` (the median of per-round ratios) and `step_ms_min` help to read runs on a busy machine.
 
 `transformers` is imported only when a peer is built (`method="mae"` with `peer=True`).
 """
@@ -316,6 +317,8 @@ def _bench(
         for runner in runners if r % 2 == 0 else runners[::-1]:
             runner.run(steps, timed=True)
 
+    if compile and not warmup:
+        notes.append("compile with warmup=0: compilation time is inside the first timed round")
     if dev.type != "cuda":
         notes.append(f"peak memory not measured on {dev.type}")
     for runner in runners:

@@ -44,6 +44,7 @@ def test_mae_against_transformers():
     # Same weights, batch and noise: the very first loss is the same computation.
     assert result["ours"]["loss_first"] == pytest.approx(result["peer"]["loss_first"], abs=1e-5)
     assert result["ratio"] == pytest.approx(result["ours"]["img_per_s"] / result["peer"]["img_per_s"])
+    assert result["ratio_paired"] > 0
     assert any("not measured on cpu" in n for n in result["notes"])
     text = format_bench(result)
     assert "ratio ours/transformers: " in text and text.rstrip().count("\n") >= 5
@@ -69,10 +70,14 @@ def test_simmim_has_no_peer():
     tiny = {k: v for k, v in TINY.items() if not k.startswith("decoder")}
     result = bench_pretrain("simmim", **tiny)
     assert result["peer"] is None and result["ratio"] is None and result["peer_name"] is None
+    assert result["ratio_paired"] is None
     assert result["params"]["peer"] is None and result["decoder"] is None
     assert result["mask_ratio"] == 0.6
     _check_run(result["ours"], rounds=2)
-    assert "n/a (no peer)" in format_bench(result)
+    text = format_bench(result)
+    assert "n/a (no peer)" in text and "transformers " not in text.splitlines()[3]
+    result["ours"]["peak_mem_mb"] = 12.5  # as on CUDA
+    assert "12.5" in format_bench(result)
 
 
 def test_mae_without_peer_needs_no_transformers(monkeypatch):
