@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench", required=True)
     bp = bsub.add_parser("pretrain", help="training img/s and peak memory, ours vs transformers ViTMAE")
     bp.add_argument("--method", choices=["mae", "simmim"], default="mae")
-    bp.add_argument("--model", choices=["tiny", "small", "base", "large"], default="tiny")
+    bp.add_argument("--model", choices=["micro", "tiny", "small", "base", "large"], default="tiny")
     bp.add_argument("--image-size", type=int, default=32)
     bp.add_argument("--patch-size", type=int, default=4)
     bp.add_argument("--batch", type=int, default=64)
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader lists every CPU variant it tried
     warnings.simplefilter("default")
 
     try:

@@ -13,13 +13,13 @@ def _write(tmp_path, text: str):
 
 def test_defaults_validate():
     p = PretrainParams()
-    assert p.method.name == "mae" and p.model.size == "tiny" and p.data.source == "fashion-mnist"
+    assert p.method.name == "mae" and p.model.size == "micro" and p.data.source == "fashion-mnist"
 
 
 @pytest.mark.parametrize("yaml_text, path, reason", [
     ("method:\n  name: mae\n  mask_ratio: 1.2\n", "method.mask_ratio", "less than 1"),
     ("train:\n  batch_size: 0\n", "train.batch_size", "greater than 0"),
-    ("model:\n  size: huge\n", "model.size", "'tiny', 'small', 'base' or 'large'"),
+    ("model:\n  size: huge\n", "model.size", "'micro', 'tiny', 'small', 'base' or 'large'"),
     ("optim:\n  lr: 0.1\n", "optim.lr", "Extra inputs are not permitted"),
     ("method:\n  name: dino\n", "method", "does not match any of the expected tags"),
     ("data:\n  augment:\n    scale: [0.9, 0.2]\n", "data.augment", "scale must be (low, high)"),

@@ -23,12 +23,14 @@ from mim.models.pos_embed import sincos_2d
 
 # size -> (embed_dim, depth, num_heads); the timm names below use the same shapes.
 VIT_PRESETS: dict[str, tuple[int, int, int]] = {
+    "micro": (128, 4, 4),  # CPU-sized default for Fashion-MNIST; exports under timm's tiny name + kwargs
     "tiny": (192, 12, 3),
     "small": (384, 12, 6),
     "base": (768, 12, 12),
     "large": (1024, 24, 16),
 }
 TIMM_NAMES = {
+    "micro": "vit_tiny_patch16_224",
     "tiny": "vit_tiny_patch16_224",
     "small": "vit_small_patch16_224",
     "base": "vit_base_patch16_224",
@@ -40,7 +42,7 @@ TIMM_NAMES = {
 class ViTSpec:
     """Everything needed to rebuild an encoder: saved beside every checkpoint and export."""
 
-    size: Literal["tiny", "small", "base", "large"] = "tiny"
+    size: Literal["micro", "tiny", "small", "base", "large"] = "tiny"
     img_size: int = 32
     patch_size: int = 4
     in_chans: int = 3

@@ -23,7 +23,7 @@ class Strict(BaseModel):
 
 class ViTParams(Strict):
     arch: Literal["vit"] = "vit"
-    size: Literal["tiny", "small", "base", "large"] = "tiny"
+    size: Literal["micro", "tiny", "small", "base", "large"] = "micro"
     patch_size: PositiveInt = 4
     embed_dim: PositiveInt | None = None
     depth: PositiveInt | None = None
@@ -74,9 +74,9 @@ class DataParams(Strict):
 
 
 class DecoderParams(Strict):
-    embed_dim: PositiveInt = 128
-    depth: PositiveInt = 2
-    num_heads: PositiveInt = 4
+    embed_dim: PositiveInt = 64
+    depth: PositiveInt = 1
+    num_heads: PositiveInt = 2
 
 
 class MaeParams(Strict):
@@ -96,7 +96,7 @@ MethodParams = Annotated[MaeParams | SimMimParams, Field(discriminator="name")]
 
 
 class OptimParams(Strict):
-    base_lr: Annotated[float, Field(gt=0)] = 1.5e-4
+    base_lr: Annotated[float, Field(gt=0)] = 5e-4  # MAE's ImageNet value is 1.5e-4 over 800+ epochs
     weight_decay: Annotated[float, Field(ge=0)] = 0.05
     betas: tuple[Fraction, Fraction] = (0.9, 0.95)
     eps: Annotated[float, Field(gt=0)] = 1e-8
@@ -113,7 +113,7 @@ class ScheduleParams(Strict):
 class TrainParams(Strict):
     batch_size: PositiveInt = 256
     accum_steps: PositiveInt = 1
-    epochs: Annotated[float, Field(gt=0)] = 1.0
+    epochs: Annotated[float, Field(gt=0)] = 3.0
     steps: PositiveInt | None = Field(None, description="optimizer steps; when set, it replaces epochs")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
