@@ -9,6 +9,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mim.masking import restore_tokens
+from mim.models.attention import SplitQkvAttention
 from mim.models.pos_embed import sincos_2d
 
 
@@ -32,9 +33,8 @@ class MaeDecoder(nn.Module):
         self.embed = nn.Linear(in_dim, embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(sincos_2d(embed_dim, grid, cls_token=True), requires_grad=False)
-        self.blocks = nn.Sequential(
-            *[Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)]
-        )
+        block = partial(Block, qkv_bias=True, norm_layer=norm, attn_layer=SplitQkvAttention)
+        self.blocks = nn.Sequential(*[block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm = norm(embed_dim)
         self.pred = nn.Linear(embed_dim, out_dim)
         nn.init.normal_(self.mask_token, std=0.02)

@@ -19,6 +19,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mim.masking import gather_tokens
+from mim.models.attention import SplitQkvAttention
 from mim.models.pos_embed import sincos_2d
 
 # size -> (embed_dim, depth, num_heads); the timm names below use the same shapes.
@@ -96,6 +97,7 @@ class MaskedViT(VisionTransformer):
             qkv_bias=spec.qkv_bias,
             drop_path_rate=spec.drop_path,
             norm_layer=partial(nn.LayerNorm, eps=spec.norm_eps),
+            attn_layer=SplitQkvAttention,
             **dims,
         )
         self.spec = spec
