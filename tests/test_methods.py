@@ -55,7 +55,7 @@ def test_mae_loss_is_mse_of_normalized_pixels_on_masked_patches_only():
     per_patch = ((pred - target) ** 2).mean(-1)
     expected = (per_patch * mask.mask).sum() / mask.mask.sum()
     assert torch.allclose(method({"images": images, "mask": mask})["loss"], expected, atol=1e-6)
-    # changing visible-patch predictions' targets does not matter: perturb only visible pixels' target
+    # the library's target is the same per-patch standardization
     assert torch.allclose(normalize_patches(patchify(images, 4)), target, atol=1e-6)
 
 

@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mim.data import BatchAugment, ImageTensors, StepBatches
 from mim.engine.checkpoint import (
     CheckpointError,
+    atomic_write_bytes,
     checkpoint_exists,
     load_checkpoint,
     load_state_strict,
@@ -250,9 +250,5 @@ class Trainer:
 
 
 def write_text(url: str, text: str) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "w") as f:
-        f.write(text)
+    """Write a small text output atomically (readers never see half a file)."""
+    atomic_write_bytes(url, text.encode())
