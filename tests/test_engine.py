@@ -148,7 +148,8 @@ def test_pretrain_outputs_and_timm_loads_the_export(tmp_path):
     result = pretrain(tiny_params("mae"), str(out))
     assert result.steps == 12 and math.isfinite(result.final_loss)
     assert {p.name for p in out.iterdir()} >= {"params.json", "encoder.safetensors", "history.csv",
-                                               "train_metrics.json", "checkpoints"}
+                                               "train_metrics.json", "checkpoints", "loss.png", "reconstructions.png"}
+    assert (out / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "params.json").read_text())["method"]["name"] == "mae"
     history = (out / "history.csv").read_text().splitlines()
     assert history[0] == "step,loss,lr" and len(history) == 13

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mim.engine.checkpoint import atomic_write_bytes  # noqa: E402
@@ -34,11 +35,11 @@ def plot_loss_curve(history: dict[str, list[float]], url: str, title: str = "pre
     _save(fig, url)
 
 
-def _to_display(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def _to_display(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """Normalized [B, C, H, W] -> [B, H, W, C] in [0, 1] for imshow."""
     m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x.cpu().float() * s + m).clamp(0, 1).permute(0, 2, 3, 1)
+    return (x.cpu().float() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
 def save_reconstruction_grid(originals: torch.Tensor, panels: dict[str, torch.Tensor], url: str,
