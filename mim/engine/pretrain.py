@@ -17,7 +17,7 @@ import logging
 import torch
 
 from mim.analysis import plot_loss_curve, save_reconstruction_grid
-from mim.data import BatchAugment, ImageTensors, load_dataset
+from mim.data import ImageTensors, load_dataset
 from mim.engine.distributed import init_distributed
 from mim.engine.runtime import resolve_device, set_deterministic
 from mim.engine.trainer import Trainer, TrainResult, write_text
@@ -50,8 +50,7 @@ def save_pictures(method: MIMMethod, data: ImageTensors, params: PretrainParams,
     """loss.png and reconstructions.png (the first `count` images, a mask fixed by the seed)."""
     plot_loss_curve(result.history, f"{out_dir}/loss.png", title=f"{params.method.name} pre-training loss")
     d = params.data
-    augment = BatchAugment(out_size=d.image_size, mean=d.mean, std=d.std, to_rgb=d.to_rgb)
-    images = augment.eval(data.images[:count].to(device))
+    images = d.batch_augment().eval(data.images[:count].to(device))
     mask = method.sample_masks(len(images), generator_for(params.train.seed, "pictures")).to(device)
     method.eval()
     panels = method.reconstruct({"images": images, "mask": mask})

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mim.data import BatchAugment, ImageTensors, StepBatches
+from mim.data import ImageTensors, StepBatches
 from mim.engine.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -85,9 +85,7 @@ class Trainer:
         self.images = data.images.to(device) if keep_on_device else data.images
         self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
         self.total_steps = total_steps(params, len(data))
-        a, d = params.data.augment, params.data
-        self.augment = BatchAugment(out_size=d.image_size, scale=a.scale, ratio=a.ratio, hflip_prob=a.hflip,
-                                    mean=d.mean, std=d.std, to_rgb=d.to_rgb)
+        self.augment = params.data.batch_augment()
         self.lr = scaled_lr(params.optim.base_lr, t.batch_size)
         o = params.optim
         self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused)

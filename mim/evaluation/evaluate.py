@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from mim.data import BatchAugment, ImageTensors, load_dataset
+from mim.data import ImageTensors, load_dataset
 from mim.engine.runtime import resolve_device
 from mim.evaluation.features import extract_features, pixel_features
 from mim.evaluation.knn import knn_accuracy
@@ -30,10 +30,6 @@ def load_eval_data(data: DataParams, params: EvalParams) -> tuple[ImageTensors, 
     return splits[0], splits[1]
 
 
-def eval_augment(data: DataParams) -> BatchAugment:
-    return BatchAugment(out_size=data.image_size, mean=data.mean, std=data.std, to_rgb=data.to_rgb)
-
-
 def probe_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                    params: EvalParams, device: torch.device) -> dict[str, float]:
     """k-NN and linear-probe accuracies (percent) of one pair of feature sets."""
@@ -48,7 +44,7 @@ def evaluate_encoder(encoder: MaskedViT, train: ImageTensors, test: ImageTensors
                      data: DataParams) -> dict[str, float]:
     """Features of `encoder` extracted once per split, then k-NN and linear probe (accuracies in %)."""
     device = resolve_device(params.device)
-    augment = eval_augment(data)
+    augment = data.batch_augment()
     began = time.perf_counter()
     feats = [extract_features(encoder, ds.images, augment, pool=params.pool, batch_size=params.batch_size,
                               device=device) for ds in (train, test)]
@@ -61,6 +57,6 @@ def evaluate_encoder(encoder: MaskedViT, train: ImageTensors, test: ImageTensors
 
 def evaluate_pixels(train: ImageTensors, test: ImageTensors, params: EvalParams, data: DataParams) -> dict[str, float]:
     """The raw-pixel reference: the same protocol on flattened, normalized input pixels."""
-    augment = eval_augment(data)
+    augment = data.batch_augment()
     return probe_features(pixel_features(train.images, augment), train.labels, pixel_features(test.images, augment),
                           test.labels, params, resolve_device(params.device))

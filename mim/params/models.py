@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mim.data.augment import BatchAugment
 from mim.models.vit import ViTSpec
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -65,6 +66,12 @@ class DataParams(Strict):
     std: tuple[Annotated[float, Field(gt=0)], ...] = (0.5, 0.5, 0.5)
     augment: AugmentParams = AugmentParams()
     on_device: Literal["auto", "always", "never"] = "auto"
+
+    def batch_augment(self) -> BatchAugment:
+        """The augmentation these params describe; its `.eval()` is the evaluation transform."""
+        a = self.augment
+        return BatchAugment(out_size=self.image_size, scale=a.scale, ratio=a.ratio, hflip_prob=a.hflip,
+                            mean=self.mean, std=self.std, to_rgb=self.to_rgb)
 
     @model_validator(mode="after")
     def _stats(self) -> DataParams:
