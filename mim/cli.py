@@ -8,8 +8,9 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
-from mim.params import ParamsError
+from mim.params import DEFAULT_PARAMS_DIR, METHOD_NAMES, ParamsError
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -22,20 +23,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method")
-    p.add_argument("--method", choices=["mae", "simmim"], help="method (must agree with the params file if given)")
-    p.add_argument("--params", help="YAML params file (PretrainParams); defaults fit Fashion-MNIST on a CPU")
-    p.add_argument("--out", help="output directory or fsspec URL (default runs/<method>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt when present")
+    pp = sub.add_parser("params", help="validate or print the params files")
+    psub = pp.add_subparsers(dest="params_command", required=True)
+    pc = psub.add_parser("check", help="validate every params/*.yaml against its model")
+    pc.add_argument("--dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    ps = psub.add_parser("show", help="print the resolved values (defaults filled in) of params files")
+    ps.add_argument("names", nargs="*", help="file names without .yaml (default: all)")
+    ps.add_argument("--dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+
+    pr = sub.add_parser("prepare", help="stage: read the data source once and write data/prepared/")
+    pr.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    _add_set(pr)
+
+    p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method",
+                       description="Stage form (what dvc.yaml runs): `mim pretrain --method M` reads params/M.yaml and "
+                       "params/data.yaml and writes models/M/, metrics/pretrain/M.json and plots/pretrain/M/. "
+                       "One-off form: `--params FILE` and/or `--out DIR` train into DIR from one params file.")
+    p.add_argument("--method", choices=METHOD_NAMES, help="method (must agree with the params file if given)")
+    p.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="stage form: params directory (default params)")
+    p.add_argument("--params", help="one-off form: YAML params file (PretrainParams, data included)")
+    p.add_argument("--out", help="one-off form: output directory or fsspec URL (default runs/<method>)")
+    p.add_argument("--resume", action="store_true",
+                   help="one-off form: continue from <out>/checkpoints/last.pt (the stage form always resumes)")
     _add_set(p)
 
-    e = sub.add_parser("evaluate", help="k-NN and linear probe of a frozen exported encoder")
-    e.add_argument("--encoder", required=True, help="encoder.safetensors written by `mim pretrain`")
-    e.add_argument("--params", help="YAML eval params file (EvalParams)")
+    e = sub.add_parser("evaluate", help="k-NN and linear probe of a frozen encoder",
+                       description="Stage form: `mim evaluate --method M` evaluates models/M/encoder.safetensors on "
+                       "data/prepared with params/eval.yaml; `--baseline-of M` evaluates a random-init encoder of M's "
+                       "shape and raw pixels. One-off form: `--encoder FILE`.")
+    e.add_argument("--method", choices=METHOD_NAMES, help="stage form: evaluate this method's encoder")
+    e.add_argument("--baseline-of", choices=METHOD_NAMES, metavar="METHOD",
+                   help="stage form: a randomly initialised encoder of METHOD's shape, and raw pixels")
+    e.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="stage form: params directory (default params)")
+    e.add_argument("--encoder", help="one-off form: an encoder.safetensors written by `mim pretrain`")
+    e.add_argument("--params", help="one-off form: YAML eval params file (EvalParams)")
     e.add_argument("--baseline", action="store_true",
-                   help="also evaluate a randomly initialised encoder of the same shape, and raw pixels")
-    e.add_argument("--out", help="write the metrics as JSON here")
+                   help="one-off form: also a randomly initialised encoder of the same shape, and raw pixels")
+    e.add_argument("--out", help="one-off form: write the metrics as JSON here")
     _add_set(e)
+
+    for name, text in (("up", "start the local Prefect and MLflow servers (127.0.0.1, state in .mim/)"),
+                       ("down", "stop the servers `mim up` started"), ("status", "show the local servers")):
+        sv = sub.add_parser(name, help=text)
+        if name == "up":
+            sv.add_argument("--prefect-port", type=int, default=4200)
+            sv.add_argument("--mlflow-port", type=int, default=5000)
+    sub.add_parser("serve", help="serve the Prefect deployments (pretrain/<method>, pipeline/all); blocks")
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -57,11 +90,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mim.params import check_dir, load_file, resolved
+
+    if args.params_command == "check":
+        valid = check_dir(args.dir)
+        print(f"{args.dir}: {len(valid)} params files valid ({', '.join(f'{n}.yaml' for n in valid)})")
+        return 0
+    names = args.names or [p.stem for p in sorted(Path(args.dir).glob("*.yaml"))]
+    for name in names:
+        print(f"# {Path(args.dir) / name}.yaml (resolved)")
+        print(yaml.safe_dump(resolved(load_file(Path(args.dir) / f"{name}.yaml")), sort_keys=False))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from mim.stages import prepare
+
+    prepare.run(args.params_dir, args.overrides)
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
     from mim.engine.launch import needs_launch, relaunch_with_torchrun
-    from mim.engine.pretrain import pretrain
-    from mim.params import PretrainParams, load_params, read_yaml
+    from mim.params import PretrainParams, load_params, load_pretrain, read_yaml
 
+    one_off = args.params is not None or args.out is not None
+    if not one_off:
+        if not args.method:
+            raise ParamsError("mim pretrain: give --method (stage form) or --params/--out (one-off form)")
+        params = load_pretrain(args.params_dir, args.method, args.overrides)
+        if needs_launch(params.launcher):
+            return relaunch_with_torchrun(params.launcher, argv)
+        from mim.stages import pretrain as stage
+
+        metrics = stage.run(args.method, args.params_dir, args.overrides)
+        if metrics:
+            logging.getLogger("mim").info("done: %d steps, final loss %.4f, %.0f img/s", metrics["steps"],
+                                          metrics["final_loss"], metrics["images_per_s"])
+        return 0
     base = {}
     if args.method:
         file_method = (read_yaml(args.params).get("method") or {}).get("name") if args.params else None
@@ -71,6 +140,8 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
     params = load_params(PretrainParams, args.params, args.overrides, base=base)
     if needs_launch(params.launcher):
         return relaunch_with_torchrun(params.launcher, argv)
+    from mim.engine.pretrain import pretrain
+
     out = args.out or f"runs/{params.method.name}"
     result = pretrain(params, out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
@@ -81,16 +152,27 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    stage_method = args.method or args.baseline_of
+    if args.encoder is None:
+        if not stage_method or (args.method and args.baseline_of):
+            raise ParamsError("mim evaluate: give one of --method M or --baseline-of M (stage form), "
+                              "or --encoder FILE (one-off form)")
+        from mim.stages import evaluate as stage
+
+        results = stage.run(stage_method, args.params_dir, args.overrides, baseline=args.baseline_of is not None)
+        print(format_eval_table(results if args.baseline_of else {"encoder": results}))
+        return 0
+    if stage_method:
+        raise ParamsError("mim evaluate: --encoder (one-off form) cannot be combined with --method/--baseline-of")
     import torch
 
     from mim.evaluation.evaluate import evaluate_encoder, evaluate_pixels, load_eval_data
     from mim.models.export import load_encoder, read_metadata
     from mim.models.vit import build_vit
-    from mim.params import DataParams, EvalParams, load_params, validate
+    from mim.params import DataParams, EvalParams, load_params, split_overrides, validate
     from mim.rng import derive_seed
 
-    eval_sets = [o for o in args.overrides if not o.startswith("data.")]
-    data_sets = [o.removeprefix("data.") for o in args.overrides if o.startswith("data.")]
+    data_sets, eval_sets = split_overrides(args.overrides, "data")
     params = load_params(EvalParams, args.params, eval_sets)
     meta = read_metadata(args.encoder)
     data_base = json.loads(meta["data"]) if "data" in meta else {}
@@ -110,6 +192,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from mim.engine.trainer import write_text
 
         write_text(args.out, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from mim import services
+    from mim.tracking import project_dir
+
+    root = project_dir()
+    if args.command == "up":
+        states = services.up(root, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
+        for name, st in states.items():
+            print(f"{name:<8} {st.url}  (pid {st.pid}, log {st.log})")
+        print(f"Prefect API: export PREFECT_API_URL={states['prefect'].url}/api  (mim serve sets it itself)")
+        print(f"MLflow UI:   {states['mlflow'].url}")
+        return 0
+    if args.command == "down":
+        stopped = services.down(root)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    for name, st in services.status(root).items():
+        print(f"{name:<8} " + (f"{st.url}  (pid {st.pid})" if st else "not running"))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve_all
+
+    serve_all()
     return 0
 
 
@@ -142,14 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader lists every CPU variant it tried
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # system-metrics start/stop lines on every run
     warnings.simplefilter("default")
 
     try:
         if args.command == "pretrain":
             return cmd_pretrain(args, argv)
-        if args.command == "evaluate":
-            return cmd_evaluate(args)
-        return cmd_bench(args)
+        commands = {"params": cmd_params, "prepare": cmd_prepare, "evaluate": cmd_evaluate, "bench": cmd_bench,
+                    "up": cmd_services, "down": cmd_services, "status": cmd_services, "serve": cmd_serve}
+        return commands[args.command](args)
     except Exception as err:
         if os.environ.get("MIM_DEBUG"):
             raise
@@ -161,11 +272,13 @@ def _report(command: str, err: Exception) -> int:
     from mim.data import EmptyDatasetError
     from mim.engine.checkpoint import CheckpointError
     from mim.engine.trainer import NonFiniteLossError
+    from mim.services import ServiceError
 
     if isinstance(err, ParamsError):
         print(f"mim {command}: {err}", file=sys.stderr)
         return 2
-    if isinstance(err, CheckpointError | NonFiniteLossError | EmptyDatasetError | FileNotFoundError | ValueError):
+    if isinstance(err, CheckpointError | NonFiniteLossError | EmptyDatasetError | ServiceError | FileNotFoundError
+                            | ValueError):
         print(f"mim {command}: error: {err}", file=sys.stderr)
         return 1
     raise err

@@ -20,7 +20,7 @@ from mim.analysis import plot_loss_curve, save_reconstruction_grid
 from mim.data import ImageTensors, load_dataset
 from mim.engine.distributed import init_distributed
 from mim.engine.runtime import resolve_device, set_deterministic
-from mim.engine.trainer import Trainer, TrainResult, write_text
+from mim.engine.trainer import MetricsCallback, Trainer, TrainResult, write_text
 from mim.methods import MIMMethod, build_method
 from mim.models.export import export_encoder
 from mim.params import PretrainParams
@@ -32,9 +32,9 @@ log = logging.getLogger("mim.train")
 def load_train_data(params: PretrainParams) -> ImageTensors:
     """The training split named by `params.data`, optionally a seeded subset."""
     d = params.data
-    data = load_dataset(d.source, d.train_split, size=d.image_size, strict=d.strict, seed=params.train.seed)
+    data = load_dataset(d.source, d.train_split, size=d.image_size, strict=d.strict, seed=d.seed)
     if d.subset is not None:
-        data = data.subset(d.subset, generator_for(params.train.seed, "subset"))
+        data = data.subset(d.subset, generator_for(d.seed, "subset"))
     return data
 
 
@@ -57,9 +57,13 @@ def save_pictures(method: MIMMethod, data: ImageTensors, params: PretrainParams,
     save_reconstruction_grid(images, panels, f"{out_dir}/reconstructions.png", d.mean, d.std)
 
 
-def pretrain(params: PretrainParams, out_dir: str, resume: bool = False,
-             data: ImageTensors | None = None) -> TrainResult:
-    """Train `params.method` and export its encoder; with `resume`, continue from the last checkpoint."""
+def pretrain(params: PretrainParams, out_dir: str, resume: bool = False, data: ImageTensors | None = None,
+             ckpt_url: str | None = None, on_metrics: MetricsCallback | None = None) -> TrainResult:
+    """Train `params.method` and export its encoder; with `resume`, continue from the last checkpoint.
+
+    `ckpt_url` moves the checkpoint out of `out_dir` (a pipeline stage keeps it where re-runs find it);
+    `on_metrics(step, {"loss", "lr", "img_per_s"})` is called on rank 0 at every recorded step.
+    """
     t = params.train
     device = resolve_device(t.device)
     dist = init_distributed(device.type)
@@ -70,7 +74,7 @@ def pretrain(params: PretrainParams, out_dir: str, resume: bool = False,
     in_chans = 3 if params.data.to_rgb else data.images.shape[1]
     torch.manual_seed(derive_seed(t.seed, "init"))  # same initial weights on every rank
     method = build_method(params, in_chans)
-    trainer = Trainer(method, data, params, out_dir, device, dist)
+    trainer = Trainer(method, data, params, out_dir, device, dist, ckpt_url=ckpt_url, on_metrics=on_metrics)
     if dist.is_main:
         write_text(f"{trainer.out_dir}/params.json", params.model_dump_json(indent=2) + "\n")
         log.info("%s: %s encoder, %d params, %d images, %d steps of %d, lr %.2e, device %s%s",

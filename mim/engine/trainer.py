@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from mim.rng import derive_seed, generator_for
 
 log = logging.getLogger("mim.train")
 CKPT_FORMAT = "mim-checkpoint/1"
+MetricsCallback = Callable[[int, dict[str, float]], None]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,13 +74,16 @@ class Trainer:
     """Owns the model, optimizer, schedule and checkpoints of one pre-training run."""
 
     def __init__(self, method: MIMMethod, data: ImageTensors, params: PretrainParams, out_dir: str,
-                 device: torch.device, dist: DistInfo | None = None) -> None:
+                 device: torch.device, dist: DistInfo | None = None, ckpt_url: str | None = None,
+                 on_metrics: MetricsCallback | None = None) -> None:
         dist = dist or DistInfo()
         t = params.train
         if t.batch_size % (dist.world_size * t.accum_steps):
             raise ValueError(f"train.batch_size {t.batch_size} is not divisible by world size {dist.world_size} "
                              f"x accum_steps {t.accum_steps}")
         self.params, self.out_dir, self.device, self.dist = params, out_dir.rstrip("/"), device, dist
+        self.ckpt_url = ckpt_url or f"{self.out_dir}/checkpoints/last.pt"
+        self.on_metrics = on_metrics if dist.is_main else None
         self.method = method.to(device)
         placement = params.data.on_device
         keep_on_device = placement == "always" or (placement == "auto" and device.type == "cuda")
@@ -101,10 +106,6 @@ class Trainer:
         self.step = 0
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
         self.last_ckpt_step: int | None = None
-
-    @property
-    def ckpt_url(self) -> str:
-        return f"{self.out_dir}/checkpoints/last.pt"
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -202,7 +203,8 @@ class Trainer:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         window = torch.zeros((), device=self.device)
         window_n = 0
-        began = time.perf_counter()
+        began = last_record = time.perf_counter()
+        last_record_step = start
         self.method.train()
         for step in range(start, self.total_steps):
             loss = self.train_step(step)
@@ -221,6 +223,11 @@ class Trainer:
                     self.history["step"].append(self.step)
                     self.history["loss"].append(mean_loss)
                     self.history["lr"].append(lr)
+                    if self.on_metrics is not None:
+                        now = time.perf_counter()
+                        speed = (self.step - last_record_step) * t.batch_size / max(now - last_record, 1e-9)
+                        last_record, last_record_step = now, self.step
+                        self.on_metrics(self.step, {"loss": mean_loss, "lr": lr, "img_per_s": speed})
                 if progress.due(step):
                     progress.report(step, mean_loss, lr)
                 window.zero_()

@@ -21,13 +21,19 @@ log = logging.getLogger("mim.evaluate")
 
 def load_eval_data(data: DataParams, params: EvalParams) -> tuple[ImageTensors, ImageTensors]:
     """The labelled train and eval splits, optionally seeded subsets of each."""
-    splits = []
-    for split, n in ((data.train_split, params.train_subset), (data.eval_split, params.test_subset)):
-        ds = load_dataset(data.source, split, size=data.image_size, strict=data.strict, seed=params.seed)
+    train, test = (load_dataset(data.source, split, size=data.image_size, strict=data.strict, seed=params.seed)
+                   for split in (data.train_split, data.eval_split))
+    return eval_subsets(train, test, params)
+
+
+def eval_subsets(train: ImageTensors, test: ImageTensors, params: EvalParams) -> tuple[ImageTensors, ImageTensors]:
+    """Check both splits are labelled and cut the seeded subsets `params` asks for."""
+    out = []
+    for split, ds, n in (("train", train, params.train_subset), ("test", test, params.test_subset)):
         if not ds.is_labeled:
             raise ValueError(f"{ds.source} ({split}): evaluation needs class labels (class sub-folders)")
-        splits.append(ds.subset(n, generator_for(params.seed, "eval", split)) if n else ds)
-    return splits[0], splits[1]
+        out.append(ds.subset(n, generator_for(params.seed, "eval", split)) if n else ds)
+    return out[0], out[1]
 
 
 def probe_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,

@@ -9,9 +9,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mim.params.models import METHOD_NAMES
+
 M = TypeVar("M", bound=BaseModel)
 # Discriminated-union tags pydantic puts into error locations (method.mae.mask_ratio -> method.mask_ratio).
-_METHOD_TAGS = {"mae", "simmim"}
+_METHOD_TAGS = set(METHOD_NAMES)
 
 
 class ParamsError(ValueError):

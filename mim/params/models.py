@@ -5,7 +5,7 @@ Defaults are sized for the embedded default: Fashion-MNIST at 32 px on a CPU.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,8 +60,9 @@ class DataParams(Strict):
     eval_split: str = "test"
     image_size: PositiveInt = 32
     to_rgb: bool = True
-    subset: PositiveInt | None = None
-    strict: bool = False
+    subset: PositiveInt | None = Field(None, description="train on a seeded random subset of this many images")
+    seed: int = Field(0, description="seeds the subset and synthetic data")
+    strict: bool = Field(False, description="corrupt image files are errors instead of skipped with a warning")
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[Annotated[float, Field(gt=0)], ...] = (0.5, 0.5, 0.5)
     augment: AugmentParams = AugmentParams()
@@ -100,6 +101,7 @@ class SimMimParams(Strict):
 
 
 MethodParams = Annotated[MaeParams | SimMimParams, Field(discriminator="name")]
+METHOD_NAMES: tuple[str, ...] = tuple(m.model_fields["name"].default for m in get_args(get_args(MethodParams)[0]))
 
 
 class OptimParams(Strict):
@@ -137,14 +139,28 @@ class LauncherParams(Strict):
     nnodes: PositiveInt = 1
 
 
-class PretrainParams(Strict):
+class RecipeParams(Strict):
+    """One method's pre-training recipe: the contents of `params/<method>.yaml`."""
+
     method: MethodParams = MaeParams()
     model: ViTParams = ViTParams()
-    data: DataParams = DataParams()
     optim: OptimParams = OptimParams()
     schedule: ScheduleParams = ScheduleParams()
     train: TrainParams = TrainParams()
     launcher: LauncherParams = LauncherParams()
+
+
+class PretrainParams(RecipeParams):
+    """Everything a pre-training run reads: a recipe plus the data it trains on (`params/data.yaml`)."""
+
+    data: DataParams = DataParams()
+
+    @classmethod
+    def compose(cls, recipe: RecipeParams, data: DataParams) -> PretrainParams:
+        return cls.model_validate({**recipe.model_dump(), "data": data.model_dump()})
+
+    def recipe(self) -> RecipeParams:
+        return RecipeParams.model_validate(self.model_dump(exclude={"data"}))
 
 
 class KnnParams(Strict):

@@ -1,0 +1,30 @@
+"""Where every stage reads and writes, relative to the project root (the paths `dvc.yaml` declares)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel
+
+PREPARED = Path("data/prepared")
+STATE = Path(".mim")
+
+
+def model_dir(method: str) -> Path:
+    return Path("models") / method
+
+
+def metrics_file(stage: str, name: str) -> Path:
+    return Path("metrics") / stage / f"{name}.json"
+
+
+def plots_dir(stage: str, name: str) -> Path:
+    return Path("plots") / stage / name
+
+
+def checkpoint_url(method: str, params: BaseModel) -> str:
+    """A checkpoint path keyed by the exact params, outside DVC's outputs (which DVC deletes before a re-run),
+    so a killed stage resumes where it stopped and a stage with other params never resumes from it."""
+    key = hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:12]
+    return str(STATE / "checkpoints" / f"{method}-{key}" / "last.pt")

@@ -1,0 +1,56 @@
+"""`mim pretrain --method M`: pre-train on the prepared data with `params/M.yaml` + `params/data.yaml`.
+
+Outputs: `models/M/` (encoder.safetensors, params.json), `metrics/pretrain/M.json`, `plots/pretrain/M/`
+(history.csv, loss.png, reconstructions.png). The training checkpoint lives under `.mim/checkpoints/`
+until the run completes, so a killed `dvc repro` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from mim.data.prepared import load_prepared, read_manifest
+from mim.engine.distributed import shutdown_distributed
+from mim.engine.pretrain import pretrain
+from mim.params import load_pretrain
+from mim.stages.layout import PREPARED, checkpoint_url, metrics_file, model_dir, plots_dir
+from mim.tracking import StageRun, path_md5
+
+PICTURES = ("history.csv", "loss.png", "reconstructions.png")
+
+
+def run(method: str, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    params = load_pretrain(params_dir, method, overrides)
+    data = load_prepared(PREPARED, "train")
+    out, ckpt = model_dir(method), checkpoint_url(method, params)
+    main = os.environ.get("RANK", "0") == "0"
+    with StageRun("pretrain", method, enabled=None if main else False) as tracker:
+        tracker.log_params(params.model_dump(mode="json"))
+        tracker.log_dataset(read_manifest(PREPARED)["source"], str(PREPARED), data.digest())
+        tracker.set_tags({"dvc.dep.data/prepared": path_md5(PREPARED)})
+        for f in (f"{method}.yaml", "data.yaml"):
+            tracker.log_artifact(Path(params_dir) / f, "params")
+        result = pretrain(params, str(out), resume=True, data=data, ckpt_url=ckpt,
+                          on_metrics=lambda step, m: tracker.log_metrics({f"train/{k}": v for k, v in m.items()}, step))
+        shutdown_distributed()
+        if not main:
+            return {}
+        plots = plots_dir("pretrain", method)
+        plots.mkdir(parents=True, exist_ok=True)
+        for name in PICTURES:
+            shutil.move(out / name, plots / name)
+        metrics_path = metrics_file("pretrain", method)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(out / "train_metrics.json", metrics_path)
+        shutil.rmtree(Path(ckpt).parent, ignore_errors=True)  # complete: the next run starts fresh
+        metrics = json.loads(metrics_path.read_text())
+        tracker.log_metrics({"train/final_loss": result.final_loss, "train/wall_time_s": result.wall_time_s,
+                             "train/mean_img_per_s": result.images_per_s}, result.steps)
+        tracker.set_tags({"dvc.out.models": path_md5(out)})
+        for f in (plots / "loss.png", plots / "reconstructions.png", plots / "history.csv", metrics_path,
+                  out / "params.json"):
+            tracker.log_artifact(f)
+    return metrics

@@ -1,0 +1,171 @@
+"""`StageRun`: one MLflow run per stage execution, nested under the flow's parent run when there is one.
+
+Every call is best-effort and asynchronous: calls go through a queue to one worker thread, so a slow
+or unreachable tracking server never stalls training; an outage is reported once as a warning and the
+run goes on. Only global rank 0 tracks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mim.tracking.lineage import flatten, git_commit
+from mim.tracking.uri import artifact_root, experiment_name, project_dir, tracking_uri
+
+log = logging.getLogger("mim.tracking")
+PARENT_RUN_ENV = "MIM_PARENT_RUN_ID"
+TRACKING_ENV = "MIM_TRACKING"  # "off" disables tracking
+_STOP = object()
+
+
+def tracking_enabled() -> bool:
+    return os.environ.get(TRACKING_ENV, "on") != "off" and os.environ.get("RANK", "0") == "0"
+
+
+def connect(root: Path | None = None) -> tuple[Any, str]:
+    """Import mlflow pointed at this project's store; returns (mlflow module, experiment id)."""
+    # Fail fast on an unreachable server instead of mlflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    name = experiment_name()
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        exp_id = mlflow.create_experiment(name, artifact_location=artifact_root(uri, root))
+    else:
+        exp_id = exp.experiment_id
+    return mlflow, exp_id
+
+
+class StageRun:
+    """Context manager around one run: `log_metrics`, `log_params`, `log_artifact`, `log_dataset`, `set_tags`."""
+
+    def __init__(self, stage: str, method: str | None = None, *, tags: dict[str, str] | None = None,
+                 enabled: bool | None = None, system_metrics: bool = True) -> None:
+        self.stage, self.method = stage, method
+        self.enabled = tracking_enabled() if enabled is None else enabled
+        self.tags = tags or {}
+        self.system_metrics = system_metrics
+        self.run_id: str | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._failing = False
+        self.failures = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> StageRun:
+        if not self.enabled:
+            return self
+        root = project_dir()
+        try:
+            self._mlflow, exp_id = connect(root)
+            tags = {"stage": self.stage, "method": self.method or "", "git_commit": git_commit(root),
+                    "mlflow.source.name": f"mim {self.stage}", **self.tags}
+            run_name = f"{self.stage}@{self.method}" if self.method else self.stage
+            active = self._mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags,
+                                            parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
+                                            log_system_metrics=self.system_metrics)
+            self.run_id = active.info.run_id
+            self._client = self._mlflow.MlflowClient()
+        except Exception as err:  # noqa: BLE001 - tracking must never stop the stage
+            self._warn(err)
+            self.enabled = False
+            return self
+        log.info("MLflow run %s (%s) in %s", self.run_id, run_name, self._mlflow.get_tracking_uri())
+        self._worker = threading.Thread(target=self._drain, name="mim-mlflow", daemon=True)
+        self._worker.start()
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
+        self.close("FINISHED" if exc_type is None else "FAILED")
+
+    def close(self, status: str = "FINISHED", timeout_s: float = 60.0) -> None:
+        """Flush queued calls (at most `timeout_s`), then end the run with `status`."""
+        if not self.enabled or self._worker is None:
+            return
+        self._queue.put(_STOP)
+        self._worker.join(timeout_s)
+        if self._worker.is_alive():
+            log.warning("MLflow: gave up flushing after %.0f s; some values were not logged", timeout_s)
+        self._call(lambda: self._mlflow.end_run(status=status))
+        self._worker = None
+
+    # -- logging (never blocks, never raises) ----------------------------------------------------
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self._submit(lambda: self._client.log_batch(self.run_id, metrics=batch, synchronous=True))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        flat = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            chunk = flat[i : i + 100]
+            self._submit(lambda c=chunk: self._client.log_batch(self.run_id, params=c, synchronous=True))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            self._submit(lambda: [self._client.set_tag(self.run_id, k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled and Path(path).exists():
+            log_fn = self._client.log_artifacts if Path(path).is_dir() else self._client.log_artifact
+            self._submit(lambda: log_fn(self.run_id, str(path), artifact_path))
+
+    def log_dataset(self, name: str, source: str, digest: str, context: str = "training") -> None:
+        """The data set's identity (`mlflow.log_input`): name, source URL and content digest."""
+        if not self.enabled:
+            return
+
+        def call() -> None:
+            from mlflow.data.http_dataset_source import HTTPDatasetSource
+            from mlflow.data.meta_dataset import MetaDataset
+            from mlflow.entities import DatasetInput, InputTag
+            from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+            entity = MetaDataset(HTTPDatasetSource(source), name=name, digest=digest)._to_mlflow_entity()
+            self._client.log_inputs(self.run_id, [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+        self._submit(call)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _submit(self, fn: Callable[[], Any]) -> None:
+        self._queue.put(fn)
+
+    def _drain(self) -> None:
+        while (fn := self._queue.get()) is not _STOP:
+            self._call(fn)
+
+    def _call(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001
+            self.failures += 1
+            if not self._failing:
+                self._warn(err)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("MLflow reachable again; logging resumed")
+        self._failing = False
+
+    def _warn(self, err: Exception) -> None:
+        text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        log.warning("MLflow tracking unavailable (%s: %s); the stage goes on without it", type(err).__name__, text)
