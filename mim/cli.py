@@ -204,7 +204,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         states = services.up(root, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
         for name, st in states.items():
             print(f"{name:<8} {st.url}  (pid {st.pid}, log {st.log})")
-        print(f"Prefect API: export PREFECT_API_URL={states['prefect'].url}/api  (mim serve sets it itself)")
+        print(f"Prefect API: {_point_prefect_profile(states['prefect'].url + '/api')}")
         print(f"MLflow UI:   {states['mlflow'].url}")
         return 0
     if args.command == "down":
@@ -216,9 +216,33 @@ def cmd_services(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.serve import serve_all
+def _point_prefect_profile(api_url: str) -> str:
+    """Point the active Prefect profile at our server, so a plain `prefect deployment run ...` finds it."""
+    import subprocess
 
+    prefect = Path(sys.executable).parent / "prefect"
+    cmd = [str(prefect), "config", "set", f"PREFECT_API_URL={api_url}", "PREFECT_SERVER_ANALYTICS_ENABLED=false"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        return f"export PREFECT_API_URL={api_url}  (could not set it in the Prefect profile: {done.stderr.strip()})"
+    return f"{api_url} (set in the active Prefect profile; `prefect config unset PREFECT_API_URL` undoes it)"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mim import services
+    from mim.tracking import project_dir
+
+    root = project_dir()
+    if not os.environ.get("PREFECT_API_URL"):
+        url = services.prefect_api_url(root)
+        if url is None:
+            raise services.ServiceError("no Prefect server: run `mim up` first (or set PREFECT_API_URL)")
+        os.environ["PREFECT_API_URL"] = url
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ["MIM_PROJECT_DIR"] = str(root)  # flow runs act on this project, wherever their process starts
+    from flows.serve import serve_all  # imports prefect, which reads PREFECT_API_URL
+
+    print(f"serving deployments against {os.environ['PREFECT_API_URL']} for {root}", flush=True)
     serve_all()
     return 0
 
@@ -252,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader lists every CPU variant it tried
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # system-metrics start/stop lines on every run
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its system-metrics start/stop lines
     warnings.simplefilter("default")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # dependencies' (sqlalchemy via mlflow)
 
     try:
         if args.command == "pretrain":

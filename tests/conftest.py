@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the test server
+
 from mim.params import PretrainParams, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +55,12 @@ def run_mim(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
 @pytest.fixture
 def tiny():
     return tiny_params
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real temporary Prefect server and database for the whole session (started once, about 20 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

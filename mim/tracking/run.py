@@ -12,7 +12,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ class StageRun:
     """Context manager around one run: `log_metrics`, `log_params`, `log_artifact`, `log_dataset`, `set_tags`."""
 
     def __init__(self, stage: str, method: str | None = None, *, tags: dict[str, str] | None = None,
-                 enabled: bool | None = None, system_metrics: bool = True) -> None:
+                 enabled: bool | None = None, system_metrics: bool = True, run_name: str | None = None) -> None:
         self.stage, self.method = stage, method
+        self.run_name = run_name or (f"{stage}@{method}" if method else stage)
         self.enabled = tracking_enabled() if enabled is None else enabled
         self.tags = tags or {}
         self.system_metrics = system_metrics
@@ -71,17 +73,20 @@ class StageRun:
             self._mlflow, exp_id = connect(root)
             tags = {"stage": self.stage, "method": self.method or "", "git_commit": git_commit(root),
                     "mlflow.source.name": f"mim {self.stage}", **self.tags}
-            run_name = f"{self.stage}@{self.method}" if self.method else self.stage
-            active = self._mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags,
-                                            parent_run_id=os.environ.get(PARENT_RUN_ENV) or None,
-                                            log_system_metrics=self.system_metrics)
-            self.run_id = active.info.run_id
+            parent = os.environ.get(PARENT_RUN_ENV) or None
             self._client = self._mlflow.MlflowClient()
+            if self.system_metrics:  # mlflow samples CPU/GPU/memory for the fluent active run only
+                active = self._mlflow.start_run(experiment_id=exp_id, run_name=self.run_name, tags=tags,
+                                                parent_run_id=parent, log_system_metrics=True)
+                self.run_id = active.info.run_id
+            else:
+                tags = {**tags, "mlflow.parentRunId": parent} if parent else tags
+                self.run_id = self._client.create_run(exp_id, run_name=self.run_name, tags=tags).info.run_id
         except Exception as err:  # noqa: BLE001 - tracking must never stop the stage
             self._warn(err)
             self.enabled = False
             return self
-        log.info("MLflow run %s (%s) in %s", self.run_id, run_name, self._mlflow.get_tracking_uri())
+        log.info("MLflow run %s (%s) in %s", self.run_id, self.run_name, self._mlflow.get_tracking_uri())
         self._worker = threading.Thread(target=self._drain, name="mim-mlflow", daemon=True)
         self._worker.start()
         return self
@@ -97,7 +102,10 @@ class StageRun:
         self._worker.join(timeout_s)
         if self._worker.is_alive():
             log.warning("MLflow: gave up flushing after %.0f s; some values were not logged", timeout_s)
-        self._call(lambda: self._mlflow.end_run(status=status))
+        if self.system_metrics:
+            self._call(lambda: self._mlflow.end_run(status=status))
+        else:
+            self._call(lambda: self._client.set_terminated(self.run_id, status))
         self._worker = None
 
     # -- logging (never blocks, never raises) ----------------------------------------------------
@@ -169,3 +177,19 @@ class StageRun:
     def _warn(self, err: Exception) -> None:
         text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
         log.warning("MLflow tracking unavailable (%s: %s); the stage goes on without it", type(err).__name__, text)
+
+
+@contextmanager
+def flow_run(name: str, tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+    """The parent run of one flow run: stage runs started below it (in subprocesses too) nest under it."""
+    with StageRun("flow", run_name=name, tags=tags, system_metrics=False) as run:
+        previous = os.environ.get(PARENT_RUN_ENV)
+        if run.run_id:
+            os.environ[PARENT_RUN_ENV] = run.run_id
+        try:
+            yield run
+        finally:
+            if previous is None:
+                os.environ.pop(PARENT_RUN_ENV, None)
+            else:
+                os.environ[PARENT_RUN_ENV] = previous

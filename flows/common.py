@@ -1,0 +1,57 @@
+"""What both flows share: the project they act on, the parent MLflow run, metrics files, params edits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect.runtime import deployment, flow_run
+
+from mim.stages.layout import metrics_file
+from mim.tracking import StageRun, project_dir
+from mim.tracking import flow_run as mlflow_flow_run
+from tasks import project_lock, set_params
+
+EVAL_KEYS = ("knn_top1", "linear_top1")
+
+
+def project() -> Path:
+    """The DVC project the flow acts on: `MIM_PROJECT_DIR`, else the working directory (where `mim serve` ran)."""
+    root = project_dir()
+    if not (root / "dvc.yaml").is_file():
+        raise FileNotFoundError(f"{root}: no dvc.yaml; run `mim serve` from the project or set MIM_PROJECT_DIR")
+    return root
+
+
+@contextmanager
+def flow_context(name: str) -> Iterator[tuple[Path, StageRun]]:
+    """Lock the project (one DVC user at a time) and open the flow's parent MLflow run."""
+    root = project()
+    tags = {"mim.flow": name, "prefect.flow_run_id": str(flow_run.id or ""),
+            "prefect.flow_run_name": str(flow_run.name or ""), "prefect.deployment": str(deployment.name or "")}
+    with project_lock(root), mlflow_flow_run(name, tags) as parent:
+        yield root, parent
+
+
+def edit_params(root: Path, method: str | None, *, epochs: float | None = None, steps: int | None = None,
+                base_lr: float | None = None, batch_size: int | None = None, subset: int | None = None) -> list[str]:
+    """Write the flow's overrides into the params files (None = leave as is); returns the changed keys."""
+    changed = []
+    if subset is not None:
+        changed += [f"data.{k}" for k in set_params(str(root), "data", {"subset": subset})]
+    if method is not None:
+        recipe = {"train.epochs": epochs, "train.steps": steps, "optim.base_lr": base_lr,
+                  "train.batch_size": batch_size}
+        updates = {k: v for k, v in recipe.items() if v is not None}
+        if epochs is not None and steps is None:
+            updates["train.steps"] = None  # epochs asked for: a step count in the file must not override them
+        changed += [f"{method}.{k}" for k in set_params(str(root), method, updates)] if updates else []
+    return changed
+
+
+def read_metrics(root: Path, stage: str, name: str) -> dict[str, Any]:
+    path = root / metrics_file(stage, name)
+    return json.loads(path.read_text()) if path.is_file() else {}

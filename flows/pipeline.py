@@ -1,0 +1,61 @@
+"""Flow `pipeline`: every method's stages, the baseline, then whatever else the DVC graph holds (the report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import EVAL_KEYS, edit_params, flow_context, read_metrics
+from tasks import repro
+
+
+def pipeline_methods(root: Path) -> list[str]:
+    """The methods `dvc.yaml` runs (its `vars: methods` list)."""
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    for entry in spec.get("vars", []):
+        if isinstance(entry, dict) and "methods" in entry:
+            return list(entry["methods"])
+    raise ValueError(f"{root / 'dvc.yaml'}: no `vars: - methods: [...]` list")
+
+
+def comparison_table(root: Path, methods: list[str]) -> str:
+    """Markdown: one row per method (and the baseline), pre-training cost and frozen-feature accuracy."""
+    lines = ["| method | steps | pre-train s | img/s | k-NN top-1 | linear top-1 |", "|---|---:|---:|---:|---:|---:|"]
+    for m in methods:
+        t, e = read_metrics(root, "pretrain", m), read_metrics(root, "evaluate", m)
+        lines.append(f"| {m} | {t.get('steps', '-')} | {t.get('wall_time_s', 0):.0f} | {t.get('images_per_s', 0):.0f} "
+                     f"| {e.get('knn_top1', float('nan')):.2f} | {e.get('linear_top1', float('nan')):.2f} |")
+    for name, m in read_metrics(root, "evaluate", "baseline").items():
+        lines.append(f"| {name} (baseline) | - | - | - | {m['knn_top1']:.2f} | {m['linear_top1']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(methods: list[str] | None = None, epochs: float | None = None, steps: int | None = None,
+                  subset: int | None = None) -> dict[str, Any]:
+    """Run the whole graph (default: every method in dvc.yaml); `epochs`/`steps` go into every method's params."""
+    logger = get_run_logger()
+    with flow_context("pipeline/all") as (root, parent):
+        methods = methods or pipeline_methods(root)
+        changed = edit_params(root, None, subset=subset)
+        for m in methods:
+            changed += edit_params(root, m, epochs=epochs, steps=steps)
+        ran = [s for stage in ["prepare", "baseline"] for s in repro(stage, str(root))["ran"]]
+        for m in methods:
+            ran += [s for stage in (f"pretrain@{m}", f"evaluate@{m}") for s in repro(stage, str(root))["ran"]]
+        ran += repro.with_options(task_run_name="dvc repro (report and the rest)")("", str(root))["ran"]
+        table = comparison_table(root, methods)
+        create_markdown_artifact(table, key="method-comparison", description="frozen-encoder accuracy per method")
+        (root / ".mim").mkdir(exist_ok=True)
+        (root / ".mim" / "comparison.md").write_text(table)
+        parent.log_artifact(root / ".mim" / "comparison.md")
+        for m in methods:
+            scores = read_metrics(root, "evaluate", m)
+            parent.log_metrics({f"{m}/eval/{k}": scores[k] for k in EVAL_KEYS if k in scores})
+        parent.set_tags({"stages_ran": ",".join(ran) or "none (all up to date)", "params_changed": ",".join(changed)})
+        logger.info("comparison:\n%s", table)
+    return {"methods": methods, "ran": ran, "changed": changed}

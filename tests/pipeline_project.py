@@ -1,0 +1,41 @@
+"""A throw-away copy of this project (dvc.yaml, params, mim/ code) shrunk to seconds, for pipeline tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tasks.params_edit import edit_yaml_text
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"source": "synthetic:96", "image_size": 16},
+    "eval": {"linear.epochs": 2, "linear.batch_size": 64, "batch_size": 64},
+    "mae": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.decoder.embed_dim": 32,
+            "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
+    "simmim": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "train.batch_size": 16,
+               "train.steps": 4, "train.ckpt_every": 2},
+}
+
+
+def git(project: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, text=True).stdout
+
+
+def make_project(dest: Path) -> Path:
+    """Copy the pipeline into `dest`, shrink its params, commit it to a new git repository."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy2(ROOT / name, dest / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("params", "mim", ".dvc"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__", "*.pyc")
+                        if name == ".dvc" else ignore)
+    for name, updates in TINY.items():
+        path = dest / "params" / f"{name}.yaml"
+        path.write_text(edit_yaml_text(path.read_text(), updates)[0])
+    git(dest, "init", "-q")
+    git(dest, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    git(dest, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "project")
+    return dest

@@ -1,0 +1,101 @@
+"""End to end: the `pretrain` flow on a real Prefect server (test harness), real DVC stages and cache in a
+throw-away project, real MLflow sqlite store. Checks lineage, DVC's skipping and what an lr edit re-runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.pipeline_project import git, make_project
+
+pytestmark = pytest.mark.slow
+TRAIN_METRICS = {"train/loss", "train/lr", "train/img_per_s"}
+EVAL_METRICS = {"eval/knn_top1", "eval/linear_top1"}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    root = make_project(tmp_path / "proj")
+    monkeypatch.setenv("MIM_PROJECT_DIR", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MIM_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.delenv("MIM_PARENT_RUN_ID", raising=False)
+    return root
+
+
+def _children(client, parent_id: str) -> dict[str, object]:
+    runs = client.search_runs(experiment_ids=[client.get_experiment_by_name("mim").experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def _parent(client, flow_name: str):
+    exp = client.get_experiment_by_name("mim")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mim.flow` = '{flow_name}'",
+                              order_by=["attributes.start_time DESC"])
+    return runs[0]
+
+
+def test_pretrain_flow_end_to_end(prefect_harness, project):
+    import mlflow
+
+    from flows.pretrain import pretrain_flow
+
+    first = pretrain_flow(method="mae")
+    assert first["ran"] == ["prepare", "pretrain@mae", "evaluate@mae"]
+
+    client = mlflow.MlflowClient()
+    parent = _parent(client, "pretrain/mae")
+    assert parent.info.status == "FINISHED"
+    children = _children(client, parent.info.run_id)
+    assert set(children) == {"prepare", "pretrain@mae", "evaluate@mae"}
+    head = git(project, "rev-parse", "HEAD").strip()
+    for run in children.values():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["git_commit"] == head
+    train_run, eval_run = children["pretrain@mae"], children["evaluate@mae"]
+    assert train_run.data.tags["stage"] == "pretrain" and train_run.data.tags["method"] == "mae"
+    assert TRAIN_METRICS <= set(train_run.data.metrics)
+    losses = client.get_metric_history(train_run.info.run_id, "train/loss")
+    assert sorted(m.step for m in losses) == [1, 2, 3, 4]
+    assert train_run.data.params["optim.base_lr"] == "0.0005" and train_run.data.params["data.image_size"] == "16"
+    manifest = json.loads((project / "data/prepared/manifest.json").read_text())
+    digests = {d.dataset.digest for d in train_run.inputs.dataset_inputs}
+    assert manifest["splits"]["train"]["digest"] in digests
+    scores = json.loads((project / "metrics/evaluate/mae.json").read_text())
+    assert eval_run.data.metrics["eval/knn_top1"] == pytest.approx(scores["knn_top1"])
+    assert parent.data.metrics["eval/linear_top1"] == pytest.approx(scores["linear_top1"])
+    artifacts = {a.path for a in client.list_artifacts(train_run.info.run_id)}
+    assert {"loss.png", "reconstructions.png", "history.csv", "params"} <= artifacts
+
+    again = pretrain_flow(method="mae")
+    assert again["ran"] == [] and again["changed"] == []
+    assert _children(client, _parent(client, "pretrain/mae").info.run_id) == {}
+
+    # A flow parameter is an edit of params/mae.yaml (comments kept): only mae's own stages re-run.
+    changed = pretrain_flow(method="mae", base_lr=1e-3)
+    assert changed["changed"] == ["mae.optim.base_lr"]
+    assert changed["ran"] == ["pretrain@mae", "evaluate@mae"]
+    text = (project / "params/mae.yaml").read_text()
+    assert "base_lr: 0.001" in text and "# lr = base_lr * batch_size / 256" in text
+    rerun = _children(client, _parent(client, "pretrain/mae").info.run_id)
+    assert rerun["pretrain@mae"].data.params["optim.base_lr"] == "0.001"
+
+    # Another method: prepare is cached, and its runs carry the same metric names.
+    other = pretrain_flow(method="simmim")
+    assert other["ran"] == ["pretrain@simmim", "evaluate@simmim"]
+    sim = _children(client, _parent(client, "pretrain/simmim").info.run_id)
+    assert {k for k in sim["pretrain@simmim"].data.metrics} == set(train_run.data.metrics)
+    assert {k for k in sim["evaluate@simmim"].data.metrics} == set(eval_run.data.metrics) >= EVAL_METRICS
+
+
+def test_flow_rejects_bad_params_before_any_stage(prefect_harness, project):
+    from flows.pretrain import pretrain_flow
+    from mim.params import ParamsError
+
+    before = (project / "params/mae.yaml").read_text()
+    with pytest.raises(ParamsError, match=r"params/mae.yaml: train.batch_size: Input should be greater than 0"):
+        pretrain_flow(method="mae", batch_size=0)
+    assert (project / "params/mae.yaml").read_text() == before
+    assert not (project / "data/prepared").exists()
