@@ -189,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results["pixels"] = evaluate_pixels(train, test, params, data)
     print(format_eval_table(results))
     if args.out:
-        from mim.engine.trainer import write_text
+        from mim.engine.checkpoint import write_text
 
         write_text(args.out, json.dumps(results, indent=2) + "\n")
     return 0

@@ -39,6 +39,11 @@ def atomic_write_bytes(url: str, data: bytes) -> None:
         fs.mv(tmp, path)
 
 
+def write_text(url: str, text: str) -> None:
+    """Write a small text output atomically (readers never see half a file)."""
+    atomic_write_bytes(url, text.encode())
+
+
 def save_checkpoint(state: dict[str, Any], url: str) -> None:
     """Serialize `state` (tensors, state dicts, plain values) to `url` atomically."""
     buffer = io.BytesIO()

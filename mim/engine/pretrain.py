@@ -18,9 +18,10 @@ import torch
 
 from mim.analysis import plot_loss_curve, save_reconstruction_grid
 from mim.data import ImageTensors, load_dataset
+from mim.engine.checkpoint import write_text
 from mim.engine.distributed import init_distributed
 from mim.engine.runtime import resolve_device, set_deterministic
-from mim.engine.trainer import MetricsCallback, Trainer, TrainResult, write_text
+from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
 from mim.methods import MIMMethod, build_method
 from mim.models.export import export_encoder
 from mim.params import PretrainParams

@@ -23,7 +23,6 @@ from torch.nn.parallel import DistributedDataParallel
 from mim.data import ImageTensors, StepBatches
 from mim.engine.checkpoint import (
     CheckpointError,
-    atomic_write_bytes,
     checkpoint_exists,
     load_checkpoint,
     load_state_strict,
@@ -252,8 +251,3 @@ class Trainer:
                     if self.last_ckpt_step else "no checkpoint had been written yet")
             raise NonFiniteLossError(f"loss is not finite at step {bad + 1} (1-based) of {self.total_steps}; "
                                      f"training stopped and {kept}. Lower optim.base_lr or set optim.clip_grad.")
-
-
-def write_text(url: str, text: str) -> None:
-    """Write a small text output atomically (readers never see half a file)."""
-    atomic_write_bytes(url, text.encode())

@@ -1,6 +1,14 @@
 """Validated parameters (pydantic, extra="forbid") and their YAML loading."""
 
-from mim.params.files import DEFAULT_PARAMS_DIR, check_dir, load_file, load_pretrain, resolved, split_overrides
+from mim.params.files import (
+    DEFAULT_PARAMS_DIR,
+    check_dir,
+    load_file,
+    load_pretrain,
+    model_for,
+    resolved,
+    split_overrides,
+)
 from mim.params.loading import ParamsError, apply_overrides, load_params, read_yaml, validate
 from mim.params.models import (
     METHOD_NAMES,
@@ -22,8 +30,8 @@ from mim.params.models import (
 )
 
 __all__ = [
-    "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain", "resolved",
-    "split_overrides",
+    "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain", "model_for",
+    "resolved", "split_overrides",
     "AugmentParams", "DataParams", "DecoderParams", "EvalParams", "KnnParams", "LauncherParams", "LinearParams",
     "MaeParams", "OptimParams", "ParamsError", "PretrainParams", "ScheduleParams", "SimMimParams", "TrainParams",
     "ViTParams", "apply_overrides", "load_params", "read_yaml", "validate",

@@ -3,6 +3,7 @@ field path and the reason."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +15,8 @@ from mim.params.models import METHOD_NAMES
 M = TypeVar("M", bound=BaseModel)
 # Discriminated-union tags pydantic puts into error locations (method.mae.mask_ratio -> method.mask_ratio).
 _METHOD_TAGS = set(METHOD_NAMES)
+# Union members pydantic also puts there (launcher.nproc_per_node.literal['auto'] -> launcher.nproc_per_node).
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|constrained-\w+|(literal|list|tuple|function-\w+)\[.*\])$")
 
 
 class ParamsError(ValueError):
@@ -68,12 +71,17 @@ def validate(model: type[M], data: dict[str, Any], origin: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        lines = []
+        problems: dict[str, list[str]] = {}  # field -> reasons (a union field fails once per member type)
+        got: dict[str, str] = {}
         for e in err.errors():
-            loc = [p for i, p in enumerate(e["loc"]) if not (i and e["loc"][i - 1] == "method" and p in _METHOD_TAGS)]
+            loc = [p for i, p in enumerate(e["loc"]) if not (i and e["loc"][i - 1] == "method" and p in _METHOD_TAGS)
+                   and not (isinstance(p, str) and _UNION_MEMBER.match(p))]
             where = ".".join(str(p) for p in loc) or "(top level)"
-            got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
-            lines.append(f"{origin}: {where}: {e['msg']}{got}")
+            problems.setdefault(where, []).append(e["msg"])
+            if e["type"] != "missing" and not isinstance(e["input"], dict):
+                got[where] = f" (got {e['input']!r})"
+        lines = [f"{origin}: {where}: {' or '.join(dict.fromkeys(msgs))}{got.get(where, '')}"
+                 for where, msgs in problems.items()]
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from mim.data.prepared import load_prepared
-from mim.engine.trainer import write_text
+from mim.engine.checkpoint import write_text
 from mim.evaluation.evaluate import eval_subsets, evaluate_encoder, evaluate_pixels
 from mim.models.export import load_encoder
 from mim.models.vit import build_vit

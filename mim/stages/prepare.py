@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mim.data import load_dataset
 from mim.data.prepared import save_prepared
-from mim.engine.trainer import write_text
+from mim.engine.checkpoint import write_text
 from mim.params import DataParams, load_params
 from mim.rng import generator_for
 from mim.stages.layout import PREPARED, metrics_file

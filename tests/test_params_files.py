@@ -1,0 +1,95 @@
+"""The params directory: every file validated against its model; errors name file, dotted field and reason."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from mim.params import ParamsError, RecipeParams, check_dir, load_pretrain
+from tasks.params_edit import edit_yaml_text
+from tests.conftest import ROOT, run_mim
+
+
+@pytest.fixture
+def params_dir(tmp_path):
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    return tmp_path / "params"
+
+
+def _edit(params_dir, name: str, updates: dict) -> None:
+    path = params_dir / f"{name}.yaml"
+    path.write_text(edit_yaml_text(path.read_text(), updates)[0])
+
+
+def test_shipped_params_validate_and_compose():
+    valid = check_dir(ROOT / "params")
+    assert isinstance(valid["mae"], RecipeParams) and valid["mae"].method.name == "mae"
+    p = load_pretrain(ROOT / "params", "simmim", ["train.steps=7", "data.subset=100"])
+    assert p.method.name == "simmim" and p.train.steps == 7 and p.data.subset == 100
+    assert p.data.source == "fashion-mnist" and p.recipe() == valid["simmim"].model_copy(
+        update={"train": valid["simmim"].train.model_copy(update={"steps": 7})})
+
+
+@pytest.mark.parametrize("name, updates, field, reason", [
+    ("data", {"image_size": -4}, "image_size", "greater than 0"),
+    ("data", {"augment.scale": [0.9, 0.1]}, "augment", "scale must be (low, high)"),
+    ("eval", {"knn.k": 0}, "knn.k", "greater than 0"),
+    ("eval", {"pool": "max"}, "pool", "'cls' or 'mean'"),
+    ("mae", {"method.mask_ratio": 1.0}, "method.mask_ratio", "less than 1"),
+    ("mae", {"optim.lr": 0.1}, "optim.lr", "Extra inputs are not permitted"),
+    ("simmim", {"launcher.nproc_per_node": "all"}, "launcher.nproc_per_node", "'auto'"),
+    ("simmim", {"method.decoder": {"depth": 1}}, "method.decoder", "Extra inputs"),
+])
+def test_bad_values_fail_naming_file_field_and_reason(params_dir, name, updates, field, reason):
+    _edit(params_dir, name, updates)
+    with pytest.raises(ParamsError) as err:
+        check_dir(params_dir)
+    msg = str(err.value)
+    assert f"{params_dir / name}.yaml: {field}:" in msg and reason in msg
+
+
+def test_every_bad_file_is_reported_at_once(params_dir):
+    _edit(params_dir, "data", {"image_size": 0})
+    _edit(params_dir, "mae", {"train.batch_size": 0})
+    (params_dir / "eval.yaml").unlink()
+    with pytest.raises(ParamsError) as err:
+        check_dir(params_dir)
+    msg = str(err.value)
+    assert "data.yaml: image_size" in msg and "mae.yaml: train.batch_size" in msg and "eval.yaml: params file not found" in msg
+
+
+def test_method_file_must_hold_its_own_method(params_dir):
+    _edit(params_dir, "simmim", {"method.name": "mae"})
+    with pytest.raises(ParamsError, match=r"simmim.yaml: method.name: is 'mae' but this file is the 'simmim' recipe"):
+        check_dir(params_dir)
+
+
+def test_unknown_params_file_is_an_error(params_dir):
+    (params_dir / "dino.yaml").write_text("method: {name: dino}\n")
+    with pytest.raises(ParamsError, match="dino.yaml: no params model for this file"):
+        check_dir(params_dir)
+
+
+def test_edit_keeps_comments_and_reports_changes():
+    text = "a: 1  # one\nb:\n  c: 2 # two\n"
+    out, changed = edit_yaml_text(text, {"a": 1, "b.c": 3, "b.d": None})
+    assert changed == ["b.c", "b.d"]
+    assert "# one" in out and "c: 3 # two" in out and "d:" in out
+
+
+def test_cli_params_check_and_show(params_dir):
+    ok = run_mim("params", "check", "--dir", str(params_dir))
+    assert ok.returncode == 0 and "4 params files valid" in ok.stdout
+    shown = run_mim("params", "show", "mae", "--dir", str(params_dir))
+    assert shown.returncode == 0 and "norm_eps: 1.0e-06" in shown.stdout  # a default the file does not spell out
+    _edit(params_dir, "eval", {"linear.epochs": "many"})
+    bad = run_mim("params", "check", "--dir", str(params_dir))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert f"{params_dir}/eval.yaml: linear.epochs: Input should be a valid integer" in bad.stderr
+
+
+def test_stage_command_fails_fast_on_bad_params(params_dir, tmp_path):
+    _edit(params_dir, "mae", {"train.stepz": 3})
+    r = run_mim("pretrain", "--method", "mae", "--params-dir", str(params_dir), env={"MIM_TRACKING": "off"})
+    assert r.returncode == 2 and f"{params_dir}/mae.yaml: train.stepz: Extra inputs are not permitted" in r.stderr
