@@ -35,6 +35,7 @@ def connect(root: Path | None = None) -> tuple[Any, str]:
     # Fail fast on an unreachable server instead of mlflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     import mlflow
 
     uri = tracking_uri(root)
@@ -62,6 +63,7 @@ class StageRun:
         self._queue: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self._failing = False
+        self._retry_at = 0.0
         self.failures = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -107,6 +109,13 @@ class StageRun:
         else:
             self._call(lambda: self._client.set_terminated(self.run_id, status))
         self._worker = None
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every queued call was made (or dropped); False if `timeout_s` passed first."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self._queue.unfinished_tasks
 
     # -- logging (never blocks, never raises) ----------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -160,8 +169,13 @@ class StageRun:
     def _drain(self) -> None:
         while (fn := self._queue.get()) is not _STOP:
             self._call(fn)
+            self._queue.task_done()
+        self._queue.task_done()
 
     def _call(self, fn: Callable[[], Any]) -> None:
+        if self._failing and time.monotonic() < self._retry_at:
+            self.failures += 1  # during an outage, calls are dropped and the server is retried every 15 s
+            return
         try:
             fn()
         except Exception as err:  # noqa: BLE001
@@ -169,6 +183,7 @@ class StageRun:
             if not self._failing:
                 self._warn(err)
             self._failing = True
+            self._retry_at = time.monotonic() + 15.0
             return
         if self._failing:
             log.warning("MLflow reachable again; logging resumed")
@@ -176,7 +191,8 @@ class StageRun:
 
     def _warn(self, err: Exception) -> None:
         text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-        log.warning("MLflow tracking unavailable (%s: %s); the stage goes on without it", type(err).__name__, text)
+        log.warning("MLflow tracking unavailable (%s: %s); the stage goes on, values are dropped until it answers",
+                    type(err).__name__, text)
 
 
 @contextmanager
