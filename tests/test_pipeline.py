@@ -99,3 +99,21 @@ def test_flow_rejects_bad_params_before_any_stage(prefect_harness, project):
         pretrain_flow(method="mae", batch_size=0)
     assert (project / "params/mae.yaml").read_text() == before
     assert not (project / "data/prepared").exists()
+
+    # The whole graph: only the baseline is left; the comparison names every method.
+    from flows.pipeline import pipeline_flow
+
+    everything = pipeline_flow()
+    assert everything["methods"] == ["mae", "simmim"] and everything["ran"] == ["baseline"]
+    table = (project / ".mim/comparison.md").read_text()
+    assert "| mae | 4 |" in table and "| simmim | 4 |" in table and "| random_init (baseline) |" in table
+
+
+def test_one_deployment_per_method_and_the_pipeline():
+    from flows.serve import deployments
+    from mim.params import METHOD_NAMES
+
+    names = {f"{d.flow_name}/{d.name}" for d in deployments()}
+    assert names == {*(f"pretrain/{m}" for m in METHOD_NAMES), "pipeline/all"}
+    mae = next(d for d in deployments() if d.name == "mae")
+    assert mae.parameters == {"method": "mae"}
