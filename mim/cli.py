@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its system-metrics start/stop lines
     warnings.simplefilter("default")
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # dependencies' (sqlalchemy via mlflow)
+    warnings.filterwarnings("ignore", category=ResourceWarning)  # `mim up` leaves its servers running on purpose
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # `mim serve` would log every Prefect API request
 
     try:
         if args.command == "pretrain":
