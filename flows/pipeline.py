@@ -5,21 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import EVAL_KEYS, edit_params, flow_context, read_metrics
+from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage, pipeline_methods, read_metrics
 from tasks import repro
-
-
-def pipeline_methods(root: Path) -> list[str]:
-    """The methods `dvc.yaml` runs (its `vars: methods` list)."""
-    spec = yaml.safe_load((root / "dvc.yaml").read_text())
-    for entry in spec.get("vars", []):
-        if isinstance(entry, dict) and "methods" in entry:
-            return list(entry["methods"])
-    raise ValueError(f"{root / 'dvc.yaml'}: no `vars: - methods: [...]` list")
 
 
 def comparison_table(root: Path, methods: list[str]) -> str:
@@ -40,13 +30,14 @@ def pipeline_flow(methods: list[str] | None = None, epochs: float | None = None,
     """Run the whole graph (default: every method in dvc.yaml); `epochs`/`steps` go into every method's params."""
     logger = get_run_logger()
     with flow_context("pipeline/all") as (root, parent):
-        methods = methods or pipeline_methods(root)
+        methods = methods or list(pipeline_methods(root))
         changed = edit_params(root, None, subset=subset)
         for m in methods:
             changed += edit_params(root, m, epochs=epochs, steps=steps)
         ran = [s for stage in ["prepare", "baseline"] for s in repro(stage, str(root))["ran"]]
         for m in methods:
-            ran += [s for stage in (f"pretrain@{m}", f"evaluate@{m}") for s in repro(stage, str(root))["ran"]]
+            stages = [*filter(None, [input_stage(root, m)]), f"pretrain@{m}", f"evaluate@{m}"]
+            ran += [s for stage in stages for s in repro(stage, str(root))["ran"]]
         ran += repro.with_options(task_run_name="dvc repro (report and the rest)")("", str(root))["ran"]
         table = comparison_table(root, methods)
         create_markdown_artifact(table, key="method-comparison", description="frozen-encoder accuracy per method")

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import EVAL_KEYS, edit_params, flow_context, read_metrics
+from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage, read_metrics
 from mim.params import METHOD_NAMES
 from tasks import repro
 
@@ -15,7 +15,9 @@ from tasks import repro
 def pretrain_flow(method: str = "mae", epochs: float | None = None, steps: int | None = None,
                   base_lr: float | None = None, batch_size: int | None = None, subset: int | None = None,
                   evaluate: bool = True) -> dict[str, Any]:
-    """Pre-train (and evaluate) one method. Given parameters are written into params/<method>.yaml
+    """Pre-train (and evaluate) one method, after the stage that builds its input (tokenizer) if any.
+
+    Given parameters are written into params/<method>.yaml
     (`subset` into params/data.yaml) first, so `dvc repro` and DVC's cache see them."""
     if method not in METHOD_NAMES:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
@@ -24,7 +26,9 @@ def pretrain_flow(method: str = "mae", epochs: float | None = None, steps: int |
         changed = edit_params(root, method, epochs=epochs, steps=steps, base_lr=base_lr, batch_size=batch_size,
                               subset=subset)
         parent.set_tags({"method": method, "params_changed": ",".join(changed) or "none"})
-        stages = ["prepare", f"pretrain@{method}"] + ([f"evaluate@{method}"] if evaluate else [])
+        upstream = input_stage(root, method)  # e.g. the tokenizer: its own task, its own MLflow run
+        stages = ["prepare", *([upstream] if upstream else []), f"pretrain@{method}"]
+        stages += [f"evaluate@{method}"] if evaluate else []
         ran = [s for stage in stages for s in repro(stage, str(root))["ran"]]
         train = read_metrics(root, "pretrain", method)
         scores = read_metrics(root, "evaluate", method) if evaluate else {}

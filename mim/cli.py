@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
     _add_set(pr)
 
+    tk = sub.add_parser("tokenizer", help="stage: k-means codebook of patch pixels -> models/tokenizer/ (CCViT)")
+    tk.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    _add_set(tk)
+
     p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method",
                        description="Stage form (what dvc.yaml runs): `mim pretrain --method M` reads params/M.yaml and "
                        "params/data.yaml and writes models/M/, metrics/pretrain/M.json and plots/pretrain/M/. "
@@ -110,6 +114,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from mim.stages import prepare
 
     prepare.run(args.params_dir, args.overrides)
+    return 0
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from mim.stages import tokenizer
+
+    tokenizer.run(args.params_dir, args.overrides)
     return 0
 
 
@@ -285,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pretrain":
             return cmd_pretrain(args, argv)
-        commands = {"params": cmd_params, "prepare": cmd_prepare, "evaluate": cmd_evaluate, "bench": cmd_bench,
+        commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "evaluate": cmd_evaluate,
+                    "bench": cmd_bench,
                     "up": cmd_services, "down": cmd_services, "status": cmd_services, "serve": cmd_serve}
         return commands[args.command](args)
     except Exception as err:

@@ -19,7 +19,8 @@ SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 METHODS = next(v["methods"] for v in SPEC["vars"] if "methods" in v)
 # Code that records or launches but cannot change a stage's outputs.
 NOT_OUTPUT_CODE = ("mim/tracking/", "mim/services.py", "mim/cli.py")
-STAGE_MODULES = {"prepare": "mim.stages.prepare", "pretrain": "mim.stages.pretrain", "evaluate": "mim.stages.evaluate"}
+STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.tokenizer",
+                 "pretrain": "mim.stages.pretrain", "evaluate": "mim.stages.evaluate"}
 
 
 def expanded_stages() -> dict[str, dict]:
@@ -30,8 +31,11 @@ def expanded_stages() -> dict[str, dict]:
             out[name] = stage
             continue
         assert stage["foreach"] == "${methods}", f"{name}: foreach over something other than ${{methods}}"
-        for item in METHODS:
-            out[f"{name}@{item}"] = json.loads(json.dumps(stage["do"]).replace("${item}", item))
+        for key, item in METHODS.items():
+            text = json.dumps(stage["do"]).replace("${key}", key)
+            for field, value in item.items():
+                text = text.replace("${item." + field + "}", value)
+            out[f"{name}@{key}"] = json.loads(text)
     return out
 
 
@@ -49,8 +53,15 @@ def field_exists(model: type[BaseModel], dotted: str) -> bool:
 
 
 def test_pipeline_runs_every_method_with_a_params_file():
-    assert METHODS == list(METHOD_NAMES)
-    assert set(check_dir(ROOT / "params")) == {"data", "eval", *METHOD_NAMES}
+    assert list(METHODS) == list(METHOD_NAMES)
+    assert set(check_dir(ROOT / "params")) == {"data", "eval", "tokenizer", *METHOD_NAMES}
+
+
+def test_each_method_input_is_written_by_a_stage():
+    written = {o if isinstance(o, str) else next(iter(o)) for st in STAGES.values() for o in st.get("outs", [])}
+    for method, item in METHODS.items():
+        assert item["input"] in written, f"{method}: input {item['input']} is no stage's output"
+    assert METHODS["ccvit"]["input"] == "models/tokenizer"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -58,3 +58,22 @@ def save_reconstruction_grid(originals: torch.Tensor, panels: dict[str, torch.Te
             if row == 0:
                 ax.set_title(name, fontsize=9)
     _save(fig, url)
+
+
+def save_codebook_grid(centroids: torch.Tensor, patch_size: int, channels: int, url: str,
+                       counts: torch.Tensor | None = None, show: int = 256) -> None:
+    """The most used `show` centroids (all when `counts` is None: the first ones) as image patches."""
+    order = counts.argsort(descending=True) if counts is not None else torch.arange(len(centroids))
+    chosen = centroids[order[:show]].float().clamp(0, 1)  # [S, C*p*p] in (c, py, px) order
+    p, cols = patch_size, int(np.ceil(np.sqrt(len(chosen))))
+    rows = int(np.ceil(len(chosen) / cols))
+    tiles = chosen.reshape(-1, channels, p, p).permute(0, 2, 3, 1).numpy()  # [S, p, p, C]
+    canvas = np.ones((rows * (p + 1) + 1, cols * (p + 1) + 1, channels), dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[1 + r * (p + 1) : 1 + r * (p + 1) + p, 1 + c * (p + 1) : 1 + c * (p + 1) + p] = tile
+    fig, ax = plt.subplots(figsize=(6, 6 * rows / cols))
+    ax.imshow(canvas.squeeze(-1) if channels == 1 else canvas, cmap="gray", interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{len(chosen)} of {len(centroids)} centroids" + (", most used first" if counts is not None else ""))
+    _save(fig, url)

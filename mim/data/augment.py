@@ -171,6 +171,18 @@ class BatchAugment:
         """Whole-image resize + normalize (no randomness), for evaluation."""
         return self(images, full_crops(images.shape[0]))
 
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Normalized [B, C, H, W] -> pixels in [0, 1] (before normalization)."""
+        return x * self._stat(self.std, x) + self._stat(self.mean, x)
+
+    def normalize(self, pixels: Tensor) -> Tensor:
+        """Pixels in [0, 1] -> the normalized input the models see."""
+        return (pixels - self._stat(self.mean, pixels)) / self._stat(self.std, pixels)
+
+    @staticmethod
+    def _stat(values: tuple[float, ...], like: Tensor) -> Tensor:
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
 
 def _check_crop_args(scale: tuple[float, float], ratio: tuple[float, float], hflip_prob: float) -> None:
     if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:

@@ -7,6 +7,7 @@ a batch masks exactly the same number of tokens. Mask kinds:
 - block-wise (BEiT): `block_masking`, `block_masking_ratio`; rectangular blocks of tokens.
 - unit (SimMIM): `unit_masking`; random square pixel units tiled onto the token grid.
 - from a boolean mask: `token_mask_from_bool`.
+- replacement (CCViT): `choose_unmasked`; an exact count of tokens among the unmasked ones.
 
 All return a `TokenMask` (`ids_keep`, `ids_restore`, `mask` with 1 = masked); `gather_tokens`,
 `restore_tokens` and `masked_mean` apply it.
@@ -15,10 +16,13 @@ All return a `TokenMask` (`ids_keep`, `ids_restore`, `mask` with 1 = masked); `g
 from mim.masking.blockwise import block_masking, block_masking_ratio
 from mim.masking.ops import gather_tokens, masked_mean, restore_tokens
 from mim.masking.random import masking_from_noise, random_masking
+from mim.masking.replace import MaskAndReplace, choose_unmasked
 from mim.masking.types import TokenMask, token_mask_from_bool
 from mim.masking.units import unit_masking
 
 __all__ = [
+    "MaskAndReplace",
+    "choose_unmasked",
     "TokenMask",
     "block_masking",
     "block_masking_ratio",

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mim.methods.base import MIMMethod, StepOutput
+from mim.methods.ccvit import CCViT, build_ccvit
 from mim.methods.mae import MAE, build_mae
 from mim.methods.simmim import SimMIM, build_simmim
 from mim.models.vit import build_vit
-from mim.params import MaeParams, PretrainParams, SimMimParams
+from mim.params import CCViTParams, MaeParams, PretrainParams, SimMimParams
+from mim.targets.centroids import CentroidTokenizer
 
 
 def _mae(params: PretrainParams, in_chans: int) -> MAE:
@@ -25,7 +27,16 @@ def _simmim(params: PretrainParams, in_chans: int) -> SimMIM:
     return build_simmim(encoder, mask_ratio=m.mask_ratio, mask_unit_size=m.mask_unit_size)
 
 
-METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {"mae": _mae, "simmim": _simmim}
+def _ccvit(params: PretrainParams, in_chans: int) -> CCViT:
+    m: CCViTParams = params.method
+    encoder = build_vit(params.model.spec(params.data.image_size, in_chans))
+    return build_ccvit(encoder, CentroidTokenizer.load(m.tokenizer), mean=params.data.mean, std=params.data.std,
+                       mask_ratio=m.mask_ratio, min_block=m.min_block, replace_ratio=m.replace_ratio,
+                       pixel_layer=m.pixel_layer, pixel_depth=m.pixel_depth, ce_weight=m.ce_weight,
+                       mse_weight=m.mse_weight)
+
+
+METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {"mae": _mae, "simmim": _simmim, "ccvit": _ccvit}
 
 
 def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
@@ -33,4 +44,4 @@ def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
     return METHODS[params.method.name](params, in_chans)
 
 
-__all__ = ["MAE", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]
+__all__ = ["CCViT", "MAE", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]

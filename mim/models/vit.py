@@ -132,6 +132,20 @@ class MaskedViT(VisionTransformer):
         x = self.blocks(x)
         return self.norm(x)
 
+    def forward_tokens_with_layer(self, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `forward_tokens`, also returning the (un-normed) output of block `layer` (1-based): CCViT's
+        pixel branch reads an early layer. Both [B, 1 + K, D]."""
+        if not 1 <= layer <= len(self.blocks):
+            raise ValueError(f"layer {layer} is out of range for an encoder of depth {len(self.blocks)}")
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        x = self.norm_pre(torch.cat([cls, tokens], dim=1))
+        hidden = x
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if i == layer:
+                hidden = x
+        return self.norm(x), hidden
+
     def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
         """Encode only the visible tokens `ids_keep` [B, K] of images [B, C, H, W] -> [B, 1 + K, D]."""
         tokens = self.add_pos(self.patch_tokens(x))

@@ -13,6 +13,7 @@ from mim.params.loading import ParamsError, apply_overrides, load_params, read_y
 from mim.params.models import (
     METHOD_NAMES,
     AugmentParams,
+    CCViTParams,
     DataParams,
     DecoderParams,
     EvalParams,
@@ -25,11 +26,13 @@ from mim.params.models import (
     RecipeParams,
     ScheduleParams,
     SimMimParams,
+    TokenizerParams,
     TrainParams,
     ViTParams,
 )
 
 __all__ = [
+    "CCViTParams", "TokenizerParams",
     "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain", "model_for",
     "resolved", "split_overrides",
     "AugmentParams", "DataParams", "DecoderParams", "EvalParams", "KnnParams", "LauncherParams", "LinearParams",

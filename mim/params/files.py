@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from mim.params.loading import ParamsError, load_params, read_yaml
-from mim.params.models import METHOD_NAMES, DataParams, EvalParams, PretrainParams, RecipeParams
+from mim.params.models import METHOD_NAMES, DataParams, EvalParams, PretrainParams, RecipeParams, TokenizerParams
 
 DEFAULT_PARAMS_DIR = "params"
-SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams}
+SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams}
 
 
 def model_for(name: str) -> type[BaseModel]:
@@ -75,7 +75,7 @@ def check_dir(params_dir: str | Path) -> dict[str, BaseModel]:
             valid[f.stem] = load_file(f)
         except ParamsError as err:
             errors.append(str(err).removeprefix("invalid parameters:\n  "))
-    for name in SHARED_FILES:
+    for name in ("data", "eval"):
         if name not in valid and not any(e.startswith(str(params_dir / name)) for e in errors):
             errors.append(f"{params_dir / (name + '.yaml')}: params file not found")
     if errors:

@@ -100,7 +100,28 @@ class SimMimParams(Strict):
     mask_unit_size: PositiveInt = 8
 
 
-MethodParams = Annotated[MaeParams | SimMimParams, Field(discriminator="name")]
+class CCViTParams(Strict):
+    """Centroid-centered modeling: block-wise mask + centroid replacement, CE to centroid ids + MSE to pixels."""
+
+    name: Literal["ccvit"] = "ccvit"
+    tokenizer: str = Field("models/tokenizer", description="folder written by `mim tokenizer`")
+    mask_ratio: Fraction = 0.38  # 75 of 196 in the paper
+    min_block: PositiveInt = Field(4, description="smallest mask block in tokens (16 at 14x14 tokens in BEiT)")
+    replace_ratio: Fraction = Field(0.1, description="tokens replaced by their own centroid, among unmasked ones")
+    pixel_layer: PositiveInt | None = Field(None, description="encoder block feeding the pixel branch (1-based); "
+                                            "None = 3/4 of the depth (9 of 12)")
+    pixel_depth: PositiveInt = 2
+    ce_weight: Annotated[float, Field(ge=0)] = 1.0
+    mse_weight: Annotated[float, Field(ge=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _room_to_replace(self) -> CCViTParams:
+        if self.mask_ratio + self.replace_ratio >= 1:
+            raise ValueError(f"mask_ratio + replace_ratio must be < 1, got {self.mask_ratio} + {self.replace_ratio}")
+        return self
+
+
+MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams, Field(discriminator="name")]
 METHOD_NAMES: tuple[str, ...] = tuple(m.model_fields["name"].default for m in get_args(get_args(MethodParams)[0]))
 
 
@@ -161,6 +182,17 @@ class PretrainParams(RecipeParams):
 
     def recipe(self) -> RecipeParams:
         return RecipeParams.model_validate(self.model_dump(exclude={"data"}))
+
+
+class TokenizerParams(Strict):
+    """`params/tokenizer.yaml`: the k-means codebook of raw patch pixels that CCViT (and CIM) predict."""
+
+    k: PositiveInt = 1024
+    patch_size: PositiveInt = Field(4, description="must equal the model's patch size")
+    iterations: PositiveInt = 20
+    max_patches: PositiveInt = Field(200_000, description="cap on the training-split patch vectors k-means sees")
+    heldout_images: PositiveInt = Field(2000, description="eval-split images for codebook usage and perplexity")
+    seed: int = 0
 
 
 class KnnParams(Strict):

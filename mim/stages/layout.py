@@ -23,8 +23,9 @@ def plots_dir(stage: str, name: str) -> Path:
     return Path("plots") / stage / name
 
 
-def checkpoint_url(method: str, params: BaseModel) -> str:
-    """A checkpoint path keyed by the exact params, outside DVC's outputs (which DVC deletes before a re-run),
-    so a killed stage resumes where it stopped and a stage with other params never resumes from it."""
-    key = hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:12]
+def checkpoint_url(method: str, params: BaseModel, salt: str = "") -> str:
+    """A checkpoint path keyed by the exact params (and `salt`: the hash of other inputs, e.g. a tokenizer),
+    outside DVC's outputs (which DVC deletes before a re-run), so a killed stage resumes where it stopped
+    and a stage with other params or inputs never resumes from it."""
+    key = hashlib.sha256((params.model_dump_json() + salt).encode()).hexdigest()[:12]
     return str(STATE / "checkpoints" / f"{method}-{key}" / "last.pt")

@@ -25,12 +25,15 @@ PICTURES = ("history.csv", "loss.png", "reconstructions.png")
 def run(method: str, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     params = load_pretrain(params_dir, method, overrides)
     data = load_prepared(PREPARED, "train")
-    out, ckpt = model_dir(method), checkpoint_url(method, params)
+    extra_input = getattr(params.method, "tokenizer", None)
+    salt = path_md5(Path(extra_input)) if extra_input else ""
+    out, ckpt = model_dir(method), checkpoint_url(method, params, salt)
     main = os.environ.get("RANK", "0") == "0"
     with StageRun("pretrain", method, enabled=None if main else False) as tracker:
         tracker.log_params(params.model_dump(mode="json"))
         tracker.log_dataset(read_manifest(PREPARED)["source"], str(PREPARED), data.digest())
-        tracker.set_tags({"dvc.dep.data/prepared": path_md5(PREPARED)})
+        tracker.set_tags({"dvc.dep.data/prepared": path_md5(PREPARED),
+                          **({f"dvc.dep.{extra_input}": salt} if extra_input else {})})
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
         result = pretrain(params, str(out), resume=True, data=data, ckpt_url=ckpt,

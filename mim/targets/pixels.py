@@ -29,3 +29,23 @@ def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, keepdim=True)
     return (patches - mean) / (var + eps) ** 0.5
+
+
+def patch_vectors(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, N, C*p*p], patches row-major, each flattened in (c, py, px) order (F.unfold layout,
+    the order CCViT's centroid codebook uses)."""
+    b, c, h, w = images.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def from_patch_vectors(vectors: torch.Tensor, patch_size: int, grid: tuple[int, int], channels: int) -> torch.Tensor:
+    """Inverse of `patch_vectors`: [B, N, C*p*p] -> [B, C, H, W]."""
+    b = vectors.shape[0]
+    gh, gw = grid
+    p = patch_size
+    x = vectors.reshape(b, gh, gw, channels, p, p)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, channels, gh * p, gw * p)

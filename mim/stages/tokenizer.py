@@ -1,0 +1,63 @@
+"""`mim tokenizer`: the k-means codebook of raw patch pixels (CCViT's targets), built from the training split.
+
+Outputs: `models/tokenizer/` (centroids.npy, tokenizer.json, centroids.png), `metrics/tokenizer/tokenizer.json`
+(build time, inertia, codebook usage and perplexity and reconstruction error on held-out images).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from mim.analysis import save_codebook_grid
+from mim.data.prepared import load_prepared
+from mim.engine.checkpoint import write_text
+from mim.params import DataParams, TokenizerParams, load_params, split_overrides
+from mim.rng import generator_for
+from mim.stages.layout import PREPARED, metrics_file, model_dir
+from mim.targets.centroids import CentroidTokenizer, codebook_usage, sample_patch_vectors
+from mim.tracking import StageRun
+
+log = logging.getLogger("mim.tokenizer")
+
+
+def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    params_dir = Path(params_dir)
+    data_sets, tok_sets = split_overrides(overrides or [], "data")
+    t = load_params(TokenizerParams, params_dir / "tokenizer.yaml", tok_sets)
+    d = load_params(DataParams, params_dir / "data.yaml", data_sets)
+    if d.image_size % t.patch_size:
+        raise ValueError(f"tokenizer.patch_size {t.patch_size} does not divide data.image_size {d.image_size}")
+    train, test = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
+    transform, out = d.batch_augment(), model_dir("tokenizer")
+    channels = 3 if d.to_rgb else train.images.shape[1]
+    with StageRun("tokenizer") as tracker:
+        tracker.log_params({"tokenizer": t.model_dump(mode="json"), "data": d.model_dump(mode="json")})
+        tracker.log_dataset("train", str(PREPARED), train.digest())
+        patches = sample_patch_vectors(train.images, transform, t.patch_size, t.max_patches,
+                                       generator_for(t.seed, "tokenizer", "train"))
+        log.info("k-means: k=%d on %d vectors of %d dims, %d iterations", t.k, len(patches), patches.shape[1],
+                 t.iterations)
+        tok = CentroidTokenizer.build(patches, t.k, t.iterations, t.seed, patch_size=t.patch_size, channels=channels,
+                                      data_digest=train.digest())
+        per_image = (d.image_size // t.patch_size) ** 2
+        held = sample_patch_vectors(test.images, transform, t.patch_size, t.heldout_images * per_image,
+                                    generator_for(t.seed, "tokenizer", "heldout"))
+        ids = tok.assign(held)
+        metrics = {"build_s": tok.info.build_s, "inertia": tok.info.inertia, "num_vectors": len(patches),
+                   **{f"heldout_{k}": v for k, v in codebook_usage(ids, t.k).items()},
+                   "heldout_mse": float((tok.decode(ids) - held).pow(2).mean())}
+        tok.info.extra = metrics
+        tok.save(out)
+        save_codebook_grid(tok.centroids, t.patch_size, channels, str(out / "centroids.png"),
+                           counts=ids.bincount(minlength=t.k))
+        path = metrics_file("tokenizer", "tokenizer")
+        write_text(str(path), json.dumps(metrics, indent=2) + "\n")
+        tracker.log_metrics({f"tokenizer/{k}": v for k, v in metrics.items()})
+        for f in (out / "centroids.png", out / "tokenizer.json", path):
+            tracker.log_artifact(f)
+    log.info("tokenizer: k=%d built in %.1f s, inertia %.4g; held-out usage %.1f%%, perplexity %.0f -> %s", t.k,
+             metrics["build_s"], metrics["inertia"], 100 * metrics["heldout_usage"], metrics["heldout_perplexity"],
+             out)
+    return metrics

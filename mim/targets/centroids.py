@@ -1,0 +1,163 @@
+"""A non-parametric tokenizer (CCViT): k-means centroids of raw patch pixels; a token is its nearest centroid.
+
+Patch vectors are raw pixels in [0, 1], flattened in (c, py, px) order (`patch_vectors`). `build` runs
+faiss k-means (a GPU index when faiss has one), `assign` is an exact nearest-centroid search (a
+matmul on the tensor's device for CUDA tensors, a faiss flat index on the CPU) and `decode` is a table
+lookup. Saved as `centroids.npy` plus `tokenizer.json` (k, patch size, channels, iterations, data
+digest, build time, inertia).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mim.engine.checkpoint import atomic_write_bytes, write_text
+from mim.targets.pixels import patch_vectors
+
+log = logging.getLogger("mim.tokenizer")
+FORMAT = "mim-centroid-tokenizer/1"
+
+
+@dataclass
+class TokenizerInfo:
+    k: int
+    patch_size: int
+    channels: int
+    iterations: int
+    seed: int
+    num_vectors: int
+    build_s: float
+    inertia: float  # mean squared distance of the training vectors to their centroid
+    data_digest: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CentroidTokenizer:
+    """`centroids` [K, C*p*p] float32; `assign(patches) -> ids`, `decode(ids) -> patches`."""
+
+    def __init__(self, centroids: Tensor, info: TokenizerInfo) -> None:
+        dim = info.channels * info.patch_size**2
+        if centroids.ndim != 2 or centroids.shape != (info.k, dim):
+            raise ValueError(f"centroids of shape {list(centroids.shape)} do not match k={info.k}, "
+                             f"{info.channels} channels, patch {info.patch_size} (expected [{info.k}, {dim}])")
+        self.centroids = centroids.float().contiguous()
+        self.info = info
+        self._index = None
+
+    @property
+    def k(self) -> int:
+        return self.info.k
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, patches: Tensor, k: int, iters: int = 20, seed: int = 0, *, patch_size: int, channels: int,
+              data_digest: str = "", verbose: bool = True) -> CentroidTokenizer:
+        """k-means (faiss, L2) on `patches` [M, C*p*p] in [0, 1]; `seed` fixes the initialization."""
+        import faiss
+
+        x = np.ascontiguousarray(patches.detach().cpu().numpy(), dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != channels * patch_size**2:
+            raise ValueError(f"patches must be [M, {channels * patch_size**2}], got {list(x.shape)}")
+        if len(x) < k:
+            raise ValueError(f"k-means with k={k} needs at least {k} patch vectors, got {len(x)}")
+        began = time.perf_counter()
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=verbose,
+                          gpu=hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0,
+                          max_points_per_centroid=max(256, -(-len(x) // k)))  # use every vector given
+        km.train(x)
+        build_s = time.perf_counter() - began
+        inertia = float(km.obj[-1]) / len(x) if len(km.obj) else float("nan")
+        info = TokenizerInfo(k=k, patch_size=patch_size, channels=channels, iterations=iters, seed=seed,
+                             num_vectors=len(x), build_s=build_s, inertia=inertia, data_digest=data_digest)
+        return cls(torch.from_numpy(km.centroids.copy()), info)
+
+    # -- using ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def assign(self, patches: Tensor, chunk: int = 65536) -> Tensor:
+        """[..., C*p*p] -> [...] long ids of the nearest centroid (exact, L2), on the patches' device."""
+        shape = patches.shape[:-1]
+        flat = patches.reshape(-1, self.dim).float()
+        if flat.device.type == "cpu":
+            _, ids = self._faiss_index().search(np.ascontiguousarray(flat.numpy()), 1)
+            return torch.from_numpy(ids[:, 0]).long().reshape(shape)
+        c = self.centroids.to(flat.device)
+        c_sq = (c * c).sum(dim=1)  # [K]
+        ids = [(c_sq - 2 * part @ c.T).argmin(dim=1) for part in flat.split(chunk)]  # ||x||^2 is the same for all
+        return torch.cat(ids).reshape(shape)
+
+    def decode(self, ids: Tensor) -> Tensor:
+        """[...] ids -> [..., C*p*p] centroid pixels, on the ids' device."""
+        return self.centroids.to(ids.device)[ids]
+
+    def _faiss_index(self):
+        if self._index is None:
+            import faiss
+
+            self._index = faiss.IndexFlatL2(self.dim)
+            self._index.add(self.centroids.numpy())
+        return self._index
+
+    # -- files ---------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        buf = io.BytesIO()
+        np.save(buf, self.centroids.numpy(), allow_pickle=False)
+        atomic_write_bytes(str(folder / "centroids.npy"), buf.getvalue())
+        write_text(str(folder / "tokenizer.json"), json.dumps({"format": FORMAT, **asdict(self.info)}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CentroidTokenizer:
+        folder = Path(folder)
+        meta_path = folder / "tokenizer.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{folder}: no centroid tokenizer there (tokenizer.json missing); "
+                                    "build it with `mim tokenizer` (or `dvc repro tokenizer`)")
+        meta = json.loads(meta_path.read_text())
+        if meta.pop("format", None) != FORMAT:
+            raise ValueError(f"{meta_path}: not a mim centroid tokenizer")
+        centroids = torch.from_numpy(np.load(folder / "centroids.npy", allow_pickle=False))
+        return cls(centroids, TokenizerInfo(**meta))
+
+
+def codebook_usage(ids: Tensor, k: int) -> dict[str, float]:
+    """How the codebook is used on a set of assignments: fraction of centroids used, perplexity of the
+    assignment distribution (k when uniform, 1 when one centroid takes everything)."""
+    counts = torch.bincount(ids.flatten().cpu(), minlength=k).double()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"usage": float((counts > 0).double().mean()), "perplexity": float(entropy.exp())}
+
+
+def sample_patch_vectors(images: Tensor, transform: Any, patch_size: int, max_vectors: int,
+                         generator: torch.Generator, batch_size: int = 1024) -> Tensor:
+    """Patch vectors [M <= max_vectors, C*p*p] in [0, 1] from randomly chosen whole images (seeded).
+
+    `images` is a uint8 [N, C, H, W] data set; `transform` a `BatchAugment` (its `eval` resize and
+    `denormalize`), so the patches are exactly what the model sees before normalization.
+    """
+    probe = transform.eval(images[:1])
+    per_image = (probe.shape[-2] // patch_size) * (probe.shape[-1] // patch_size)
+    count = min(len(images), -(-max_vectors // per_image))
+    order = torch.randperm(len(images), generator=generator)[:count]
+    out, began = [], time.perf_counter()
+    for start in range(0, count, batch_size):
+        x = transform.eval(images[order[start : start + batch_size]])
+        out.append(patch_vectors(transform.denormalize(x).clamp(0, 1), patch_size).flatten(0, 1))
+        done = min(start + batch_size, count)
+        if done == count or time.perf_counter() - began > 5:
+            log.info("patches: %d/%d images (%d vectors)", done, count, done * per_image)
+    return torch.cat(out)[:max_vectors]
