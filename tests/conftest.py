@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the test server
 
@@ -32,10 +34,23 @@ TINY = [
 ]
 
 
+def tiny_tokenizer_dir() -> Path:
+    """A 16-centroid tokenizer for 4-px RGB patches, built once per test process (CCViT's tiny params)."""
+    from mim.targets import CentroidTokenizer
+
+    folder = Path(tempfile.gettempdir()) / f"mim-test-tokenizer-{os.getpid()}"
+    if not (folder / "tokenizer.json").is_file():
+        patches = torch.rand(1000, 48, generator=torch.Generator().manual_seed(0))
+        CentroidTokenizer.build(patches, 16, iters=5, patch_size=4, channels=3, verbose=False).save(folder)
+    return folder
+
+
 def tiny_overrides(method: str = "mae", **extra: object) -> list[str]:
     sets = [s for s in TINY if method == "mae" or not s.startswith("method.decoder")]
     if method == "simmim":
         sets.append("method.mask_unit_size=8")
+    if method == "ccvit" and "method.tokenizer" not in extra:
+        sets.append(f"method.tokenizer={tiny_tokenizer_dir()}")
     return [f"method.name={method}", *sets, *(f"{k}={v}" for k, v in extra.items())]
 
 

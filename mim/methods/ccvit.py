@@ -25,7 +25,7 @@ from mim.methods.base import MIMMethod, StepOutput
 from mim.models.attention import SplitQkvAttention
 from mim.models.vit import MaskedViT, init_mae_weights
 from mim.targets import from_patch_vectors, normalize_patches, patch_vectors
-from mim.targets.centroids import CentroidTokenizer
+from mim.targets.centroids import CentroidTokenizer, nearest_centroid
 
 
 class CCViT(MIMMethod):
@@ -70,8 +70,7 @@ class CCViT(MIMMethod):
         """[B, N, C*p*p] -> nearest-centroid ids [B, N] (exact; matmul on the device, faiss on the CPU)."""
         if pixels.device.type == "cpu":
             return self.tokenizer.assign(pixels.float())
-        c = self.centroids
-        return ((c * c).sum(1) - 2 * pixels.float() @ c.T).argmin(dim=-1)
+        return nearest_centroid(pixels.flatten(0, 1), self.centroids).view(pixels.shape[:-1])
 
     def corrupt(self, images: torch.Tensor, corruption: MaskAndReplace) -> tuple[torch.Tensor, ...]:
         """(corrupted normalized images, centroid ids, original patch vectors in [0, 1])."""
@@ -112,9 +111,10 @@ class CCViT(MIMMethod):
         p, grid, c = self.encoder.patch_size, self.encoder.grid, images.shape[1]
         pred = pred.float() * (pixels.var(-1, keepdim=True) + 1e-6) ** 0.5 + pixels.mean(-1, keepdim=True)
         keep = (1 - corruption.mask.mask).unsqueeze(-1)
-        shown = patch_vectors(corrupted * self.std + self.mean, p) * keep  # masked patches black
+        shown = patch_vectors(corrupted * self.std + self.mean, p) * keep  # masked patches black, replaced ones in
         to_image = lambda v: (from_patch_vectors(v, p, grid, c) - self.mean) / self.std  # noqa: E731
-        return {"input (masked + replaced)": to_image(shown), "pixel prediction": to_image(pred),
+        return {"input": to_image(shown), "prediction": to_image(pred),
+                "composite": to_image(shown + pred * (1 - keep)),
                 "predicted centroids": to_image(self.centroids[logits.argmax(-1)]),
                 "target centroids": to_image(self.centroids[ids])}
 

@@ -94,10 +94,7 @@ class CentroidTokenizer:
         if flat.device.type == "cpu":
             _, ids = self._faiss_index().search(np.ascontiguousarray(flat.numpy()), 1)
             return torch.from_numpy(ids[:, 0]).long().reshape(shape)
-        c = self.centroids.to(flat.device)
-        c_sq = (c * c).sum(dim=1)  # [K]
-        ids = [(c_sq - 2 * part @ c.T).argmin(dim=1) for part in flat.split(chunk)]  # ||x||^2 is the same for all
-        return torch.cat(ids).reshape(shape)
+        return nearest_centroid(flat, self.centroids.to(flat.device), chunk).reshape(shape)
 
     def decode(self, ids: Tensor) -> Tensor:
         """[...] ids -> [..., C*p*p] centroid pixels, on the ids' device."""
@@ -131,6 +128,14 @@ class CentroidTokenizer:
             raise ValueError(f"{meta_path}: not a mim centroid tokenizer")
         centroids = torch.from_numpy(np.load(folder / "centroids.npy", allow_pickle=False))
         return cls(centroids, TokenizerInfo(**meta))
+
+
+def nearest_centroid(x: Tensor, centroids: Tensor, chunk: int = 65536) -> Tensor:
+    """[M, D] -> [M] index of the nearest row of `centroids` [K, D] (L2), by matmul on their device:
+    argmin ||c||^2 - 2 x.c (||x||^2 is the same for every centroid)."""
+    c = centroids.float()
+    c_sq = (c * c).sum(dim=1)  # [K]
+    return torch.cat([(c_sq - 2 * part.float() @ c.T).argmin(dim=1) for part in x.split(chunk)])
 
 
 def codebook_usage(ids: Tensor, k: int) -> dict[str, float]:
