@@ -91,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--decoder-depth", type=int, default=8)
     bp.add_argument("--decoder-heads", type=int, default=16)
     bp.add_argument("--json", help="also write the result as JSON here")
+    bt = bsub.add_parser("tokenizer", help="centroid tokenizer build/assign speed and inertia vs MiniBatchKMeans")
+    bt.add_argument("--k", type=int, default=1024)
+    bt.add_argument("--patches", type=int, default=200_000)
+    bt.add_argument("--patch-size", type=int, default=4)
+    bt.add_argument("--iters", type=int, default=20)
+    bt.add_argument("--image-size", type=int, default=32)
+    bt.add_argument("--source", default="fashion-mnist")
+    bt.add_argument("--seed", type=int, default=0)
+    bt.add_argument("--json", help="also write the result as JSON here")
     return parser
 
 
@@ -268,6 +277,15 @@ def format_eval_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "tokenizer":
+        from mim.bench_tokenizer import bench_tokenizer, format_tokenizer_bench
+
+        result = bench_tokenizer(k=args.k, num_patches=args.patches, patch_size=args.patch_size, iters=args.iters,
+                                 seed=args.seed, source=args.source, image_size=args.image_size)
+        print(format_tokenizer_bench(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     from mim.bench import bench_pretrain, format_bench
 
     result = bench_pretrain(method=args.method, model=args.model, image_size=args.image_size,

@@ -89,6 +89,25 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     assert {k for k in sim["pretrain@simmim"].data.metrics} == set(train_run.data.metrics)
     assert {k for k in sim["evaluate@simmim"].data.metrics} == set(eval_run.data.metrics) >= EVAL_METRICS
 
+    # CCViT: its tokenizer stage runs first, and both stage runs nest under the one parent run.
+    ccvit = pretrain_flow(method="ccvit")
+    assert ccvit["ran"] == ["tokenizer", "pretrain@ccvit", "evaluate@ccvit"]
+    cc = _children(client, _parent(client, "pretrain/ccvit").info.run_id)
+    assert set(cc) == {"tokenizer", "pretrain@ccvit", "evaluate@ccvit"}
+    tokenizer_metrics = set(cc["tokenizer"].data.metrics)
+    assert {"tokenizer/build_s", "tokenizer/inertia", "tokenizer/heldout_perplexity"} <= tokenizer_metrics
+    assert set(cc["pretrain@ccvit"].data.metrics) == set(train_run.data.metrics)
+    assert "centroids.png" in {a.path for a in client.list_artifacts(cc["tokenizer"].info.run_id)}
+
+    # The whole graph: only the baseline is left; the comparison names every method.
+    from flows.pipeline import pipeline_flow
+
+    everything = pipeline_flow()
+    assert everything["methods"] == ["mae", "simmim", "ccvit"] and everything["ran"] == ["baseline"]
+    table = (project / ".mim/comparison.md").read_text()
+    assert "| mae | 4 |" in table and "| simmim | 4 |" in table and "| ccvit | 4 |" in table
+    assert "| random_init (baseline) |" in table
+
 
 def test_flow_rejects_bad_params_before_any_stage(prefect_harness, project):
     from flows.pretrain import pretrain_flow
@@ -99,14 +118,6 @@ def test_flow_rejects_bad_params_before_any_stage(prefect_harness, project):
         pretrain_flow(method="mae", batch_size=0)
     assert (project / "params/mae.yaml").read_text() == before
     assert not (project / "data/prepared").exists()
-
-    # The whole graph: only the baseline is left; the comparison names every method.
-    from flows.pipeline import pipeline_flow
-
-    everything = pipeline_flow()
-    assert everything["methods"] == ["mae", "simmim"] and everything["ran"] == ["baseline"]
-    table = (project / ".mim/comparison.md").read_text()
-    assert "| mae | 4 |" in table and "| simmim | 4 |" in table and "| random_init (baseline) |" in table
 
 
 def test_one_deployment_per_method_and_the_pipeline():
