@@ -35,11 +35,10 @@ test: setup lint
 demo: setup
 	$(RUN) $(BIN)/mim params check
 	$(RUN) $(BIN)/dvc repro
-	@echo; echo "== frozen-encoder accuracy (%), metrics/evaluate/*.json =="
-	@$(RUN) $(BIN)/dvc metrics show --precision 2 metrics/evaluate
-	@echo; echo "== pre-training, metrics/pretrain/*.json =="
-	@$(RUN) $(BIN)/dvc metrics show --precision 1 metrics/pretrain
-	@echo; echo "Pictures: plots/pretrain/<method>/{loss,reconstructions}.png; all charts: dvc plots show"
+	@echo; echo "== pre-training cost and frozen-encoder accuracy (metrics/*; dvc metrics show has every value) =="
+	@$(BIN)/mim compare
+	@echo; echo "Pictures: plots/pretrain/<method>/{loss,reconstructions}.png, models/tokenizer/centroids.png;" \
+	     "all charts: dvc plots show"
 
 up: $(VENV)/.installed
 	$(BIN)/mim up

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import yaml
 from prefect.runtime import deployment, flow_run
 
-from mim.stages.layout import metrics_file
+from mim.stages.compare import pipeline_methods
 from mim.tracking import StageRun, project_dir
 from mim.tracking import flow_run as mlflow_flow_run
 from tasks import project_lock, set_params
@@ -57,14 +56,6 @@ def dvc_spec(root: Path) -> dict[str, Any]:
     return yaml.safe_load((root / "dvc.yaml").read_text())
 
 
-def pipeline_methods(root: Path) -> dict[str, dict[str, Any]]:
-    """The methods `dvc.yaml` runs (its `vars: methods` mapping: method -> {input: ...})."""
-    for entry in dvc_spec(root).get("vars", []):
-        if isinstance(entry, dict) and "methods" in entry:
-            return dict(entry["methods"])
-    raise ValueError(f"{root / 'dvc.yaml'}: no `vars: - methods: {{...}}` mapping")
-
-
 def input_stage(root: Path, method: str) -> str | None:
     """The stage that writes `method`'s extra input (e.g. `tokenizer` for ccvit), None when it needs none."""
     wanted = pipeline_methods(root)[method].get("input")
@@ -73,8 +64,3 @@ def input_stage(root: Path, method: str) -> str | None:
         if "foreach" not in stage and wanted in outs and name != "prepare":
             return name
     return None
-
-
-def read_metrics(root: Path, stage: str, name: str) -> dict[str, Any]:
-    path = root / metrics_file(stage, name)
-    return json.loads(path.read_text()) if path.is_file() else {}

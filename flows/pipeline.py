@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage, pipeline_methods, read_metrics
+from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage
+from mim.stages.compare import comparison_table, pipeline_methods, read_metrics
 from tasks import repro
-
-
-def comparison_table(root: Path, methods: list[str]) -> str:
-    """Markdown: one row per method (and the baseline), pre-training cost and frozen-feature accuracy."""
-    lines = ["| method | steps | pre-train s | img/s | k-NN top-1 | linear top-1 |", "|---|---:|---:|---:|---:|---:|"]
-    for m in methods:
-        t, e = read_metrics(root, "pretrain", m), read_metrics(root, "evaluate", m)
-        lines.append(f"| {m} | {t.get('steps', '-')} | {t.get('wall_time_s', 0):.0f} | {t.get('images_per_s', 0):.0f} "
-                     f"| {e.get('knn_top1', float('nan')):.2f} | {e.get('linear_top1', float('nan')):.2f} |")
-    for name, m in read_metrics(root, "evaluate", "baseline").items():
-        lines.append(f"| {name} (baseline) | - | - | - | {m['knn_top1']:.2f} | {m['linear_top1']:.2f} |")
-    return "\n".join(lines) + "\n"
 
 
 @flow(name="pipeline", log_prints=True)

@@ -6,8 +6,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage, read_metrics
+from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage
 from mim.params import METHOD_NAMES
+from mim.stages.compare import read_metrics
 from tasks import repro
 
 

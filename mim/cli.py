@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="one-off form: write the metrics as JSON here")
     _add_set(e)
 
+    cmp = sub.add_parser("compare", help="table of every method's pre-training cost and accuracy (metrics files)")
+    cmp.add_argument("methods", nargs="*", help="default: every method in dvc.yaml")
+
     for name, text in (("up", "start the local Prefect and MLflow servers (127.0.0.1, state in .mim/)"),
                        ("down", "stop the servers `mim up` started"), ("status", "show the local servers")):
         sv = sub.add_parser(name, help=text)
@@ -215,6 +218,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mim.stages.compare import comparison_table, pipeline_methods
+    from mim.tracking import project_dir
+
+    root = project_dir()
+    print(comparison_table(root, args.methods or list(pipeline_methods(root))), end="")
+    return 0
+
+
 def cmd_services(args: argparse.Namespace) -> int:
     from mim import services
     from mim.tracking import project_dir
@@ -315,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pretrain":
             return cmd_pretrain(args, argv)
         commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "evaluate": cmd_evaluate,
-                    "bench": cmd_bench,
+                    "bench": cmd_bench, "compare": cmd_compare,
                     "up": cmd_services, "down": cmd_services, "status": cmd_services, "serve": cmd_serve}
         return commands[args.command](args)
     except Exception as err:

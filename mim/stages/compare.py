@@ -1,0 +1,42 @@
+"""`mim compare`: every method's pre-training cost and frozen-encoder accuracy, from the stages' metrics files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mim.stages.layout import metrics_file
+
+
+def pipeline_methods(root: Path) -> dict[str, dict[str, Any]]:
+    """The methods `dvc.yaml` runs (its `vars: methods` mapping: method -> {input: ...})."""
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    for entry in spec.get("vars", []):
+        if isinstance(entry, dict) and "methods" in entry:
+            return dict(entry["methods"])
+    raise ValueError(f"{root / 'dvc.yaml'}: no `vars: - methods: {{...}}` mapping")
+
+
+def read_metrics(root: Path, stage: str, name: str) -> dict[str, Any]:
+    """`metrics/<stage>/<name>.json` under `root`; {} when the stage has not run."""
+    path = root / metrics_file(stage, name)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def comparison_table(root: Path, methods: list[str]) -> str:
+    """Markdown: one row per method (and the baselines): pre-training cost and frozen-feature accuracy."""
+    def pct(m: dict, key: str) -> str:
+        return f"{m[key]:.2f}" if key in m else "not run"
+
+    lines = ["| method | steps | pre-train s | img/s | k-NN top-1 % | linear top-1 % |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for m in methods:
+        t, e = read_metrics(root, "pretrain", m), read_metrics(root, "evaluate", m)
+        cost = f"{t['steps']} | {t['wall_time_s']:.0f} | {t['images_per_s']:.0f}" if t else "- | - | -"
+        lines.append(f"| {m} | {cost} | {pct(e, 'knn_top1')} | {pct(e, 'linear_top1')} |")
+    for name, m in read_metrics(root, "evaluate", "baseline").items():
+        lines.append(f"| {name} (baseline) | - | - | - | {pct(m, 'knn_top1')} | {pct(m, 'linear_top1')} |")
+    return "\n".join(lines) + "\n"
