@@ -67,9 +67,7 @@ class CCViT(MIMMethod):
         return MaskAndReplace(mask, choose_unmasked(mask.mask, self.num_replaced, generator))
 
     def _assign(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, N, C*p*p] -> nearest-centroid ids [B, N] (exact; matmul on the device, faiss on the CPU)."""
-        if pixels.device.type == "cpu":
-            return self.tokenizer.assign(pixels.float())
+        """[B, N, C*p*p] -> nearest-centroid ids [B, N] (exact), with the centroids already on the device."""
         return nearest_centroid(pixels.flatten(0, 1), self.centroids).view(pixels.shape[:-1])
 
     def corrupt(self, images: torch.Tensor, corruption: MaskAndReplace) -> tuple[torch.Tensor, ...]:
