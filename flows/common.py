@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import yaml
 from prefect.runtime import deployment, flow_run
 
-from mim.stages.compare import pipeline_methods
 from mim.tracking import StageRun, project_dir
 from mim.tracking import flow_run as mlflow_flow_run
 from tasks import project_lock, set_params
@@ -50,17 +47,3 @@ def edit_params(root: Path, method: str | None, *, epochs: float | None = None, 
             updates["train.steps"] = None  # epochs asked for: a step count in the file must not override them
         changed += [f"{method}.{k}" for k in set_params(str(root), method, updates)] if updates else []
     return changed
-
-
-def dvc_spec(root: Path) -> dict[str, Any]:
-    return yaml.safe_load((root / "dvc.yaml").read_text())
-
-
-def input_stage(root: Path, method: str) -> str | None:
-    """The stage that writes `method`'s extra input (e.g. `tokenizer` for ccvit), None when it needs none."""
-    wanted = pipeline_methods(root)[method].get("input")
-    for name, stage in dvc_spec(root)["stages"].items():
-        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
-        if "foreach" not in stage and wanted in outs and name != "prepare":
-            return name
-    return None

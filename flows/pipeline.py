@@ -7,8 +7,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage
-from mim.stages.compare import comparison_table, pipeline_methods, read_metrics
+from flows.common import EVAL_KEYS, edit_params, flow_context
+from mim.stages.compare import comparison_table, read_metrics
+from mim.stages.graph import input_stage, pipeline_methods
 from tasks import repro
 
 

@@ -1,4 +1,4 @@
-"""Flow `pretrain`: prepare -> pretrain@<method> -> evaluate@<method>, one deployment per method."""
+"""Flow `pretrain`: prepare -> [its input stage] -> pretrain@<method> -> evaluate@<method>; a deployment per method."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import EVAL_KEYS, edit_params, flow_context, input_stage
+from flows.common import EVAL_KEYS, edit_params, flow_context
 from mim.params import METHOD_NAMES
 from mim.stages.compare import read_metrics
+from mim.stages.graph import input_stage
 from tasks import repro
 
 

@@ -2,7 +2,8 @@
 
 import json
 
-from mim.stages.compare import comparison_table, pipeline_methods
+from mim.stages.compare import comparison_table
+from mim.stages.graph import input_stage, pipeline_methods
 from tests.conftest import ROOT
 
 
@@ -20,5 +21,6 @@ def test_table_with_a_missing_method(tmp_path):
     assert table[4] == "| random_init (baseline) | - | - | - | 65.00 | 66.00 |"
 
 
-def test_methods_come_from_dvc_yaml():
+def test_methods_and_their_input_stages_come_from_dvc_yaml():
     assert list(pipeline_methods(ROOT)) == ["mae", "simmim", "ccvit"]
+    assert [input_stage(ROOT, m) for m in ("mae", "simmim", "ccvit")] == [None, None, "tokenizer"]

@@ -6,18 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mim.stages.graph import pipeline_methods
 from mim.stages.layout import metrics_file
 
-
-def pipeline_methods(root: Path) -> dict[str, dict[str, Any]]:
-    """The methods `dvc.yaml` runs (its `vars: methods` mapping: method -> {input: ...})."""
-    spec = yaml.safe_load((root / "dvc.yaml").read_text())
-    for entry in spec.get("vars", []):
-        if isinstance(entry, dict) and "methods" in entry:
-            return dict(entry["methods"])
-    raise ValueError(f"{root / 'dvc.yaml'}: no `vars: - methods: {{...}}` mapping")
+__all__ = ["comparison_table", "pipeline_methods", "read_metrics"]
 
 
 def read_metrics(root: Path, stage: str, name: str) -> dict[str, Any]:
