@@ -103,6 +103,7 @@ class Trainer:
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.model = torch.compile(model) if t.compile else model
         self.step = 0
+        self.log_sums: dict[str, torch.Tensor] = {}  # method logs summed since the last recorded step
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
         self.last_ckpt_step: int | None = None
 
@@ -182,6 +183,9 @@ class Trainer:
                 loss = out["loss"].float() / len(micro_batches)
                 self.scaler.scale(loss).backward()
             total += loss.detach()
+            for name, value in out.get("logs", {}).items():  # method-specific parts, averaged like the loss
+                part = value.detach().float() / len(micro_batches)
+                self.log_sums[name] = self.log_sums[name] + part if name in self.log_sums else part
         if self.params.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.params.optim.clip_grad)
@@ -217,6 +221,7 @@ class Trainer:
             if recording or ckpt_due or progress.due(step):
                 self._check_finite(first_bad)
                 mean_loss = float(mean_across_ranks(window / window_n))
+                parts = {k: float(mean_across_ranks(v / window_n)) for k, v in sorted(self.log_sums.items())}
                 lr = self.scheduler.get_last_lr()[0]
                 if recording:
                     self.history["step"].append(self.step)
@@ -226,11 +231,12 @@ class Trainer:
                         now = time.perf_counter()
                         speed = (self.step - last_record_step) * t.batch_size / max(now - last_record, 1e-9)
                         last_record, last_record_step = now, self.step
-                        self.on_metrics(self.step, {"loss": mean_loss, "lr": lr, "img_per_s": speed})
+                        self.on_metrics(self.step, {"loss": mean_loss, "lr": lr, "img_per_s": speed, **parts})
                 if progress.due(step):
-                    progress.report(step, mean_loss, lr)
+                    progress.report(step, mean_loss, lr, extra=parts)
                 window.zero_()
                 window_n = 0
+                self.log_sums = {}
             if ckpt_due:
                 self.save()
         wall = time.perf_counter() - began
