@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
     _add_set(tk)
 
+    th = sub.add_parser("teacher", help="stage: resolve and verify the teacher -> models/teacher/manifest.json")
+    th.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    _add_set(th)
+
     p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method",
                        description="Stage form (what dvc.yaml runs): `mim pretrain --method M` reads params/M.yaml and "
                        "params/data.yaml and writes models/M/, metrics/pretrain/M.json and plots/pretrain/M/. "
@@ -133,6 +137,14 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     from mim.stages import tokenizer
 
     tokenizer.run(args.params_dir, args.overrides)
+    return 0
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from mim.stages import teacher
+
+    manifest = teacher.run(args.params_dir, args.overrides)
+    print(json.dumps(manifest, indent=2))
     return 0
 
 
@@ -326,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pretrain":
             return cmd_pretrain(args, argv)
-        commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "evaluate": cmd_evaluate,
+        commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "teacher": cmd_teacher,
+                    "evaluate": cmd_evaluate,
                     "bench": cmd_bench, "compare": cmd_compare,
                     "up": cmd_services, "down": cmd_services, "status": cmd_services, "serve": cmd_serve}
         return commands[args.command](args)

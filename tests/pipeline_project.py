@@ -14,6 +14,7 @@ TINY = {
     "eval": {"linear.epochs": 2, "linear.batch_size": 64, "batch_size": 64},
     "mae": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.decoder.embed_dim": 32,
             "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
+    "teacher": {"check_images": 16},
     "tokenizer": {"k": 16, "iterations": 4, "max_patches": 2000, "heldout_images": 16},
     "ccvit": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "train.batch_size": 16,
               "train.steps": 4, "train.ckpt_every": 2},

@@ -19,7 +19,7 @@ SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 METHODS = next(v["methods"] for v in SPEC["vars"] if "methods" in v)
 # Code that records or launches but cannot change a stage's outputs.
 NOT_OUTPUT_CODE = ("mim/tracking/", "mim/services.py", "mim/cli.py")
-STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.tokenizer",
+STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.tokenizer", "teacher": "mim.stages.teacher",
                  "pretrain": "mim.stages.pretrain", "evaluate": "mim.stages.evaluate"}
 
 
@@ -54,7 +54,7 @@ def field_exists(model: type[BaseModel], dotted: str) -> bool:
 
 def test_pipeline_runs_every_method_with_a_params_file():
     assert list(METHODS) == list(METHOD_NAMES)
-    assert set(check_dir(ROOT / "params")) == {"data", "eval", "tokenizer", *METHOD_NAMES}
+    assert set(check_dir(ROOT / "params")) == {"data", "eval", "tokenizer", "teacher", *METHOD_NAMES}
 
 
 def test_each_method_input_is_written_by_a_stage():

@@ -103,7 +103,10 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    assert everything["methods"] == ["mae", "simmim", "ccvit"] and everything["ran"] == ["baseline"]
+    assert everything["methods"] == ["mae", "simmim", "ccvit"] and everything["ran"] == ["baseline", "teacher"]
+    teacher = _children(client, _parent(client, "pipeline/all").info.run_id)["teacher"]
+    assert teacher.data.tags["teacher.source"] == "timm:efficientnet_lite0 weights=package"
+    assert len(teacher.data.tags["teacher.digest"]) == 16 and teacher.data.metrics["teacher/feature_dim"] == 112
     table = (project / ".mim/comparison.md").read_text()
     assert "| mae | 4 |" in table and "| simmim | 4 |" in table and "| ccvit | 4 |" in table
     assert "| random_init (baseline) |" in table

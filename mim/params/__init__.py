@@ -26,13 +26,14 @@ from mim.params.models import (
     RecipeParams,
     ScheduleParams,
     SimMimParams,
+    TeacherParams,
     TokenizerParams,
     TrainParams,
     ViTParams,
 )
 
 __all__ = [
-    "CCViTParams", "TokenizerParams",
+    "CCViTParams", "TeacherParams", "TokenizerParams",
     "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain", "model_for",
     "resolved", "split_overrides",
     "AugmentParams", "DataParams", "DecoderParams", "EvalParams", "KnnParams", "LauncherParams", "LinearParams",

@@ -12,10 +12,19 @@ from typing import Any
 from pydantic import BaseModel
 
 from mim.params.loading import ParamsError, load_params, read_yaml
-from mim.params.models import METHOD_NAMES, DataParams, EvalParams, PretrainParams, RecipeParams, TokenizerParams
+from mim.params.models import (
+    METHOD_NAMES,
+    DataParams,
+    EvalParams,
+    PretrainParams,
+    RecipeParams,
+    TeacherParams,
+    TokenizerParams,
+)
 
 DEFAULT_PARAMS_DIR = "params"
-SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams}
+SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams,
+                                              "teacher": TeacherParams}
 
 
 def model_for(name: str) -> type[BaseModel]:

