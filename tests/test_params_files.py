@@ -94,3 +94,11 @@ def test_stage_command_fails_fast_on_bad_params(params_dir, tmp_path):
     _edit(params_dir, "mae", {"train.stepz": 3})
     r = run_mim("pretrain", "--method", "mae", "--params-dir", str(params_dir), env={"MIM_TRACKING": "off"})
     assert r.returncode == 2 and f"{params_dir}/mae.yaml: train.stepz: Extra inputs are not permitted" in r.stderr
+
+
+def test_token_grid_names_the_field_that_does_not_tile():
+    from mim.params import DataParams
+
+    assert DataParams(image_size=28).token_grid(4, "tokenizer.patch_size") == (7, 7)
+    with pytest.raises(ValueError, match="tokenizer.patch_size 8 does not divide data.image_size 28"):
+        DataParams(image_size=28).token_grid(8, "tokenizer.patch_size")

@@ -5,6 +5,7 @@ from mim.params.files import (
     check_dir,
     load_file,
     load_pretrain,
+    load_with_data,
     model_for,
     resolved,
     split_overrides,
@@ -34,8 +35,8 @@ from mim.params.models import (
 
 __all__ = [
     "CCViTParams", "TeacherParams", "TokenizerParams",
-    "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain", "model_for",
-    "resolved", "split_overrides",
+    "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain",
+    "load_with_data", "model_for", "resolved", "split_overrides",
     "AugmentParams", "DataParams", "DecoderParams", "EvalParams", "KnnParams", "LauncherParams", "LinearParams",
     "MaeParams", "OptimParams", "ParamsError", "PretrainParams", "ScheduleParams", "SimMimParams", "TrainParams",
     "ViTParams", "apply_overrides", "load_params", "read_yaml", "validate",

@@ -56,13 +56,19 @@ def load_recipe_file(path: Path, method: str, overrides: list[str] | None = None
 
 def load_pretrain(params_dir: str | Path, method: str, overrides: list[str] | None = None) -> PretrainParams:
     """`<dir>/<method>.yaml` + `<dir>/data.yaml` as one run's params; `data.*` overrides go to data.yaml."""
-    params_dir = Path(params_dir)
     if method not in METHOD_NAMES:
         raise ParamsError(f"unknown method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
-    data_sets, recipe_sets = split_overrides(overrides or [], "data")
-    recipe = load_recipe_file(params_dir / f"{method}.yaml", method, recipe_sets)
-    data = load_params(DataParams, params_dir / "data.yaml", data_sets)
+    recipe, data = load_with_data(params_dir, method, overrides)
     return PretrainParams.compose(recipe, data)
+
+
+def load_with_data(params_dir: str | Path, name: str, overrides: list[str] | None = None
+                   ) -> tuple[BaseModel, DataParams]:
+    """`<dir>/<name>.yaml` and `<dir>/data.yaml`, validated; `data.*` overrides go to data.yaml."""
+    params_dir = Path(params_dir)
+    data_sets, own_sets = split_overrides(overrides or [], "data")
+    data = load_params(DataParams, params_dir / "data.yaml", data_sets)
+    return load_file(params_dir / f"{name}.yaml", own_sets), data
 
 
 def split_overrides(overrides: list[str], section: str) -> tuple[list[str], list[str]]:

@@ -68,6 +68,12 @@ class DataParams(Strict):
     augment: AugmentParams = AugmentParams()
     on_device: Literal["auto", "always", "never"] = "auto"
 
+    def token_grid(self, patch_size: int, field: str) -> tuple[int, int]:
+        """The (rows, cols) token grid of `patch_size` patches; `field` names the param in the error."""
+        if self.image_size % patch_size:
+            raise ValueError(f"{field} {patch_size} does not divide data.image_size {self.image_size}")
+        return (self.image_size // patch_size,) * 2
+
     def batch_augment(self) -> BatchAugment:
         """The augmentation these params describe; its `.eval()` is the evaluation transform."""
         a = self.augment

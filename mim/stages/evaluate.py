@@ -16,17 +16,14 @@ from mim.engine.checkpoint import write_text
 from mim.evaluation.evaluate import eval_subsets, evaluate_encoder, evaluate_pixels
 from mim.models.export import load_encoder
 from mim.models.vit import build_vit
-from mim.params import DataParams, EvalParams, load_params, load_pretrain, split_overrides
+from mim.params import load_pretrain, load_with_data
 from mim.rng import derive_seed
 from mim.stages.layout import PREPARED, metrics_file, model_dir, plots_dir
 from mim.tracking import StageRun, path_md5
 
 
 def run(method: str, params_dir: str | Path, overrides: list[str] | None = None, baseline: bool = False) -> dict:
-    params_dir = Path(params_dir)
-    data_sets, eval_sets = split_overrides(overrides or [], "data")
-    params = load_params(EvalParams, params_dir / "eval.yaml", eval_sets)
-    data = load_params(DataParams, params_dir / "data.yaml", data_sets)
+    params, data = load_with_data(params_dir, "eval", overrides)
     name = "baseline" if baseline else method
     train, test = eval_subsets(load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test"), params)
     with StageRun("evaluate", name, tags={"evaluated": method}) as tracker:

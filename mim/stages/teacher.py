@@ -11,20 +11,15 @@ import torch
 from mim.analysis import diversity_summary, token_diversity
 from mim.data.prepared import load_prepared
 from mim.engine.checkpoint import write_text
-from mim.params import DataParams, TeacherParams, load_params, split_overrides
+from mim.params import load_with_data
 from mim.stages.layout import PREPARED, metrics_file, model_dir
 from mim.targets.teacher import Teacher, build_timm_teacher
 from mim.tracking import StageRun
 
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    params_dir = Path(params_dir)
-    data_sets, teacher_sets = split_overrides(overrides or [], "data")
-    t = load_params(TeacherParams, params_dir / "teacher.yaml", teacher_sets)
-    d = load_params(DataParams, params_dir / "data.yaml", data_sets)
-    if d.image_size % t.patch_size:
-        raise ValueError(f"teacher.patch_size {t.patch_size} does not divide data.image_size {d.image_size}")
-    grid = (d.image_size // t.patch_size,) * 2
+    t, d = load_with_data(params_dir, "teacher", overrides)
+    grid = d.token_grid(t.patch_size, "teacher.patch_size")
     source = f"timm:{t.name}" + (f" weights={t.weights}" if t.weights else " (hub)")
     with StageRun("teacher", tags={"teacher.source": source}) as tracker:
         model, digest = build_timm_teacher(t.name, t.weights)

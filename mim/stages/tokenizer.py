@@ -13,7 +13,7 @@ from pathlib import Path
 from mim.analysis import save_codebook_grid
 from mim.data.prepared import load_prepared
 from mim.engine.checkpoint import write_text
-from mim.params import DataParams, TokenizerParams, load_params, split_overrides
+from mim.params import load_with_data
 from mim.rng import generator_for
 from mim.stages.layout import PREPARED, metrics_file, model_dir
 from mim.targets.centroids import CentroidTokenizer, codebook_usage, sample_patch_vectors
@@ -23,12 +23,8 @@ log = logging.getLogger("mim.tokenizer")
 
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    params_dir = Path(params_dir)
-    data_sets, tok_sets = split_overrides(overrides or [], "data")
-    t = load_params(TokenizerParams, params_dir / "tokenizer.yaml", tok_sets)
-    d = load_params(DataParams, params_dir / "data.yaml", data_sets)
-    if d.image_size % t.patch_size:
-        raise ValueError(f"tokenizer.patch_size {t.patch_size} does not divide data.image_size {d.image_size}")
+    t, d = load_with_data(params_dir, "tokenizer", overrides)
+    d.token_grid(t.patch_size, "tokenizer.patch_size")  # refuses a patch size that does not tile the images
     train, test = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
     transform, out = d.batch_augment(), model_dir("tokenizer")
     channels = 3 if d.to_rgb else train.images.shape[1]
