@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
     _add_set(th)
 
+    dv = sub.add_parser("diversity", help="stage: token diversity of teachers/encoders per level -> metrics/diversity.json")
+    dv.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    _add_set(dv)
+
     p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method",
                        description="Stage form (what dvc.yaml runs): `mim pretrain --method M` reads params/M.yaml and "
                        "params/data.yaml and writes models/M/, metrics/pretrain/M.json and plots/pretrain/M/. "
@@ -137,6 +141,13 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     from mim.stages import tokenizer
 
     tokenizer.run(args.params_dir, args.overrides)
+    return 0
+
+
+def cmd_diversity(args: argparse.Namespace) -> int:
+    from mim.stages import diversity
+
+    diversity.run(args.params_dir, args.overrides)
     return 0
 
 
@@ -338,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pretrain":
             return cmd_pretrain(args, argv)
-        commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "teacher": cmd_teacher,
+        commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "teacher": cmd_teacher, "diversity": cmd_diversity,
                     "evaluate": cmd_evaluate,
                     "bench": cmd_bench, "compare": cmd_compare,
                     "up": cmd_services, "down": cmd_services, "status": cmd_services, "serve": cmd_serve}

@@ -20,6 +20,7 @@ METHODS = next(v["methods"] for v in SPEC["vars"] if "methods" in v)
 # Code that records or launches but cannot change a stage's outputs.
 NOT_OUTPUT_CODE = ("mim/tracking/", "mim/services.py", "mim/cli.py")
 STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.tokenizer", "teacher": "mim.stages.teacher",
+                 "diversity": "mim.stages.diversity",
                  "pretrain": "mim.stages.pretrain", "evaluate": "mim.stages.evaluate"}
 
 
@@ -54,14 +55,14 @@ def field_exists(model: type[BaseModel], dotted: str) -> bool:
 
 def test_pipeline_runs_every_method_with_a_params_file():
     assert list(METHODS) == list(METHOD_NAMES)
-    assert set(check_dir(ROOT / "params")) == {"data", "eval", "tokenizer", "teacher", *METHOD_NAMES}
+    assert set(check_dir(ROOT / "params")) == {"data", "eval", "tokenizer", "teacher", "diversity", *METHOD_NAMES}
 
 
 def test_each_method_input_is_written_by_a_stage():
     written = {o if isinstance(o, str) else next(iter(o)) for st in STAGES.values() for o in st.get("outs", [])}
     for method, item in METHODS.items():
         assert item["input"] in written, f"{method}: input {item['input']} is no stage's output"
-    assert METHODS["ccvit"]["input"] == "models/tokenizer"
+    assert METHODS["ccvit"]["input"] == "models/tokenizer" and METHODS["img2vec"]["input"] == "models/teacher"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -112,3 +113,10 @@ def test_every_output_is_declared_once():
 def test_comparison_plot_covers_every_method():
     plotted = {y for plot in SPEC["plots"] for p in plot.values() for y in p.get("y", {})}
     assert plotted >= {f"plots/pretrain/{m}/history.csv" for m in METHODS}
+
+
+def test_diversity_stage_depends_on_every_encoder_it_analyses():
+    models = yaml.safe_load((ROOT / "params" / "diversity.yaml").read_text())["models"]
+    encoders = {m["weights"] for m in models.values() if m.get("kind") == "encoder"}
+    assert encoders, "the default diversity comparison includes encoders of ours"
+    assert encoders <= set(STAGES["diversity"]["deps"]), "list each encoder of params/diversity.yaml as a dep"

@@ -99,16 +99,30 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     assert TRAIN_METRICS | {"train/loss_token", "train/token_acc"} <= set(cc["pretrain@ccvit"].data.metrics)
     assert "centroids.png" in {a.path for a in client.list_artifacts(cc["tokenizer"].info.run_id)}
 
-    # The whole graph: only the baseline is left; the comparison names every method.
+    # Img2Vec: the teacher stage runs first; the student's run names the teacher it learned from.
+    img2vec = pretrain_flow(method="img2vec")
+    assert img2vec["ran"] == ["teacher", "pretrain@img2vec", "evaluate@img2vec"]
+    iv = _children(client, _parent(client, "pretrain/img2vec").info.run_id)
+    teacher_tags = {k: iv["teacher"].data.tags[k] for k in ("teacher.source", "teacher.digest")}
+    assert teacher_tags["teacher.source"] == "timm:efficientnet_lite0 weights=package"
+    assert {k: iv["pretrain@img2vec"].data.tags[k] for k in teacher_tags} == teacher_tags
+    assert iv["teacher"].data.metrics["teacher/feature_dim"] == 40
+    assert TRAIN_METRICS | {"train/loss_feature", "train/feature_cos"} <= set(iv["pretrain@img2vec"].data.metrics)
+
+    # The whole graph: the baseline and the diversity analysis are left; the comparison names every method.
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    assert everything["methods"] == ["mae", "simmim", "ccvit"] and everything["ran"] == ["baseline", "teacher"]
-    teacher = _children(client, _parent(client, "pipeline/all").info.run_id)["teacher"]
-    assert teacher.data.tags["teacher.source"] == "timm:efficientnet_lite0 weights=package"
-    assert len(teacher.data.tags["teacher.digest"]) == 16 and teacher.data.metrics["teacher/feature_dim"] == 112
+    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec"]
+    assert everything["ran"] == ["baseline", "diversity"]
+    diversity = json.loads((project / "metrics/diversity.json").read_text())
+    assert set(diversity) == {"lite0-imagenet", "lite0-random", "mae-encoder", "img2vec-encoder"}
+    assert len(diversity["lite0-imagenet"]["per_level"]) == 5 and len(diversity["mae-encoder"]["per_level"]) == 2
+    div_run = _children(client, _parent(client, "pipeline/all").info.run_id)["diversity"]
+    assert div_run.data.metrics["diversity/lite0-random"] == pytest.approx(diversity["lite0-random"]["token_diversity"])
+    assert "token_diversity.png" in {a.path for a in client.list_artifacts(div_run.info.run_id)}
     table = (project / ".mim/comparison.md").read_text()
-    assert "| mae | 4 |" in table and "| simmim | 4 |" in table and "| ccvit | 4 |" in table
+    assert all(f"| {m} | 4 |" in table for m in everything["methods"])
     assert "| random_init (baseline) |" in table
 
 

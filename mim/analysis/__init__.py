@@ -1,6 +1,13 @@
-"""Pictures and analyses of runs: loss curves, reconstructions and masks."""
+"""Pictures and analyses of runs: loss curves, reconstructions, masks, codebooks, token diversity."""
 
-from mim.analysis.diversity import diversity_summary, token_diversity
-from mim.analysis.plots import plot_loss_curve, save_codebook_grid, save_reconstruction_grid
+from mim.analysis.diversity import diversity_by_level, diversity_summary, token_diversity
+from mim.analysis.plots import (
+    plot_loss_curve,
+    save_bar_chart,
+    save_codebook_grid,
+    save_level_curves,
+    save_reconstruction_grid,
+)
 
-__all__ = ["diversity_summary", "plot_loss_curve", "save_codebook_grid", "save_reconstruction_grid", "token_diversity"]
+__all__ = ["diversity_by_level", "diversity_summary", "plot_loss_curve", "save_bar_chart", "save_codebook_grid",
+           "save_level_curves", "save_reconstruction_grid", "token_diversity"]

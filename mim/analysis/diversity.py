@@ -7,6 +7,8 @@ when tokens point in opposite directions), and it ignores each token's scale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -27,3 +29,16 @@ def diversity_summary(values: torch.Tensor) -> dict[str, float]:
     v = values.double()
     return {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0,
             "min": float(v.min()), "max": float(v.max()), "images": len(v)}
+
+
+def diversity_by_level(levels_of: Callable[[torch.Tensor], list[torch.Tensor]], images: torch.Tensor,
+                       batch_size: int = 64) -> list[dict[str, float]]:
+    """Token-diversity summaries of every feature level: `levels_of(batch)` gives [B, N, C_l] per level
+    (e.g. `Teacher.levels`), applied to `images` in batches."""
+    per_level: list[list[torch.Tensor]] = []
+    for part in images.split(batch_size):
+        for i, feats in enumerate(levels_of(part)):
+            if i == len(per_level):
+                per_level.append([])
+            per_level[i].append(token_diversity(feats))
+    return [diversity_summary(torch.cat(values)) for values in per_level]

@@ -77,3 +77,33 @@ def save_codebook_grid(centroids: torch.Tensor, patch_size: int, channels: int, 
     ax.set_axis_off()
     ax.set_title(f"{len(chosen)} of {len(centroids)} centroids" + (", most used first" if counts is not None else ""))
     _save(fig, url)
+
+
+def save_bar_chart(values: dict[str, float], url: str, *, title: str, ylabel: str,
+                   errors: dict[str, float] | None = None) -> None:
+    """One bar per label (with an error bar where `errors` has one), values written above the bars."""
+    labels = list(values)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1), 3.5))
+    err = [errors.get(k, 0.0) for k in labels] if errors else None
+    bars = ax.bar(labels, [values[k] for k in labels], yerr=err, capsize=3, color="tab:blue", alpha=0.8)
+    ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.tick_params(axis="x", labelrotation=20)
+    _save(fig, url)
+
+
+def save_level_curves(curves: dict[str, list[float]], url: str, *, title: str, ylabel: str) -> None:
+    """One line per label over its levels, on a shared relative-depth axis (0 = first level, 1 = last), so
+    models with different numbers of stages or blocks compare."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, ys in curves.items():
+        xs = np.linspace(0, 1, len(ys)) if len(ys) > 1 else np.zeros(1)
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel("relative depth of the feature level (0 = first, 1 = last)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, url)

@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from mim.methods.base import MIMMethod, StepOutput
 from mim.methods.ccvit import CCViT, build_ccvit
+from mim.methods.img2vec import Img2Vec, build_img2vec
 from mim.methods.mae import MAE, build_mae
 from mim.methods.simmim import SimMIM, build_simmim
 from mim.models.vit import build_vit
-from mim.params import CCViTParams, MaeParams, PretrainParams, SimMimParams
+from mim.params import CCViTParams, Img2VecParams, MaeParams, PretrainParams, SimMimParams
 from mim.targets.centroids import CentroidTokenizer
+from mim.targets.teacher import load_teacher_dir
 
 
 def _mae(params: PretrainParams, in_chans: int) -> MAE:
@@ -36,7 +38,17 @@ def _ccvit(params: PretrainParams, in_chans: int) -> CCViT:
                        mse_weight=m.mse_weight)
 
 
-METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {"mae": _mae, "simmim": _simmim, "ccvit": _ccvit}
+def _img2vec(params: PretrainParams, in_chans: int) -> Img2Vec:
+    m: Img2VecParams = params.method
+    encoder = build_vit(params.model.spec(params.data.image_size, in_chans))
+    teacher, _ = load_teacher_dir(m.teacher, encoder.grid, params.data.mean, params.data.std)
+    d = m.decoder
+    return build_img2vec(encoder, teacher, mask_ratio=m.mask_ratio, loss=m.loss, beta=m.beta, decoder_dim=d.embed_dim,
+                         decoder_depth=d.depth, decoder_heads=d.num_heads)
+
+
+METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {"mae": _mae, "simmim": _simmim, "ccvit": _ccvit,
+                                                                  "img2vec": _img2vec}
 
 
 def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
@@ -44,4 +56,4 @@ def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
     return METHODS[params.method.name](params, in_chans)
 
 
-__all__ = ["CCViT", "MAE", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]
+__all__ = ["CCViT", "Img2Vec", "MAE", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]

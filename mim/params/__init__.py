@@ -17,7 +17,9 @@ from mim.params.models import (
     CCViTParams,
     DataParams,
     DecoderParams,
+    DiversityParams,
     EvalParams,
+    Img2VecParams,
     KnnParams,
     LauncherParams,
     LinearParams,
@@ -28,13 +30,14 @@ from mim.params.models import (
     ScheduleParams,
     SimMimParams,
     TeacherParams,
+    TeacherSpec,
     TokenizerParams,
     TrainParams,
     ViTParams,
 )
 
 __all__ = [
-    "CCViTParams", "TeacherParams", "TokenizerParams",
+    "CCViTParams", "DiversityParams", "Img2VecParams", "TeacherParams", "TeacherSpec", "TokenizerParams",
     "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain",
     "load_with_data", "model_for", "resolved", "split_overrides",
     "AugmentParams", "DataParams", "DecoderParams", "EvalParams", "KnnParams", "LauncherParams", "LinearParams",

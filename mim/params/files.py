@@ -15,6 +15,7 @@ from mim.params.loading import ParamsError, load_params, read_yaml
 from mim.params.models import (
     METHOD_NAMES,
     DataParams,
+    DiversityParams,
     EvalParams,
     PretrainParams,
     RecipeParams,
@@ -24,7 +25,7 @@ from mim.params.models import (
 
 DEFAULT_PARAMS_DIR = "params"
 SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams,
-                                              "teacher": TeacherParams}
+                                              "teacher": TeacherParams, "diversity": DiversityParams}
 
 
 def model_for(name: str) -> type[BaseModel]:

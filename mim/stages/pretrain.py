@@ -22,10 +22,18 @@ from mim.tracking import StageRun, path_md5
 PICTURES = ("history.csv", "loss.png", "reconstructions.png")
 
 
+def input_tags(folder: str | None) -> dict[str, str]:
+    """Tags naming what a teacher folder holds (source, weights digest), so a run says what it learned from."""
+    manifest = Path(folder or "") / "manifest.json"
+    if folder is None or not manifest.is_file() or "weights_digest" not in (info := json.loads(manifest.read_text())):
+        return {}
+    return {"teacher.source": info["source"], "teacher.digest": info["weights_digest"]}
+
+
 def run(method: str, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     params = load_pretrain(params_dir, method, overrides)
     data = load_prepared(PREPARED, "train")
-    extra_input = getattr(params.method, "tokenizer", None)
+    extra_input = params.method.input_dir
     salt = path_md5(Path(extra_input)) if extra_input else ""
     out, ckpt = model_dir(method), checkpoint_url(method, params, salt)
     main = os.environ.get("RANK", "0") == "0"
@@ -33,7 +41,7 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
         tracker.log_params(params.model_dump(mode="json"))
         tracker.log_dataset(read_manifest(PREPARED)["source"], str(PREPARED), data.digest())
         tracker.set_tags({"dvc.dep.data/prepared": path_md5(PREPARED),
-                          **({f"dvc.dep.{extra_input}": salt} if extra_input else {})})
+                          **({f"dvc.dep.{extra_input}": salt} if extra_input else {}), **input_tags(extra_input)})
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
         result = pretrain(params, str(out), resume=True, data=data, ckpt_url=ckpt,

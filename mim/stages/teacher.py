@@ -13,29 +13,24 @@ from mim.data.prepared import load_prepared
 from mim.engine.checkpoint import write_text
 from mim.params import load_with_data
 from mim.stages.layout import PREPARED, metrics_file, model_dir
-from mim.targets.teacher import Teacher, build_timm_teacher
+from mim.targets.teacher import Teacher, teacher_manifest
 from mim.tracking import StageRun
 
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "teacher", overrides)
     grid = d.token_grid(t.patch_size, "teacher.patch_size")
-    source = f"timm:{t.name}" + (f" weights={t.weights}" if t.weights else " (hub)")
-    with StageRun("teacher", tags={"teacher.source": source}) as tracker:
-        model, digest = build_timm_teacher(t.name, t.weights)
+    with StageRun("teacher", tags={"teacher.source": t.source}) as tracker:
+        augment = d.batch_augment()
+        teacher, digest = Teacher.from_spec(t, grid, augment.mean, augment.std)
         tracker.set_tags({"teacher.digest": digest})
         tracker.log_params({"teacher": t.model_dump(mode="json")})
-        augment = d.batch_augment()
-        teacher = Teacher(model, t.level, grid, student_mean=augment.mean, student_std=augment.std,
-                          input_size=t.input_size, token_norm=t.token_norm)
         images = augment.eval(load_prepared(PREPARED, "test").images[: t.check_images])
         feats = torch.cat([teacher(part) for part in images.split(64)])  # [B, N, C]
         if not torch.isfinite(feats).all():
-            raise ValueError(f"teacher {source}: non-finite features on held-out images")
+            raise ValueError(f"teacher {t.source}: non-finite features on held-out images")
         diversity = diversity_summary(token_diversity(feats))
-        manifest = {"source": source, "name": t.name, "weights": t.weights, "weights_digest": digest,
-                    "level": t.level, "feature_dim": feats.shape[-1], "grid": list(grid),
-                    "input_size": t.input_size, "token_norm": t.token_norm}
+        manifest = teacher_manifest(t, teacher, digest)
         out = model_dir("teacher")
         write_text(str(out / "manifest.json"), json.dumps(manifest, indent=2) + "\n")
         metrics = {"token_diversity": diversity["mean"], "token_diversity_std": diversity["std"],

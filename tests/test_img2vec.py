@@ -1,0 +1,135 @@
+"""Img2Vec: the teacher folder round trip (and its checks), a frozen teacher inside a training method, per-level
+token diversity, encoders of ours as teachers, and the method's loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from mim.analysis import diversity_by_level, token_diversity
+from mim.engine.pretrain import pretrain
+from mim.methods import build_method
+from mim.models.export import export_encoder
+from mim.models.vit import ViTSpec, build_vit
+from mim.params import TeacherSpec
+from mim.rng import generator_for
+from mim.targets.teacher import Teacher, load_teacher_dir, teacher_manifest
+from tests.conftest import tiny_params
+
+STATS = {"student_mean": (0.5,) * 3, "student_std": (0.5,) * 3}
+TINY_TEACHER = TeacherSpec(name="efficientnet_lite0", weights="random", level=1, input_size=32)  # 8x8 maps
+
+
+def write_teacher_dir(folder: Path, spec: TeacherSpec = TINY_TEACHER, grid: tuple[int, int] = (4, 4)) -> Path:
+    teacher, digest = Teacher.from_spec(spec, grid, STATS["student_mean"], STATS["student_std"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(teacher_manifest(spec, teacher, digest)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teacher_dir() -> Path:
+    return write_teacher_dir(Path(tempfile.gettempdir()) / f"mim-test-teacher-{os.getpid()}")
+
+
+def img2vec_params(teacher_dir: Path, **extra):
+    return tiny_params("img2vec", method__teacher=str(teacher_dir), **extra)
+
+
+def test_teacher_folder_round_trip_and_checks(teacher_dir, tmp_path):
+    teacher, manifest = load_teacher_dir(str(teacher_dir), (4, 4), **STATS)
+    assert manifest["grid"] == [4, 4] and manifest["feature_dim"] == teacher.dim == 24  # Lite0 level 1: 24 channels
+    assert manifest["source"] == "timm:efficientnet_lite0 weights=random"
+    with pytest.raises(ValueError, match=r"on a \[4, 4\] grid but the student's tokens are on \[7, 7\]"):
+        load_teacher_dir(str(teacher_dir), (7, 7), **STATS)
+    with pytest.raises(FileNotFoundError, match="no teacher there; run `mim teacher`"):
+        load_teacher_dir(str(tmp_path / "none"), (4, 4), **STATS)
+    stale = write_teacher_dir(tmp_path / "stale")
+    manifest = json.loads((stale / "manifest.json").read_text())
+    (stale / "manifest.json").write_text(json.dumps({**manifest, "weights_digest": "0" * 16}))
+    with pytest.raises(ValueError, match="the teacher's weights changed since `mim teacher` recorded them"):
+        load_teacher_dir(str(stale), (4, 4), **STATS)
+
+
+def test_random_teachers_are_seeded_and_levels_are_checked():
+    _, a = Teacher.from_spec(TINY_TEACHER, (4, 4), **STATS)
+    _, b = Teacher.from_spec(TINY_TEACHER, (4, 4), **STATS)
+    assert a == b
+    with pytest.raises(ValueError, match=r"teacher level 7 does not exist: the model has levels 0..4"):
+        Teacher.from_spec(TINY_TEACHER.model_copy(update={"level": 7}), (4, 4), **STATS)
+
+
+def test_weights_that_do_not_fit_name_the_keys(tmp_path):
+    teacher, _ = Teacher.from_spec(TINY_TEACHER, (4, 4), **STATS)
+    state = dict(teacher.model.state_dict())
+    state.pop("conv_stem.weight")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "w.pth")
+    spec = TINY_TEACHER.model_copy(update={"weights": str(tmp_path / "w.pth")})
+    with pytest.raises(ValueError, match=r"missing \['conv_stem.weight'\], unexpected \['extra.weight'\]"):
+        Teacher.from_spec(spec, (4, 4), **STATS)
+
+
+def test_an_encoder_of_ours_is_a_teacher_on_every_block(tmp_path):
+    torch.manual_seed(0)
+    encoder = build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2))
+    export_encoder(encoder, str(tmp_path / "encoder.safetensors"))
+    spec = TeacherSpec(kind="encoder", weights=str(tmp_path / "encoder.safetensors"), level=2, input_size=None,
+                       token_norm=False)
+    teacher, _ = Teacher.from_spec(spec, (4, 4), **STATS)
+    images = torch.randn(3, 3, 16, 16)
+    levels = teacher.levels(images)
+    assert teacher.input_size == 16 and len(levels) == 3 and all(f.shape == (3, 16, 32) for f in levels)
+    expected = encoder.eval().forward_intermediates(images, indices=[2], intermediates_only=True)[0]
+    assert torch.allclose(teacher(images), expected.flatten(2).transpose(1, 2), atol=1e-5)  # the student's stats
+    summaries = diversity_by_level(teacher.levels, images, batch_size=2)  # batches of 2 + 1
+    for summary, feats in zip(summaries, levels, strict=True):
+        assert summary["images"] == 3 and summary["mean"] == pytest.approx(float(token_diversity(feats).mean()))
+    with pytest.raises(ValueError, match="kind encoder needs weights: the path of an exported encoder"):
+        TeacherSpec(kind="encoder", weights="random")
+
+
+def test_img2vec_regresses_teacher_features_of_masked_tokens(teacher_dir):
+    torch.manual_seed(0)
+    method = build_method(img2vec_params(teacher_dir))
+    method.train()
+    assert not method.teacher.training and not method.teacher.model.training  # frozen BatchNorm statistics
+    images = torch.randn(4, 3, 16, 16)
+    mask = method.sample_masks(4, generator_for(0, "m"))
+    target = method.target(images)
+    assert target.shape == (4, 16, 24) and not target.requires_grad
+    out = method({"images": images, "mask": mask})
+    out["loss"].backward()
+    assert set(out["logs"]) == {"loss_feature", "feature_cos"}
+    assert all(p.grad is None for p in method.teacher.parameters())
+    assert method.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        masked_only = method.per_token_loss(method.predict(images, mask), target)  # [B, N]
+    expected = float((masked_only * mask.mask).sum() / mask.mask.sum())
+    assert float(out["loss"].detach()) == pytest.approx(expected, rel=1e-5)
+    panels = method.reconstruct({"images": images, "mask": mask})
+    assert set(panels) == {"input", "teacher features", "prediction"}
+    assert all(v.shape == images.shape for v in panels.values())
+
+
+def test_img2vec_rejects_a_teacher_on_another_grid(tmp_path):
+    folder = write_teacher_dir(tmp_path / "t8", grid=(8, 8))
+    with pytest.raises(ValueError, match=r"on a \[8, 8\] grid but the student's tokens are on \[4, 4\]"):
+        build_method(img2vec_params(folder))
+
+
+@pytest.mark.slow
+def test_img2vec_loss_decreases_and_the_teacher_stays_frozen(teacher_dir, tmp_path):
+    params = img2vec_params(teacher_dir, train__steps=30, optim__base_lr=3e-3, data__source="synthetic:256")
+    before = {k: v.clone() for k, v in build_method(params).teacher.state_dict().items()}
+    result = pretrain(params, str(tmp_path / "run"))
+    losses = result.history["loss"]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    after = {k.removeprefix("teacher."): v for k, v in ckpt.items() if k.startswith("teacher.")}
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
