@@ -1,4 +1,4 @@
-"""Flow `pipeline`: every method's stages, the baseline, then whatever else the DVC graph holds (the report)."""
+"""Flow `pipeline`: every method's stages, the baselines, then whatever else the DVC graph holds (the report)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def pipeline_flow(methods: list[str] | None = None, epochs: float | None = None,
         changed = edit_params(root, None, subset=subset)
         for m in methods:
             changed += edit_params(root, m, epochs=epochs, steps=steps)
-        ran = [s for stage in ["prepare", "baseline"] for s in repro(stage, str(root))["ran"]]
+        ran = [s for stage in ["prepare", "baseline", "pixels"] for s in repro(stage, str(root))["ran"]]
         for m in methods:
             stages = [*filter(None, [input_stage(root, m)]), f"pretrain@{m}", f"evaluate@{m}"]
             ran += [s for stage in stages for s in repro(stage, str(root))["ran"]]

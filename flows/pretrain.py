@@ -7,9 +7,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.common import EVAL_KEYS, edit_params, flow_context
-from mim.params import METHOD_NAMES
 from mim.stages.compare import read_metrics
-from mim.stages.graph import input_stage
+from mim.stages.graph import input_stage, pipeline_methods
 from tasks import repro
 
 
@@ -21,10 +20,10 @@ def pretrain_flow(method: str = "mae", epochs: float | None = None, steps: int |
 
     Given parameters are written into params/<method>.yaml
     (`subset` into params/data.yaml) first, so `dvc repro` and DVC's cache see them."""
-    if method not in METHOD_NAMES:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
     logger = get_run_logger()
     with flow_context(f"pretrain/{method}") as (root, parent):
+        if method not in (known := pipeline_methods(root)):
+            raise ValueError(f"unknown method {method!r}; dvc.yaml runs {', '.join(known)}")
         changed = edit_params(root, method, epochs=epochs, steps=steps, base_lr=base_lr, batch_size=batch_size,
                               subset=subset)
         parent.set_tags({"method": method, "params_changed": ",".join(changed) or "none"})

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
     _add_set(th)
 
-    dv = sub.add_parser("diversity", help="stage: token diversity of teachers/encoders per level -> metrics/diversity.json")
+    dv = sub.add_parser("diversity",
+                        help="stage: token diversity of teachers/encoders per level -> metrics/diversity.json")
     dv.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
     _add_set(dv)
 
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stage form (what dvc.yaml runs): `mim pretrain --method M` reads params/M.yaml and "
                        "params/data.yaml and writes models/M/, metrics/pretrain/M.json and plots/pretrain/M/. "
                        "One-off form: `--params FILE` and/or `--out DIR` train into DIR from one params file.")
-    p.add_argument("--method", choices=METHOD_NAMES, help="method (must agree with the params file if given)")
+    p.add_argument("--method", metavar="RECIPE", help=f"a method ({', '.join(METHOD_NAMES)}) or a variant recipe "
+                   "(params/<name>.yaml naming its method, e.g. cim-resnet)")
     p.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="stage form: params directory (default params)")
     p.add_argument("--params", help="one-off form: YAML params file (PretrainParams, data included)")
     p.add_argument("--out", help="one-off form: output directory or fsspec URL (default runs/<method>)")
@@ -61,11 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="k-NN and linear probe of a frozen encoder",
                        description="Stage form: `mim evaluate --method M` evaluates models/M/encoder.safetensors on "
-                       "data/prepared with params/eval.yaml; `--baseline-of M` evaluates a random-init encoder of M's "
-                       "shape and raw pixels. One-off form: `--encoder FILE`.")
-    e.add_argument("--method", choices=METHOD_NAMES, help="stage form: evaluate this method's encoder")
-    e.add_argument("--baseline-of", choices=METHOD_NAMES, metavar="METHOD",
-                   help="stage form: a randomly initialised encoder of METHOD's shape, and raw pixels")
+                       "data/prepared with params/eval.yaml; `--baseline-of R` evaluates a random-init encoder of "
+                       "recipe R's shape, `--pixels` the raw pixels. One-off form: `--encoder FILE`.")
+    e.add_argument("--method", metavar="RECIPE", help="stage form: evaluate this recipe's encoder (models/RECIPE)")
+    e.add_argument("--baseline-of", metavar="RECIPE",
+                   help="stage form: a random-init encoder of RECIPE's shape -> metrics/evaluate/baseline-RECIPE.json")
+    e.add_argument("--pixels", action="store_true",
+                   help="stage form: the raw-pixel baseline -> metrics/evaluate/pixels.json")
     e.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="stage form: params directory (default params)")
     e.add_argument("--encoder", help="one-off form: an encoder.safetensors written by `mim pretrain`")
     e.add_argument("--params", help="one-off form: YAML eval params file (EvalParams)")
@@ -198,23 +202,24 @@ def cmd_pretrain(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    stage_method = args.method or args.baseline_of
+    stage_forms = [f for f in (args.method, args.baseline_of, args.pixels or None) if f]
     if args.encoder is None:
-        if not stage_method or (args.method and args.baseline_of):
-            raise ParamsError("mim evaluate: give one of --method M or --baseline-of M (stage form), "
+        if len(stage_forms) != 1:
+            raise ParamsError("mim evaluate: give one of --method R, --baseline-of R or --pixels (stage form), "
                               "or --encoder FILE (one-off form)")
         from mim.stages import evaluate as stage
 
-        results = stage.run(stage_method, args.params_dir, args.overrides, baseline=args.baseline_of is not None)
-        print(format_eval_table(results if args.baseline_of else {"encoder": results}))
+        results = stage.run(args.method or args.baseline_of, args.params_dir, args.overrides,
+                            baseline=args.baseline_of is not None, pixels=args.pixels)
+        label = "pixels" if args.pixels else "random_init" if args.baseline_of else "encoder"
+        print(format_eval_table({label: results}))
         return 0
-    if stage_method:
-        raise ParamsError("mim evaluate: --encoder (one-off form) cannot be combined with --method/--baseline-of")
+    if stage_forms:
+        raise ParamsError("mim evaluate: --encoder (one-off form) cannot be combined with the stage form")
     import torch
 
     from mim.evaluation.evaluate import evaluate_encoder, evaluate_pixels, load_eval_data
-    from mim.models.export import load_encoder, read_metadata
-    from mim.models.vit import build_vit
+    from mim.models.export import build_encoder, load_encoder, read_metadata
     from mim.params import DataParams, EvalParams, load_params, split_overrides, validate
     from mim.rng import derive_seed
 
@@ -231,7 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = {"encoder": evaluate_encoder(encoder, train, test, params, data)}
     if args.baseline:
         torch.manual_seed(derive_seed(params.seed, "random-init"))
-        results["random_init"] = evaluate_encoder(build_vit(encoder.spec), train, test, params, data)
+        results["random_init"] = evaluate_encoder(build_encoder(encoder.spec), train, test, params, data)
         results["pixels"] = evaluate_pixels(train, test, params, data)
     print(format_eval_table(results))
     if args.out:
@@ -349,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "pretrain":
             return cmd_pretrain(args, argv)
-        commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "teacher": cmd_teacher, "diversity": cmd_diversity,
+        commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "teacher": cmd_teacher,
+                    "diversity": cmd_diversity,
                     "evaluate": cmd_evaluate,
                     "bench": cmd_bench, "compare": cmd_compare,
                     "up": cmd_services, "down": cmd_services, "status": cmd_services, "serve": cmd_serve}

@@ -45,12 +45,33 @@ def tiny_tokenizer_dir() -> Path:
     return folder
 
 
+def tiny_teacher_dir() -> Path:
+    """A teacher folder (random-init EfficientNet-Lite0, 24 channels on a 4x4 grid for 16-px images and 4-px
+    patches), written once per test process (Img2Vec's tiny params)."""
+    import json
+
+    from mim.params import TeacherSpec
+    from mim.targets.teacher import Teacher, teacher_manifest
+
+    folder = Path(tempfile.gettempdir()) / f"mim-test-teacher-{os.getpid()}"
+    if not (folder / "manifest.json").is_file():
+        spec = TeacherSpec(name="efficientnet_lite0", weights="random", level=1, input_size=32)
+        teacher, digest = Teacher.from_spec(spec, (4, 4), (0.5,) * 3, (0.5,) * 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "manifest.json").write_text(json.dumps(teacher_manifest(spec, teacher, digest)))
+    return folder
+
+
 def tiny_overrides(method: str = "mae", **extra: object) -> list[str]:
-    sets = [s for s in TINY if method == "mae" or not s.startswith("method.decoder")]
+    sets = [s for s in TINY if method in ("mae", "img2vec") or not s.startswith("method.decoder")]
+    if extra.get("model.arch") == "cnn":  # a CNN has no ViT width/depth/heads
+        sets = [s for s in sets if s.split("=")[0] not in ("model.embed_dim", "model.depth", "model.num_heads")]
     if method == "simmim":
         sets.append("method.mask_unit_size=8")
-    if method == "ccvit" and "method.tokenizer" not in extra:
+    if method in ("ccvit", "cim") and "method.tokenizer" not in extra:
         sets.append(f"method.tokenizer={tiny_tokenizer_dir()}")
+    if method == "img2vec" and "method.teacher" not in extra:
+        sets.append(f"method.teacher={tiny_teacher_dir()}")
     return [f"method.name={method}", *sets, *(f"{k}={v}" for k, v in extra.items())]
 
 

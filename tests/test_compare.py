@@ -13,14 +13,16 @@ def test_table_with_a_missing_method(tmp_path):
     (tmp_path / "metrics/pretrain/mae.json").write_text(json.dumps(
         {"steps": 10, "wall_time_s": 12.4, "images_per_s": 800.0, "final_loss": 0.7}))
     (tmp_path / "metrics/evaluate/mae.json").write_text(json.dumps({"knn_top1": 75.123, "linear_top1": 70.0}))
-    (tmp_path / "metrics/evaluate/baseline.json").write_text(json.dumps(
-        {"random_init": {"knn_top1": 65.0, "linear_top1": 66.0}}))
+    (tmp_path / "metrics/evaluate/baseline-mae.json").write_text(json.dumps({"knn_top1": 65.0, "linear_top1": 66.0}))
+    (tmp_path / "metrics/evaluate/pixels.json").write_text(json.dumps({"knn_top1": 82.0, "linear_top1": 83.5}))
     table = comparison_table(tmp_path, ["mae", "ccvit"]).splitlines()
     assert table[2] == "| mae | 10 | 12 | 800 | 75.12 | 70.00 |"
     assert table[3] == "| ccvit | - | - | - | not run | not run |"
-    assert table[4] == "| random_init (baseline) | - | - | - | 65.00 | 66.00 |"
+    assert table[4] == "| random-init mae encoder (baseline) | - | - | - | 65.00 | 66.00 |"
+    assert table[5] == "| raw pixels (baseline) | - | - | - | 82.00 | 83.50 |"
 
 
 def test_methods_and_their_input_stages_come_from_dvc_yaml():
-    assert list(pipeline_methods(ROOT)) == ["mae", "simmim", "ccvit"]
-    assert [input_stage(ROOT, m) for m in ("mae", "simmim", "ccvit")] == [None, None, "tokenizer"]
+    methods = pipeline_methods(ROOT)
+    assert list(methods) == ["mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet"]
+    assert [input_stage(ROOT, m) for m in methods] == [None, None, "tokenizer", "teacher", "tokenizer", "tokenizer"]

@@ -152,7 +152,7 @@ def test_pretrain_outputs_and_timm_loads_the_export(tmp_path):
     assert (out / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "params.json").read_text())["method"]["name"] == "mae"
     history = (out / "history.csv").read_text().splitlines()
-    assert history[0] == "step,loss,lr" and len(history) == 13
+    assert history[0] == "step,loss,lr,loss_pixel" and len(history) == 13  # the method's parts after loss, lr
 
     path = str(out / "encoder.safetensors")
     meta = read_metadata(path)

@@ -4,8 +4,6 @@ token diversity, encoders of ours as teachers, and the method's loss."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from mim.models.vit import ViTSpec, build_vit
 from mim.params import TeacherSpec
 from mim.rng import generator_for
 from mim.targets.teacher import Teacher, load_teacher_dir, teacher_manifest
-from tests.conftest import tiny_params
+from tests.conftest import tiny_params, tiny_teacher_dir
 
 STATS = {"student_mean": (0.5,) * 3, "student_std": (0.5,) * 3}
 TINY_TEACHER = TeacherSpec(name="efficientnet_lite0", weights="random", level=1, input_size=32)  # 8x8 maps
@@ -34,7 +32,7 @@ def write_teacher_dir(folder: Path, spec: TeacherSpec = TINY_TEACHER, grid: tupl
 
 @pytest.fixture(scope="module")
 def teacher_dir() -> Path:
-    return write_teacher_dir(Path(tempfile.gettempdir()) / f"mim-test-teacher-{os.getpid()}")
+    return tiny_teacher_dir()
 
 
 def img2vec_params(teacher_dir: Path, **extra):

@@ -68,8 +68,17 @@ def test_method_file_must_hold_its_own_method(params_dir):
 
 def test_unknown_params_file_is_an_error(params_dir):
     (params_dir / "dino.yaml").write_text("method: {name: dino}\n")
-    with pytest.raises(ParamsError, match="dino.yaml: no params model for this file"):
+    with pytest.raises(ParamsError, match="dino.yaml: method.name: 'dino' is not a method; a recipe file is named"):
         check_dir(params_dir)
+    (params_dir / "dino.yaml").write_text("train: {epochs: 1}\n")
+    with pytest.raises(ParamsError, match="dino.yaml: method.name: missing; a recipe file is named after its method"):
+        check_dir(params_dir)
+
+
+def test_a_variant_recipe_names_its_method(params_dir):
+    (params_dir / "mae-long.yaml").write_text("method: {name: mae}\ntrain: {epochs: 9}\n")
+    recipe = check_dir(params_dir)["mae-long"]
+    assert recipe.method.name == "mae" and recipe.train.epochs == 9
 
 
 def test_edit_keeps_comments_and_reports_changes():

@@ -109,12 +109,21 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     assert iv["teacher"].data.metrics["teacher/feature_dim"] == 40
     assert TRAIN_METRICS | {"train/loss_feature", "train/feature_cos"} <= set(iv["pretrain@img2vec"].data.metrics)
 
-    # The whole graph: the baseline and the diversity analysis are left; the comparison names every method.
+    # CIM reuses the tokenizer; its own metric names sit beside the common ones.
+    cim = pretrain_flow(method="cim")
+    assert cim["ran"] == ["pretrain@cim", "evaluate@cim"]
+    cim_run = _children(client, _parent(client, "pretrain/cim").info.run_id)["pretrain@cim"]
+    assert TRAIN_METRICS | {"cim/replaced_fraction", "cim/revdet_acc", "cim/gen_acc"} <= set(cim_run.data.metrics)
+
+    # The whole graph: the baselines, the ResNet variant of CIM and the diversity analysis are left.
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec"]
-    assert everything["ran"] == ["baseline", "diversity"]
+    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet"]
+    assert everything["ran"] == ["baseline@mae", "baseline@cim-resnet", "pixels", "pretrain@cim-resnet",
+                                 "evaluate@cim-resnet", "diversity"]
+    resnet = json.loads((project / "models/cim-resnet/params.json").read_text())
+    assert resnet["model"]["arch"] == "cnn" and resnet["method"]["objective"] == "respix"
     diversity = json.loads((project / "metrics/diversity.json").read_text())
     assert set(diversity) == {"lite0-imagenet", "lite0-random", "mae-encoder", "img2vec-encoder"}
     assert len(diversity["lite0-imagenet"]["per_level"]) == 5 and len(diversity["mae-encoder"]["per_level"]) == 2
@@ -123,7 +132,9 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     assert "token_diversity.png" in {a.path for a in client.list_artifacts(div_run.info.run_id)}
     table = (project / ".mim/comparison.md").read_text()
     assert all(f"| {m} | 4 |" in table for m in everything["methods"])
-    assert "| random_init (baseline) |" in table
+    assert "| random-init mae encoder (baseline) |" in table
+    assert "| random-init cim-resnet encoder (baseline) |" in table
+    assert "| raw pixels (baseline) |" in table
 
 
 def test_flow_rejects_bad_params_before_any_stage(prefect_harness, project):
@@ -137,11 +148,16 @@ def test_flow_rejects_bad_params_before_any_stage(prefect_harness, project):
     assert not (project / "data/prepared").exists()
 
 
-def test_one_deployment_per_method_and_the_pipeline():
+def test_one_deployment_per_recipe_and_the_pipeline(monkeypatch):
     from flows.serve import deployments
     from mim.params import METHOD_NAMES
+    from mim.stages.graph import pipeline_methods
+    from tests.conftest import ROOT
 
+    monkeypatch.setenv("MIM_PROJECT_DIR", str(ROOT))
     names = {f"{d.flow_name}/{d.name}" for d in deployments()}
-    assert names == {*(f"pretrain/{m}" for m in METHOD_NAMES), "pipeline/all"}
+    recipes = set(pipeline_methods(ROOT))
+    assert names == {*(f"pretrain/{m}" for m in recipes), "pipeline/all"}
+    assert set(METHOD_NAMES) <= recipes and "cim-resnet" in recipes
     mae = next(d for d in deployments() if d.name == "mae")
     assert mae.parameters == {"method": "mae"}

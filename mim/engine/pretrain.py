@@ -40,8 +40,10 @@ def load_train_data(params: PretrainParams) -> ImageTensors:
 
 
 def history_csv(history: dict[str, list[float]]) -> str:
-    rows = ["step,loss,lr"] + [f"{s},{loss:.6g},{lr:.6g}" for s, loss, lr in
-                               zip(history["step"], history["loss"], history["lr"], strict=True)]
+    """step, loss, lr, then the method's own logged parts, one row per recorded step."""
+    columns = ["step", "loss", "lr", *sorted(k for k in history if k not in ("step", "loss", "lr"))]
+    rows = [",".join(columns)] + [",".join(f"{history[c][i]:.6g}" for c in columns)
+                                  for i in range(len(history["step"]))]
     return "\n".join(rows) + "\n"
 
 
@@ -79,7 +81,8 @@ def pretrain(params: PretrainParams, out_dir: str, resume: bool = False, data: I
     if dist.is_main:
         write_text(f"{trainer.out_dir}/params.json", params.model_dump_json(indent=2) + "\n")
         log.info("%s: %s encoder, %d params, %d images, %d steps of %d, lr %.2e, device %s%s",
-                 params.method.name, params.model.size, sum(p.numel() for p in method.encoder.parameters()),
+                 params.method.name, getattr(params.model, "size", None) or params.model.name,
+                 sum(p.numel() for p in method.encoder.parameters()),
                  len(data), trainer.total_steps, t.batch_size, trainer.lr, device,
                  f", {dist.world_size} processes" if dist.enabled else "")
     if resume:

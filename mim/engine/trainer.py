@@ -227,6 +227,8 @@ class Trainer:
                     self.history["step"].append(self.step)
                     self.history["loss"].append(mean_loss)
                     self.history["lr"].append(lr)
+                    for name, value in parts.items():  # the method's own parts (loss terms, accuracies)
+                        self.history.setdefault(name, []).append(value)
                     if self.on_metrics is not None:
                         now = time.perf_counter()
                         speed = (self.step - last_record_step) * t.batch_size / max(now - last_record, 1e-9)

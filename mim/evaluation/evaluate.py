@@ -12,7 +12,7 @@ from mim.engine.runtime import resolve_device
 from mim.evaluation.features import extract_features, pixel_features
 from mim.evaluation.knn import knn_accuracy
 from mim.evaluation.linear import linear_probe
-from mim.models.vit import MaskedViT
+from mim.models.export import Encoder
 from mim.params import DataParams, EvalParams
 from mim.rng import generator_for
 
@@ -46,7 +46,7 @@ def probe_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
     return {"knn_top1": 100 * knn, "linear_top1": 100 * linear["top1"]}
 
 
-def evaluate_encoder(encoder: MaskedViT, train: ImageTensors, test: ImageTensors, params: EvalParams,
+def evaluate_encoder(encoder: Encoder, train: ImageTensors, test: ImageTensors, params: EvalParams,
                      data: DataParams) -> dict[str, float]:
     """Features of `encoder` extracted once per split, then k-NN and linear probe (accuracies in %)."""
     device = resolve_device(params.device)

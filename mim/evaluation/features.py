@@ -8,12 +8,12 @@ import torch
 
 from mim.data import BatchAugment
 from mim.engine.runtime import autocast
-from mim.models.vit import MaskedViT
+from mim.models.export import Encoder
 
 
 @torch.no_grad()
 def extract_features(
-    encoder: MaskedViT,
+    encoder: Encoder,
     images: torch.Tensor,
     augment: BatchAugment,
     *,

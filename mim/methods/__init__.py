@@ -6,18 +6,29 @@ from collections.abc import Callable
 
 from mim.methods.base import MIMMethod, StepOutput
 from mim.methods.ccvit import CCViT, build_ccvit
+from mim.methods.cim import CIM, build_cim
 from mim.methods.img2vec import Img2Vec, build_img2vec
 from mim.methods.mae import MAE, build_mae
 from mim.methods.simmim import SimMIM, build_simmim
-from mim.models.vit import build_vit
-from mim.params import CCViTParams, Img2VecParams, MaeParams, PretrainParams, SimMimParams
+from mim.models.cnn import build_cnn
+from mim.models.vit import MaskedViT, ViTSpec, build_vit
+from mim.params import CCViTParams, CimParams, Img2VecParams, MaeParams, PretrainParams, SimMimParams
 from mim.targets.centroids import CentroidTokenizer
 from mim.targets.teacher import load_teacher_dir
 
 
+def _vit(params: PretrainParams, in_chans: int) -> MaskedViT:
+    """The method's ViT encoder; a clear error for a CNN model where the method needs tokens (mask tokens or
+    MAE-style visible-token encoding)."""
+    if params.model.arch != "vit":
+        raise ValueError(f"model.arch: {params.method.name} needs a ViT encoder (model.arch: vit), got "
+                         f"{params.model.arch!r}; CNN encoders pre-train with: cim")
+    return build_vit(params.model.spec(params.data.image_size, in_chans))
+
+
 def _mae(params: PretrainParams, in_chans: int) -> MAE:
     m: MaeParams = params.method
-    encoder = build_vit(params.model.spec(params.data.image_size, in_chans))
+    encoder = _vit(params, in_chans)
     d = m.decoder
     return build_mae(encoder, mask_ratio=m.mask_ratio, norm_pix_loss=m.norm_pix_loss, decoder_dim=d.embed_dim,
                      decoder_depth=d.depth, decoder_heads=d.num_heads)
@@ -25,13 +36,13 @@ def _mae(params: PretrainParams, in_chans: int) -> MAE:
 
 def _simmim(params: PretrainParams, in_chans: int) -> SimMIM:
     m: SimMimParams = params.method
-    encoder = build_vit(params.model.spec(params.data.image_size, in_chans))
+    encoder = _vit(params, in_chans)
     return build_simmim(encoder, mask_ratio=m.mask_ratio, mask_unit_size=m.mask_unit_size)
 
 
 def _ccvit(params: PretrainParams, in_chans: int) -> CCViT:
     m: CCViTParams = params.method
-    encoder = build_vit(params.model.spec(params.data.image_size, in_chans))
+    encoder = _vit(params, in_chans)
     return build_ccvit(encoder, CentroidTokenizer.load(m.tokenizer), mean=params.data.mean, std=params.data.std,
                        mask_ratio=m.mask_ratio, min_block=m.min_block, replace_ratio=m.replace_ratio,
                        pixel_layer=m.pixel_layer, pixel_depth=m.pixel_depth, ce_weight=m.ce_weight,
@@ -40,15 +51,30 @@ def _ccvit(params: PretrainParams, in_chans: int) -> CCViT:
 
 def _img2vec(params: PretrainParams, in_chans: int) -> Img2Vec:
     m: Img2VecParams = params.method
-    encoder = build_vit(params.model.spec(params.data.image_size, in_chans))
+    encoder = _vit(params, in_chans)
     teacher, _ = load_teacher_dir(m.teacher, encoder.grid, params.data.mean, params.data.std)
     d = m.decoder
     return build_img2vec(encoder, teacher, mask_ratio=m.mask_ratio, loss=m.loss, beta=m.beta, decoder_dim=d.embed_dim,
                          decoder_depth=d.depth, decoder_heads=d.num_heads)
 
 
+def _cim(params: PretrainParams, in_chans: int) -> CIM:
+    m: CimParams = params.method
+    spec, size = params.model.spec(params.data.image_size, in_chans), params.data.image_size
+    cnn = params.model.arch == "cnn"
+    encoder = build_cnn(spec) if cnn else build_vit(spec)
+    g = m.generator
+    depth = g.depth or (2 if cnn else max(1, round(len(encoder.blocks) / 3)))
+    generator = build_vit(ViTSpec(img_size=size, patch_size=params.model.patch_size, in_chans=in_chans,
+                                  embed_dim=g.embed_dim, depth=depth, num_heads=g.num_heads))
+    return build_cim(encoder, generator, CentroidTokenizer.load(m.tokenizer), mean=params.data.mean,
+                     std=params.data.std, patch_size=params.model.patch_size, objective=m.objective,
+                     mask_ratio=m.mask_ratio, min_block=m.min_block, temperature=m.temperature,
+                     decode_all=m.decode_all, window=m.window, enhancer_weight=m.enhancer_weight)
+
+
 METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {"mae": _mae, "simmim": _simmim, "ccvit": _ccvit,
-                                                                  "img2vec": _img2vec}
+                                                                  "img2vec": _img2vec, "cim": _cim}
 
 
 def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
@@ -56,4 +82,4 @@ def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
     return METHODS[params.method.name](params, in_chans)
 
 
-__all__ = ["CCViT", "Img2Vec", "MAE", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]
+__all__ = ["CCViT", "CIM", "Img2Vec", "MAE", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]

@@ -37,11 +37,7 @@ class CCViT(MIMMethod):
                  mse_weight: float = 1.0) -> None:
         super().__init__()
         p, c = encoder.patch_size, encoder.spec.in_chans
-        info = tokenizer.info
-        if (info.patch_size, info.channels) != (p, c):
-            raise ValueError(f"tokenizer built for {info.patch_size}-px patches with {info.channels} channels, but the "
-                             f"model uses {p}-px patches with {c} channels: rebuild it with tokenizer.patch_size={p} "
-                             "(params/tokenizer.yaml) or change model.patch_size")
+        tokenizer.check_fits(p, c)
         self.encoder, self.tokenizer = encoder, tokenizer
         self.register_buffer("centroids", tokenizer.centroids.clone(), persistent=False)  # follows .to(device)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
@@ -82,10 +78,8 @@ class CCViT(MIMMethod):
 
     def predict(self, corrupted: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token logits [B, N, K] and pixel predictions [B, N, C*p*p] for corrupted images and a [B, N] mask."""
-        tokens = self.encoder.patch_tokens(corrupted)  # [B, N, D]
-        w = mask.unsqueeze(-1).to(tokens.dtype)
-        tokens = tokens * (1 - w) + self.mask_token.to(tokens.dtype) * w
-        final, early = self.encoder.forward_tokens_with_layer(self.encoder.add_pos(tokens), self.pixel_layer)
+        tokens = self.encoder.embed_with_mask_token(corrupted, mask, self.mask_token)  # [B, N, D]
+        final, early = self.encoder.forward_tokens_with_layer(tokens, self.pixel_layer)
         logits = self.token_head(final[:, 1:])  # [B, N, K]
         x = self.pixel_blocks(torch.cat([final[:, :1], early[:, 1:]], dim=1))  # [B, 1+N, D]
         return logits, self.pixel_head(self.pixel_norm(x)[:, 1:])

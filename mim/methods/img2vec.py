@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from mim.masking import TokenMask, masked_mean
+from mim.masking import masked_mean
 from mim.methods.mae import MAE
 from mim.models.decoder import MaeDecoder
 from mim.models.vit import MaskedViT, init_mae_weights

@@ -37,10 +37,8 @@ class SimMIM(MIMMethod):
         return unit_masking(batch_size, e.spec.img_size, e.patch_size, self.mask_unit_size, self.mask_ratio, generator)
 
     def predict(self, images: torch.Tensor, mask: TokenMask) -> torch.Tensor:
-        tokens = self.encoder.patch_tokens(images)  # [B, N, D]
-        w = mask.mask.unsqueeze(-1).to(tokens.dtype)
-        tokens = tokens * (1 - w) + self.mask_token.to(tokens.dtype) * w
-        x = self.encoder.forward_tokens(self.encoder.add_pos(tokens))[:, 1:]  # [B, N, D]
+        tokens = self.encoder.embed_with_mask_token(images, mask.mask, self.mask_token)  # [B, N, D]
+        x = self.encoder.forward_tokens(tokens)[:, 1:]  # [B, N, D]
         b, n, d = x.shape
         h, w_ = self.encoder.grid
         return self.head(x.transpose(1, 2).reshape(b, d, h, w_))  # [B, C, H, W]

@@ -11,21 +11,33 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from mim.engine.checkpoint import atomic_write_bytes, load_state_strict
+from mim.models.cnn import CnnEncoder, CnnSpec
 from mim.models.vit import MaskedViT, ViTSpec
 
-
-def encoder_state(encoder: MaskedViT) -> dict[str, torch.Tensor]:
-    """timm VisionTransformer keys without the classification head, contiguous, on the CPU."""
-    return {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items() if not k.startswith("head.")}
+Encoder = MaskedViT | CnnEncoder
 
 
-def export_encoder(encoder: MaskedViT, path: str, extra: dict[str, str] | None = None) -> None:
+def build_encoder(spec: ViTSpec | CnnSpec) -> Encoder:
+    """A randomly initialised encoder of `spec`'s architecture (ViT with MAE's init, CNN with timm's)."""
+    from mim.models.cnn import build_cnn
+    from mim.models.vit import build_vit
+
+    return build_cnn(spec) if isinstance(spec, CnnSpec) else build_vit(spec)
+
+
+def encoder_state(encoder: Encoder) -> dict[str, torch.Tensor]:
+    """timm keys (a ViT without its classification head; a CNN's body), contiguous, on the CPU."""
+    state = encoder.body.state_dict() if isinstance(encoder, CnnEncoder) else encoder.state_dict()
+    return {k: v.detach().cpu().contiguous() for k, v in state.items() if not k.startswith("head.")}
+
+
+def export_encoder(encoder: Encoder, path: str, extra: dict[str, str] | None = None) -> None:
     """Write `encoder` to `path` (safetensors). Load it back with `load_encoder`, or with timm:
     `timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=path), num_classes=0,
     **timm_kwargs)` where both come from the file's metadata."""
     meta = {
         "format": "mim-encoder/1",
-        "arch": "vit",
+        "arch": "cnn" if isinstance(encoder, CnnEncoder) else "vit",
         "spec": json.dumps(encoder.spec.to_dict()),
         "timm_name": encoder.spec.timm_name,
         "timm_kwargs": json.dumps(encoder.spec.timm_kwargs()),
@@ -58,13 +70,18 @@ def read_metadata(path: str) -> dict[str, str]:
     return meta
 
 
-def load_encoder(path: str) -> MaskedViT:
-    """Rebuild the encoder described by the file's metadata and load its weights (strict)."""
+def load_encoder(path: str) -> Encoder:
+    """Rebuild the encoder described by the file's metadata (a ViT or a CNN) and load its weights (strict)."""
     data = _read(path)
     meta = _metadata(data, path)
     if meta.get("format") != "mim-encoder/1":
         raise ValueError(f"{path}: not an encoder exported by mim (metadata format {meta.get('format')!r})")
-    encoder = MaskedViT(ViTSpec(**json.loads(meta["spec"])))
+    spec = json.loads(meta["spec"])
+    if meta.get("arch") == "cnn":
+        encoder = CnnEncoder(CnnSpec(**spec))
+        load_state_strict(encoder.body, load_bytes(data), path)
+        return encoder
+    encoder = MaskedViT(ViTSpec(**spec))
     load_state_strict(encoder, {**load_bytes(data), **_head_state(encoder)}, path)
     return encoder
 

@@ -125,6 +125,13 @@ class MaskedViT(VisionTransformer):
         """Add the patch-grid position embedding to [B, N, D] tokens in grid order."""
         return tokens + self.pos_embed[:, self.num_prefix_tokens :]
 
+    def embed_with_mask_token(self, x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] images and a [B, N] mask (1 = masked) -> [B, N, D] position-embedded patch tokens with the
+        masked ones replaced by `mask_token` [1, 1, D] (BEiT/SimMIM-style corruption inside the encoder)."""
+        tokens = self.patch_tokens(x)
+        w = mask.unsqueeze(-1).to(tokens.dtype)
+        return self.add_pos(tokens * (1 - w) + mask_token.to(tokens.dtype) * w)
+
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, K, D] position-embedded patch tokens -> [B, 1 + K, D] normed states (class token first)."""
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)

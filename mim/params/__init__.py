@@ -15,6 +15,8 @@ from mim.params.models import (
     METHOD_NAMES,
     AugmentParams,
     CCViTParams,
+    CimParams,
+    CnnParams,
     DataParams,
     DecoderParams,
     DiversityParams,
@@ -37,7 +39,8 @@ from mim.params.models import (
 )
 
 __all__ = [
-    "CCViTParams", "DiversityParams", "Img2VecParams", "TeacherParams", "TeacherSpec", "TokenizerParams",
+    "CCViTParams", "CimParams", "CnnParams", "DiversityParams", "Img2VecParams", "TeacherParams", "TeacherSpec",
+    "TokenizerParams",
     "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain",
     "load_with_data", "model_for", "resolved", "split_overrides",
     "AugmentParams", "DataParams", "DecoderParams", "EvalParams", "KnnParams", "LauncherParams", "LinearParams",

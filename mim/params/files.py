@@ -29,38 +29,43 @@ SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalPara
 
 
 def model_for(name: str) -> type[BaseModel]:
-    """The pydantic model of `params/<name>.yaml`."""
-    if name in SHARED_FILES:
-        return SHARED_FILES[name]
-    if name in METHOD_NAMES:
-        return RecipeParams
-    known = ", ".join([*SHARED_FILES, *METHOD_NAMES])
-    raise ParamsError(f"{name}.yaml: no params model for this file (known: {known})")
+    """The pydantic model of `params/<name>.yaml`: a shared file's own model, else a recipe (RecipeParams)."""
+    return SHARED_FILES.get(name, RecipeParams)
 
 
 def load_file(path: str | Path, overrides: list[str] | None = None) -> BaseModel:
     """Validate one params file against the model its name selects (`mae.yaml` -> a mae recipe)."""
     path = Path(path)
     name = path.stem
-    if name in METHOD_NAMES:
-        return load_recipe_file(path, name, overrides)
-    return load_params(model_for(name), path, overrides)
+    if name in SHARED_FILES:
+        return load_params(SHARED_FILES[name], path, overrides)
+    return load_recipe_file(path, name, overrides)
 
 
-def load_recipe_file(path: Path, method: str, overrides: list[str] | None = None) -> RecipeParams:
-    """A method's recipe; the file's `method.name` must agree with the method it is for."""
+def load_recipe_file(path: Path, recipe: str, overrides: list[str] | None = None) -> RecipeParams:
+    """A pre-training recipe. `<method>.yaml` is that method's recipe (its `method.name` may be left out but must
+    agree); any other name (`cim-resnet.yaml`, `maskfeat.yaml`) is a variant that names its method."""
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (recipes: a method name {', '.join(METHOD_NAMES)}, or a "
+                          "variant file with method.name)")
     named = (read_yaml(path).get("method") or {}).get("name")
-    if named is not None and named != method:
-        raise ParamsError(f"{path}: method.name: is {named!r} but this file is the {method!r} recipe")
-    return load_params(RecipeParams, path, overrides, base={"method": {"name": method}})
+    if recipe in METHOD_NAMES:
+        if named is not None and named != recipe:
+            raise ParamsError(f"{path}: method.name: is {named!r} but this file is the {recipe!r} recipe")
+        return load_params(RecipeParams, path, overrides, base={"method": {"name": recipe}})
+    if named is None or named not in METHOD_NAMES:
+        got = "missing" if named is None else f"{named!r} is not a method"
+        raise ParamsError(f"{path}: method.name: {got}; a recipe file is named after its method or names one of "
+                          f"{', '.join(METHOD_NAMES)}")
+    return load_params(RecipeParams, path, overrides)
 
 
-def load_pretrain(params_dir: str | Path, method: str, overrides: list[str] | None = None) -> PretrainParams:
-    """`<dir>/<method>.yaml` + `<dir>/data.yaml` as one run's params; `data.*` overrides go to data.yaml."""
-    if method not in METHOD_NAMES:
-        raise ParamsError(f"unknown method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
-    recipe, data = load_with_data(params_dir, method, overrides)
-    return PretrainParams.compose(recipe, data)
+def load_pretrain(params_dir: str | Path, recipe: str, overrides: list[str] | None = None) -> PretrainParams:
+    """`<dir>/<recipe>.yaml` + `<dir>/data.yaml` as one run's params; `data.*` overrides go to data.yaml."""
+    if recipe in SHARED_FILES:
+        raise ParamsError(f"{recipe}.yaml is a shared params file, not a pre-training recipe")
+    recipe_params, data = load_with_data(params_dir, recipe, overrides)
+    return PretrainParams.compose(recipe_params, data)
 
 
 def load_with_data(params_dir: str | Path, name: str, overrides: list[str] | None = None

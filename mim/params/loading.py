@@ -13,8 +13,9 @@ from pydantic import BaseModel, ValidationError
 from mim.params.models import METHOD_NAMES
 
 M = TypeVar("M", bound=BaseModel)
-# Discriminated-union tags pydantic puts into error locations (method.mae.mask_ratio -> method.mask_ratio).
-_METHOD_TAGS = set(METHOD_NAMES)
+# Discriminated-union tags pydantic puts into error locations (method.mae.mask_ratio -> method.mask_ratio,
+# model.cnn.name -> model.name).
+_TAGS = {"method": set(METHOD_NAMES), "model": {"vit", "cnn"}}
 # Union members pydantic also puts there (launcher.nproc_per_node.literal['auto'] -> launcher.nproc_per_node).
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|constrained-\w+|(literal|list|tuple|function-\w+)\[.*\])$")
 
@@ -74,7 +75,7 @@ def validate(model: type[M], data: dict[str, Any], origin: str) -> M:
         problems: dict[str, list[str]] = {}  # field -> reasons (a union field fails once per member type)
         got: dict[str, str] = {}
         for e in err.errors():
-            loc = [p for i, p in enumerate(e["loc"]) if not (i and e["loc"][i - 1] == "method" and p in _METHOD_TAGS)
+            loc = [p for i, p in enumerate(e["loc"]) if not (i and p in _TAGS.get(e["loc"][i - 1], ()))
                    and not (isinstance(p, str) and _UNION_MEMBER.match(p))]
             where = ".".join(str(p) for p in loc) or "(top level)"
             problems.setdefault(where, []).append(e["msg"])

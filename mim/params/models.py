@@ -5,11 +5,12 @@ Defaults are sized for the embedded default: Fashion-MNIST at 32 px on a CPU.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from mim.data.augment import BatchAugment
+from mim.models.cnn import CnnSpec
 from mim.models.vit import ViTSpec
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -38,6 +39,29 @@ class ViTParams(Strict):
     def spec(self, img_size: int, in_chans: int = 3) -> ViTSpec:
         fields = self.model_dump(exclude={"arch"})
         return ViTSpec(img_size=img_size, in_chans=in_chans, **fields)
+
+
+class CnnParams(Strict):
+    """A timm CNN encoder (CIM's enhancer): any ResNet depth, optionally slimmer, dilated or fed larger images."""
+
+    arch: Literal["cnn"] = "cnn"
+    name: str = Field("resnet18", description="a timm CNN name (resnet10t, resnet18, resnet50, ...)")
+    patch_size: PositiveInt = Field(4, description="the token grid per-token heads and tokenizers use")
+    input_size: PositiveInt | None = Field(None, description="resize images to this before the stem (None = as is)")
+    output_stride: Literal[8, 16, 32] = Field(32, description="8/16 dilate the last stages (bigger final maps)")
+    kwargs: dict[str, Any] = Field({}, description="more timm.create_model arguments, e.g. channels, stem_width")
+    drop_path: Fraction = 0.0
+
+    def spec(self, img_size: int, in_chans: int = 3) -> CnnSpec:
+        return CnnSpec(name=self.name, img_size=img_size, in_chans=in_chans, input_size=self.input_size,
+                       output_stride=self.output_stride, kwargs=dict(self.kwargs), drop_path=self.drop_path)
+
+
+def _arch(value: Any) -> str:
+    return value.get("arch", "vit") if isinstance(value, dict) else getattr(value, "arch", "vit")
+
+
+ModelParams = Annotated[Annotated[ViTParams, Tag("vit")] | Annotated[CnnParams, Tag("cnn")], Discriminator(_arch)]
 
 
 class AugmentParams(Strict):
@@ -155,7 +179,43 @@ class Img2VecParams(MethodBase):
         return self.teacher
 
 
-MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams | Img2VecParams, Field(discriminator="name")]
+class GeneratorParams(Strict):
+    """CIM's generator: a small ViT on the block-masked image (same patch size as the enhancer's token grid)."""
+
+    embed_dim: PositiveInt = 64
+    depth: PositiveInt | None = Field(None, description="None = a third of a ViT enhancer's depth (at least 1); "
+                                      "2 for a CNN enhancer")
+    num_heads: PositiveInt = 2
+
+
+class CimParams(MethodBase):
+    """CIM: a generator's sampled centroid patches corrupt the image; the enhancer (model: a ViT or a CNN)
+    detects replaced tokens (revdet) or recovers all pixels (respix)."""
+
+    name: Literal["cim"] = "cim"
+    tokenizer: str = Field("models/tokenizer", description="folder written by `mim tokenizer` (the generator's ids)")
+    objective: Literal["revdet", "respix"] = "revdet"
+    mask_ratio: Fraction = Field(0.4, description="BEiT block masking on the generator's input")
+    min_block: PositiveInt = 4
+    temperature: Annotated[float, Field(gt=0)] = Field(1.0, description="sampling softmax(logits / T)")
+    decode_all: bool = Field(False, description="decode every patch through the codebook, not only the masked ones")
+    window: PositiveInt = Field(7, description="ResPix: odd side of the sliding normalization window, in pixels")
+    enhancer_weight: Annotated[float, Field(ge=0)] = Field(1.0, description="lambda in L_gen + lambda * L_enh")
+    generator: GeneratorParams = GeneratorParams()
+
+    @property
+    def input_dir(self) -> str:
+        return self.tokenizer
+
+    @model_validator(mode="after")
+    def _odd_window(self) -> CimParams:
+        if self.window % 2 == 0:
+            raise ValueError(f"window must be odd (a centred sliding window), got {self.window}")
+        return self
+
+
+MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams | Img2VecParams | CimParams,
+                         Field(discriminator="name")]
 METHOD_NAMES: tuple[str, ...] = tuple(m.model_fields["name"].default for m in get_args(get_args(MethodParams)[0]))
 
 
@@ -198,7 +258,7 @@ class RecipeParams(Strict):
     """One method's pre-training recipe: the contents of `params/<method>.yaml`."""
 
     method: MethodParams = MaeParams()
-    model: ViTParams = ViTParams()
+    model: ModelParams = ViTParams()
     optim: OptimParams = OptimParams()
     schedule: ScheduleParams = ScheduleParams()
     train: TrainParams = TrainParams()

@@ -29,6 +29,10 @@ def comparison_table(root: Path, methods: list[str]) -> str:
         t, e = read_metrics(root, "pretrain", m), read_metrics(root, "evaluate", m)
         cost = f"{t['steps']} | {t['wall_time_s']:.0f} | {t['images_per_s']:.0f}" if t else "- | - | -"
         lines.append(f"| {m} | {cost} | {pct(e, 'knn_top1')} | {pct(e, 'linear_top1')} |")
-    for name, m in read_metrics(root, "evaluate", "baseline").items():
-        lines.append(f"| {name} (baseline) | - | - | - | {pct(m, 'knn_top1')} | {pct(m, 'linear_top1')} |")
+    for path in sorted((root / metrics_file("evaluate", "x").parent).glob("baseline-*.json")):
+        m = json.loads(path.read_text())
+        label = f"random-init {path.stem.removeprefix('baseline-')} encoder"
+        lines.append(f"| {label} (baseline) | - | - | - | {pct(m, 'knn_top1')} | {pct(m, 'linear_top1')} |")
+    if m := read_metrics(root, "evaluate", "pixels"):
+        lines.append(f"| raw pixels (baseline) | - | - | - | {pct(m, 'knn_top1')} | {pct(m, 'linear_top1')} |")
     return "\n".join(lines) + "\n"

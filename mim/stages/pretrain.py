@@ -22,6 +22,11 @@ from mim.tracking import StageRun, path_md5
 PICTURES = ("history.csv", "loss.png", "reconstructions.png")
 
 
+def metric_names(values: dict[str, float]) -> dict[str, float]:
+    """`train/<name>` for the common and method-part names; a method's namespaced names (`cim/gen_acc`) as is."""
+    return {(k if "/" in k else f"train/{k}"): v for k, v in values.items()}
+
+
 def input_tags(folder: str | None) -> dict[str, str]:
     """Tags naming what a teacher folder holds (source, weights digest), so a run says what it learned from."""
     manifest = Path(folder or "") / "manifest.json"
@@ -45,7 +50,7 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
         result = pretrain(params, str(out), resume=True, data=data, ckpt_url=ckpt,
-                          on_metrics=lambda step, m: tracker.log_metrics({f"train/{k}": v for k, v in m.items()}, step))
+                          on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
         shutdown_distributed()
         if not main:
             return {}

@@ -45,6 +45,14 @@ class TokenizerInfo:
 class CentroidTokenizer:
     """`centroids` [K, C*p*p] float32; `assign(patches) -> ids`, `decode(ids) -> patches`."""
 
+    def check_fits(self, patch_size: int, channels: int) -> None:
+        """A clear error when this codebook was built for other patches than the model's."""
+        info = self.info
+        if (info.patch_size, info.channels) != (patch_size, channels):
+            raise ValueError(f"tokenizer built for {info.patch_size}-px patches with {info.channels} channels, but the "
+                             f"model uses {patch_size}-px patches with {channels} channels: rebuild it with "
+                             f"tokenizer.patch_size={patch_size} (params/tokenizer.yaml) or change model.patch_size")
+
     def __init__(self, centroids: Tensor, info: TokenizerInfo) -> None:
         dim = info.channels * info.patch_size**2
         if centroids.ndim != 2 or centroids.shape != (info.k, dim):

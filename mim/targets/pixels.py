@@ -1,8 +1,10 @@
-"""Pixel targets: patchify / unpatchify and per-patch normalization (MAE's norm-pix loss)."""
+"""Pixel targets: patchify / unpatchify, per-patch normalization (MAE's norm-pix loss) and sliding-window
+normalization (CIM's ResPix)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -49,3 +51,17 @@ def from_patch_vectors(vectors: torch.Tensor, patch_size: int, grid: tuple[int, 
     p = patch_size
     x = vectors.reshape(b, gh, gw, channels, p, p)
     return x.permute(0, 3, 1, 4, 2, 5).reshape(b, channels, gh * p, gw * p)
+
+
+def sliding_window_normalize(images: torch.Tensor, window: int, eps: float = 1e-6) -> torch.Tensor:
+    """[B, C, H, W] -> each pixel standardized by the mean and variance of the `window` x `window` neighbourhood
+    centred on it (stride 1, per channel; at borders only the pixels inside the image count). CIM's ResPix target:
+    local contrast without patch seams. `window` must be odd so the window is centred."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd positive size, got {window}")
+    x = images.float()
+    x = x - x.mean(dim=(-2, -1), keepdim=True)  # shift-invariant target; less cancellation in E[x^2] - E[x]^2
+    pool = lambda t: F.avg_pool2d(t, window, stride=1, padding=window // 2, count_include_pad=False)  # noqa: E731
+    mean = pool(x)
+    var = (pool(x * x) - mean * mean).clamp_min(0)
+    return (x - mean) / (var + eps).sqrt()

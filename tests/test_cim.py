@@ -1,0 +1,112 @@
+"""CIM: replacement sampling and RevDet labels (exact), the sliding-window target, no gradient from the enhancer
+into the generator, both enhancers (ViT, ResNet) learning, and the CNN encoder's export round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mim.engine.pretrain import pretrain
+from mim.masking import block_masking
+from mim.methods import build_method
+from mim.methods.cim import replacement_labels, sample_replacements
+from mim.models.cnn import CnnEncoder, CnnSpec
+from mim.models.export import export_encoder, load_encoder, read_metadata
+from mim.rng import generator_for
+from mim.targets import sliding_window_normalize
+from tests.conftest import tiny_params
+
+CNN = {"model__arch": "cnn", "model__name": "resnet10t", "model__output_stride": 8}
+
+
+def test_replaced_fraction_is_the_ratio_minus_samples_that_hit_the_original():
+    g = torch.Generator().manual_seed(0)
+    mask = block_masking(64, (7, 7), 20, generator_for(0, "m"), min_block=4).mask  # 20 of 49 per sample
+    ids = torch.randint(0, 8, (64, 49), generator=g)
+    logits = torch.randn(64, 49, 8, generator=g)  # K = 8: many samples equal the original id
+    sampled = sample_replacements(logits, ids, mask, generator=torch.Generator().manual_seed(1))
+    labels = replacement_labels(ids, sampled)
+    assert torch.equal(sampled[mask == 0], ids[mask == 0])  # visible tokens keep their id
+    hits = ((sampled == ids) & (mask == 1)).float().sum()
+    assert 0 < hits < mask.sum()  # some samples drew the original id back, most did not
+    assert labels.sum() == mask.sum() - hits  # = ratio * N per sample, minus the hits, exactly
+    assert labels.mean() == pytest.approx(20 / 49 - float(hits) / labels.numel())
+    assert torch.equal(labels, ((sampled != ids) & (mask == 1)).float())
+
+
+def test_sampling_follows_the_temperature_and_the_generator():
+    logits = torch.tensor([[[4.0, 0.0, 0.0]]]).expand(1, 2000, 3)
+    ids, mask = torch.zeros(1, 2000, dtype=torch.long), torch.ones(1, 2000)
+    cold = sample_replacements(logits, ids + 1, mask, 0.1, torch.Generator().manual_seed(0))
+    hot = sample_replacements(logits, ids + 1, mask, 100.0, torch.Generator().manual_seed(0))
+    assert (cold == 0).float().mean() == 1.0  # T -> 0: the argmax
+    assert abs((hot == 0).float().mean() - 1 / 3) < 0.05  # T -> inf: uniform
+    again = sample_replacements(logits, ids + 1, mask, 100.0, torch.Generator().manual_seed(0))
+    assert torch.equal(hot, again)
+
+
+def test_sliding_window_normalization():
+    constant = torch.full((2, 3, 12, 12), 0.7)
+    assert torch.equal(sliding_window_normalize(constant, 5), torch.zeros_like(constant))
+    ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(1, 1, 16, 16)
+    out = sliding_window_normalize(ramp, 5)
+    assert torch.isfinite(out).all() and out[..., 2:-2].abs().max() < 1e-3  # centred on a linear ramp: 0 inside
+    assert (out[..., 0] < 0).all() and (out[..., -1] > 0).all()  # at borders the window is one-sided
+    x = torch.rand(1, 2, 9, 9, generator=torch.Generator().manual_seed(0))
+    window = x[0, 1, 2:7, 3:8]  # the 5x5 window centred on pixel (4, 5) of channel 1
+    expected = (x[0, 1, 4, 5] - window.mean()) / (window.var(unbiased=False) + 1e-6).sqrt()
+    assert sliding_window_normalize(x, 5)[0, 1, 4, 5] == pytest.approx(float(expected), rel=1e-4)
+    with pytest.raises(ValueError, match="window must be an odd positive size, got 4"):
+        sliding_window_normalize(x, 4)
+
+
+@pytest.mark.parametrize("extra", [{}, {**CNN, "method__objective": "respix"}], ids=["vit-revdet", "resnet-respix"])
+def test_the_enhancer_loss_sends_no_gradient_into_the_generator(extra):
+    torch.manual_seed(0)
+    method = build_method(tiny_params("cim", **extra))
+    images = torch.randn(4, 3, 16, 16)
+    mask = method.sample_masks(4, generator_for(0, "m"))
+    logits = method.generate(images, mask.mask)
+    corrupted = method.corrupt(images, mask.mask, logits)["corrupted"]
+    method.enh_head(method.enhance(corrupted)).float().pow(2).mean().backward()
+    assert all(p.grad is None for p in method.generator.parameters()) and method.gen_mask_token.grad is None
+    assert method.enh_head.weight.grad.abs().sum() > 0
+    method.zero_grad(set_to_none=True)
+    out = method({"images": images, "mask": mask})
+    out["loss"].backward()
+    assert method.gen_head.weight.grad.abs().sum() > 0 and method.enh_head.weight.grad.abs().sum() > 0
+    expected = {"loss_gen", "loss_enh", "cim/gen_acc", "cim/replaced_fraction"}
+    assert set(out["logs"]) == expected | ({"cim/revdet_acc"} if not extra else set())
+    panels = method.reconstruct({"images": images, "mask": mask})
+    assert set(panels) == {"input", "replaced", "prediction" if extra else "detected"}
+
+
+def test_other_methods_refuse_a_cnn():
+    with pytest.raises(ValueError, match="model.arch: mae needs a ViT encoder"):
+        build_method(tiny_params("mae", **CNN))
+
+
+def test_cnn_encoder_export_round_trip(tmp_path):
+    torch.manual_seed(0)
+    encoder = CnnEncoder(CnnSpec(name="resnet10t", img_size=16, output_stride=8, kwargs={"stem_width": 16}))
+    export_encoder(encoder, str(tmp_path / "enc.safetensors"))
+    back = load_encoder(str(tmp_path / "enc.safetensors"))
+    x = torch.randn(2, 3, 16, 16)
+    assert isinstance(back, CnnEncoder) and back.spec == encoder.spec
+    assert torch.allclose(back.eval().pooled(x), encoder.eval().pooled(x))
+    meta = read_metadata(str(tmp_path / "enc.safetensors"))
+    import timm
+
+    same = timm.create_model(meta["timm_name"], num_classes=0, **__import__("json").loads(meta["timm_kwargs"]))
+    same.load_state_dict(back.body.state_dict())  # timm loads the exported keys unchanged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [{}, {**CNN, "method__objective": "respix"}], ids=["vit-revdet", "resnet-respix"])
+def test_both_enhancers_learn(extra, tmp_path):
+    params = tiny_params("cim", train__steps=30, optim__base_lr=3e-3, data__source="synthetic:256", **extra)
+    result = pretrain(params, str(tmp_path / "run"))
+    history = result.history
+    key = "loss_enh"
+    assert sum(history[key][-5:]) / 5 < 0.9 * sum(history[key][:5]) / 5, history[key]
+    assert (tmp_path / "run" / "encoder.safetensors").is_file()
