@@ -64,8 +64,13 @@ def tiny_teacher_dir() -> Path:
 
 def tiny_overrides(method: str = "mae", **extra: object) -> list[str]:
     sets = [s for s in TINY if method in ("mae", "img2vec") or not s.startswith("method.decoder")]
-    if extra.get("model.arch") == "cnn":  # a CNN has no ViT width/depth/heads
-        sets = [s for s in sets if s.split("=")[0] not in ("model.embed_dim", "model.depth", "model.num_heads")]
+    if extra.get("model.arch") == "cnn" or method == "mixmim":  # no ViT depth/heads (a CNN: no width either)
+        sets = [s for s in sets if s.split("=")[0] not in ("model.embed_dim", "model.depth", "model.num_heads",
+                                                            "model.patch_size")]
+    if method == "mixmim":  # 16 px, patch 2 -> 8x8 -> 4x4 tokens of 4 px
+        sets += ["model.arch=hier", "model.patch_size=2", "model.embed_dim=32", "model.depths=[1, 1]",
+                 "model.num_heads=[2, 2]", "model.window_sizes=[4, 4]", "method.decoder.embed_dim=32",
+                 "method.decoder.depth=1", "method.decoder.num_heads=2"]
     if method == "simmim":
         sets.append("method.mask_unit_size=8")
     if method in ("ccvit", "cim") and "method.tokenizer" not in extra:

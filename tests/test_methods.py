@@ -21,7 +21,8 @@ def test_forward_backward_finite_and_reaches_encoder(name):
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     assert set(out["logs"]) and all(torch.isfinite(v) for v in out["logs"].values())
     out["loss"].backward()
-    grad = method.encoder.patch_embed.proj.weight.grad
+    stem = method.encoder.patch_embed  # timm's PatchEmbed (ViT) or a plain conv (hierarchical encoder)
+    grad = getattr(stem, "proj", stem).weight.grad
     assert grad is not None and grad.abs().sum() > 0
 
 

@@ -119,9 +119,10 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet"]
-    assert everything["ran"] == ["baseline@mae", "baseline@cim-resnet", "pixels", "pretrain@cim-resnet",
-                                 "evaluate@cim-resnet", "diversity"]
+    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet", "mixmim"]
+    assert everything["ran"] == ["baseline@mae", "baseline@cim-resnet", "baseline@mixmim", "pixels",
+                                 "pretrain@cim-resnet", "evaluate@cim-resnet", "pretrain@mixmim", "evaluate@mixmim",
+                                 "diversity"]
     resnet = json.loads((project / "models/cim-resnet/params.json").read_text())
     assert resnet["model"]["arch"] == "cnn" and resnet["method"]["objective"] == "respix"
     diversity = json.loads((project / "metrics/diversity.json").read_text())
@@ -133,7 +134,7 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     table = (project / ".mim/comparison.md").read_text()
     assert all(f"| {m} | 4 |" in table for m in everything["methods"])
     assert "| random-init mae encoder (baseline) |" in table
-    assert "| random-init cim-resnet encoder (baseline) |" in table
+    assert "| random-init cim-resnet encoder (baseline) |" in table and "| random-init mixmim encoder" in table
     assert "| raw pixels (baseline) |" in table
 
 

@@ -8,12 +8,14 @@ a batch masks exactly the same number of tokens. Mask kinds:
 - unit (SimMIM): `unit_masking`; random square pixel units tiled onto the token grid.
 - from a boolean mask: `token_mask_from_bool`.
 - replacement (CCViT): `choose_unmasked`; an exact count of tokens among the unmasked ones.
+- mixing (MixMIM): `mixing_map`, `mix`, `combine_predictions`; one source map per batch, pairs (i, B-1-i).
 
 All return a `TokenMask` (`ids_keep`, `ids_restore`, `mask` with 1 = masked); `gather_tokens`,
 `restore_tokens` and `masked_mean` apply it.
 """
 
 from mim.masking.blockwise import block_masking, block_masking_ratio
+from mim.masking.mixing import SourceMap, check_pairs, combine_predictions, mix, mixing_map
 from mim.masking.ops import gather_tokens, masked_mean, restore_tokens
 from mim.masking.random import masking_from_noise, random_masking
 from mim.masking.replace import MaskAndReplace, choose_unmasked
@@ -21,6 +23,11 @@ from mim.masking.types import TokenMask, token_mask_from_bool
 from mim.masking.units import unit_masking
 
 __all__ = [
+    "SourceMap",
+    "check_pairs",
+    "combine_predictions",
+    "mix",
+    "mixing_map",
     "MaskAndReplace",
     "choose_unmasked",
     "TokenMask",

@@ -9,10 +9,12 @@ from mim.methods.ccvit import CCViT, build_ccvit
 from mim.methods.cim import CIM, build_cim
 from mim.methods.img2vec import Img2Vec, build_img2vec
 from mim.methods.mae import MAE, build_mae
+from mim.methods.mixmim import MixMIM, build_mixmim
 from mim.methods.simmim import SimMIM, build_simmim
 from mim.models.cnn import build_cnn
+from mim.models.hier import build_hier
 from mim.models.vit import MaskedViT, ViTSpec, build_vit
-from mim.params import CCViTParams, CimParams, Img2VecParams, MaeParams, PretrainParams, SimMimParams
+from mim.params import CCViTParams, CimParams, Img2VecParams, MaeParams, MixMimParams, PretrainParams, SimMimParams
 from mim.targets.centroids import CentroidTokenizer
 from mim.targets.teacher import load_teacher_dir
 
@@ -22,7 +24,7 @@ def _vit(params: PretrainParams, in_chans: int) -> MaskedViT:
     MAE-style visible-token encoding)."""
     if params.model.arch != "vit":
         raise ValueError(f"model.arch: {params.method.name} needs a ViT encoder (model.arch: vit), got "
-                         f"{params.model.arch!r}; CNN encoders pre-train with: cim")
+                         f"{params.model.arch!r}; CNN encoders pre-train with cim, the hierarchical one with mixmim")
     return build_vit(params.model.spec(params.data.image_size, in_chans))
 
 
@@ -73,8 +75,19 @@ def _cim(params: PretrainParams, in_chans: int) -> CIM:
                      decode_all=m.decode_all, window=m.window, enhancer_weight=m.enhancer_weight)
 
 
+def _mixmim(params: PretrainParams, in_chans: int) -> MixMIM:
+    m: MixMimParams = params.method
+    if params.model.arch != "hier":
+        raise ValueError(f"model.arch: mixmim needs the hierarchical encoder (model.arch: hier), got "
+                         f"{params.model.arch!r}")
+    d = m.decoder
+    return build_mixmim(build_hier(params.model.spec(params.data.image_size, in_chans)), mask_ratio=m.mask_ratio,
+                        norm_pix_loss=m.norm_pix_loss, decoder_dim=d.embed_dim, decoder_depth=d.depth,
+                        decoder_heads=d.num_heads)
+
+
 METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {"mae": _mae, "simmim": _simmim, "ccvit": _ccvit,
-                                                                  "img2vec": _img2vec, "cim": _cim}
+                                                                  "img2vec": _img2vec, "cim": _cim, "mixmim": _mixmim}
 
 
 def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
@@ -82,4 +95,4 @@ def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
     return METHODS[params.method.name](params, in_chans)
 
 
-__all__ = ["CCViT", "CIM", "Img2Vec", "MAE", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]
+__all__ = ["CCViT", "CIM", "Img2Vec", "MAE", "MixMIM", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]

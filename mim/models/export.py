@@ -12,16 +12,19 @@ from safetensors.torch import save as save_bytes
 
 from mim.engine.checkpoint import atomic_write_bytes, load_state_strict
 from mim.models.cnn import CnnEncoder, CnnSpec
+from mim.models.hier import HierEncoder, HierSpec
 from mim.models.vit import MaskedViT, ViTSpec
 
-Encoder = MaskedViT | CnnEncoder
+Encoder = MaskedViT | CnnEncoder | HierEncoder
 
 
-def build_encoder(spec: ViTSpec | CnnSpec) -> Encoder:
+def build_encoder(spec: ViTSpec | CnnSpec | HierSpec) -> Encoder:
     """A randomly initialised encoder of `spec`'s architecture (ViT with MAE's init, CNN with timm's)."""
     from mim.models.cnn import build_cnn
     from mim.models.vit import build_vit
 
+    if isinstance(spec, HierSpec):
+        return HierEncoder(spec)
     return build_cnn(spec) if isinstance(spec, CnnSpec) else build_vit(spec)
 
 
@@ -37,7 +40,7 @@ def export_encoder(encoder: Encoder, path: str, extra: dict[str, str] | None = N
     **timm_kwargs)` where both come from the file's metadata."""
     meta = {
         "format": "mim-encoder/1",
-        "arch": "cnn" if isinstance(encoder, CnnEncoder) else "vit",
+        "arch": getattr(encoder.spec, "arch", "vit"),
         "spec": json.dumps(encoder.spec.to_dict()),
         "timm_name": encoder.spec.timm_name,
         "timm_kwargs": json.dumps(encoder.spec.timm_kwargs()),
@@ -80,6 +83,11 @@ def load_encoder(path: str) -> Encoder:
     if meta.get("arch") == "cnn":
         encoder = CnnEncoder(CnnSpec(**spec))
         load_state_strict(encoder.body, load_bytes(data), path)
+        return encoder
+    if meta.get("arch") == "hier":
+        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        encoder = HierEncoder(HierSpec(**tuples))
+        load_state_strict(encoder, load_bytes(data), path)
         return encoder
     encoder = MaskedViT(ViTSpec(**spec))
     load_state_strict(encoder, {**load_bytes(data), **_head_state(encoder)}, path)

@@ -21,11 +21,13 @@ from mim.params.models import (
     DecoderParams,
     DiversityParams,
     EvalParams,
+    HierParams,
     Img2VecParams,
     KnnParams,
     LauncherParams,
     LinearParams,
     MaeParams,
+    MixMimParams,
     OptimParams,
     PretrainParams,
     RecipeParams,
@@ -39,7 +41,8 @@ from mim.params.models import (
 )
 
 __all__ = [
-    "CCViTParams", "CimParams", "CnnParams", "DiversityParams", "Img2VecParams", "TeacherParams", "TeacherSpec",
+    "CCViTParams", "CimParams", "CnnParams", "DiversityParams", "HierParams", "MixMimParams", "Img2VecParams",
+    "TeacherParams", "TeacherSpec",
     "TokenizerParams",
     "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain",
     "load_with_data", "model_for", "resolved", "split_overrides",

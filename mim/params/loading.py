@@ -15,7 +15,7 @@ from mim.params.models import METHOD_NAMES
 M = TypeVar("M", bound=BaseModel)
 # Discriminated-union tags pydantic puts into error locations (method.mae.mask_ratio -> method.mask_ratio,
 # model.cnn.name -> model.name).
-_TAGS = {"method": set(METHOD_NAMES), "model": {"vit", "cnn"}}
+_TAGS = {"method": set(METHOD_NAMES), "model": {"vit", "cnn", "hier"}}
 # Union members pydantic also puts there (launcher.nproc_per_node.literal['auto'] -> launcher.nproc_per_node).
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|constrained-\w+|(literal|list|tuple|function-\w+)\[.*\])$")
 

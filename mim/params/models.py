@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from mim.data.augment import BatchAugment
 from mim.models.cnn import CnnSpec
+from mim.models.hier import HierSpec
 from mim.models.vit import ViTSpec
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -57,11 +58,31 @@ class CnnParams(Strict):
                        output_stride=self.output_stride, kwargs=dict(self.kwargs), drop_path=self.drop_path)
 
 
+class HierParams(Strict):
+    """MixMIM's hierarchical encoder: Swin-like stages of window attention, 2x2 patch merging between them."""
+
+    arch: Literal["hier"] = "hier"
+    size: Literal["micro", "base"] = Field("micro", description="micro: 64 wide, stages [1, 2] (28 px, patch 2); "
+                                           "base: MixMIM-B (128, [2, 2, 18, 2], 224 px, patch 4)")
+    patch_size: PositiveInt = Field(2, description="the patch embedding's stride; the last grid's is "
+                                    "patch_size * 2^(stages - 1)")
+    embed_dim: PositiveInt | None = None
+    depths: tuple[PositiveInt, ...] | None = None
+    num_heads: tuple[PositiveInt, ...] | None = None
+    window_sizes: tuple[PositiveInt, ...] | None = Field(None, description="tokens per window side, per stage")
+    mlp_ratio: Annotated[float, Field(gt=0)] = 4.0
+    drop_path: Fraction = 0.0
+
+    def spec(self, img_size: int, in_chans: int = 3) -> HierSpec:
+        return HierSpec(img_size=img_size, in_chans=in_chans, **self.model_dump(exclude={"arch"}))
+
+
 def _arch(value: Any) -> str:
     return value.get("arch", "vit") if isinstance(value, dict) else getattr(value, "arch", "vit")
 
 
-ModelParams = Annotated[Annotated[ViTParams, Tag("vit")] | Annotated[CnnParams, Tag("cnn")], Discriminator(_arch)]
+ModelParams = Annotated[Annotated[ViTParams, Tag("vit")] | Annotated[CnnParams, Tag("cnn")]
+                        | Annotated[HierParams, Tag("hier")], Discriminator(_arch)]
 
 
 class AugmentParams(Strict):
@@ -214,7 +235,16 @@ class CimParams(MethodBase):
         return self
 
 
-MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams | Img2VecParams | CimParams,
+class MixMimParams(MethodBase):
+    """MixMIM: masked tokens filled with the partner image's, both images reconstructed (model: arch hier)."""
+
+    name: Literal["mixmim"] = "mixmim"
+    mask_ratio: Fraction = Field(0.5, description="fraction of last-grid tokens taken from the partner image")
+    norm_pix_loss: bool = True
+    decoder: DecoderParams = DecoderParams()
+
+
+MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams | Img2VecParams | CimParams | MixMimParams,
                          Field(discriminator="name")]
 METHOD_NAMES: tuple[str, ...] = tuple(m.model_fields["name"].default for m in get_args(get_args(MethodParams)[0]))
 
