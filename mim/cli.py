@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--source", default="fashion-mnist")
     bt.add_argument("--seed", type=int, default=0)
     bt.add_argument("--json", help="also write the result as JSON here")
+    bd = bsub.add_parser("dmjd", help="DMJD vs its single-view counterpart at equal wall-clock (k-NN reached)")
+    bd.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR)
+    bd.add_argument("--seconds", type=float, default=120.0, help="pre-training budget per variant")
+    bd.add_argument("--eval-train", type=int, default=10000)
+    bd.add_argument("--eval-test", type=int, default=2000)
+    bd.add_argument("--json", help="also write the result as JSON here")
+    _add_set(bd)
     return parser
 
 
@@ -317,6 +324,15 @@ def format_eval_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "dmjd":
+        from mim.bench_dmjd import bench_dmjd, format_dmjd_bench
+
+        result = bench_dmjd(args.params_dir, seconds=args.seconds, eval_train=args.eval_train,
+                            eval_test=args.eval_test, overrides=args.overrides)
+        print(format_dmjd_bench(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.bench == "tokenizer":
         from mim.bench_tokenizer import bench_tokenizer, format_tokenizer_bench
 

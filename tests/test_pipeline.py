@@ -119,10 +119,12 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet", "mixmim"]
+    late = ["cim-resnet", "mixmim", "dmjd", "maskfeat", "fastmim"]
+    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", *late]
     assert everything["ran"] == ["baseline@mae", "baseline@cim-resnet", "baseline@mixmim", "pixels",
-                                 "pretrain@cim-resnet", "evaluate@cim-resnet", "pretrain@mixmim", "evaluate@mixmim",
-                                 "diversity"]
+                                 *[f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")], "diversity"]
+    dmjd_run = _children(client, _parent(client, "pipeline/all").info.run_id)["pretrain@dmjd"]
+    assert {"dmjd/loss_masked", "dmjd/loss_visible", "dmjd/token_coverage"} <= set(dmjd_run.data.metrics)
     resnet = json.loads((project / "models/cim-resnet/params.json").read_text())
     assert resnet["model"]["arch"] == "cnn" and resnet["method"]["objective"] == "respix"
     diversity = json.loads((project / "metrics/diversity.json").read_text())

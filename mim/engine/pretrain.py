@@ -53,7 +53,7 @@ def save_pictures(method: MIMMethod, data: ImageTensors, params: PretrainParams,
     """loss.png and reconstructions.png (the first `count` images, a mask fixed by the seed)."""
     plot_loss_curve(result.history, f"{out_dir}/loss.png", title=f"{params.method.name} pre-training loss")
     d = params.data
-    images = d.batch_augment().eval(data.images[:count].to(device))
+    images = d.batch_augment(params.image_size).eval(data.images[:count].to(device))
     mask = method.sample_masks(len(images), generator_for(params.train.seed, "pictures")).to(device)
     method.eval()
     panels = method.reconstruct({"images": images, "mask": mask})

@@ -66,7 +66,7 @@ def total_steps(params: PretrainParams, num_samples: int) -> int:
 def model_signature(params: PretrainParams) -> str:
     """What must match for a checkpoint to belong to this run: method, architecture, image size."""
     return json.dumps({"method": params.method.model_dump(), "model": params.model.model_dump(),
-                       "image_size": params.data.image_size}, sort_keys=True)
+                       "image_size": params.image_size}, sort_keys=True)
 
 
 class Trainer:
@@ -89,7 +89,7 @@ class Trainer:
         self.images = data.images.to(device) if keep_on_device else data.images
         self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
         self.total_steps = total_steps(params, len(data))
-        self.augment = params.data.batch_augment()
+        self.augment = params.data.batch_augment(params.image_size)
         self.lr = scaled_lr(params.optim.base_lr, t.batch_size)
         o = params.optim
         self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused)

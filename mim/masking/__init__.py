@@ -8,6 +8,7 @@ a batch masks exactly the same number of tokens. Mask kinds:
 - unit (SimMIM): `unit_masking`; random square pixel units tiled onto the token grid.
 - from a boolean mask: `token_mask_from_bool`.
 - replacement (CCViT): `choose_unmasked`; an exact count of tokens among the unmasked ones.
+- disjoint views (DMJD): `disjoint_views`; V masks per image with disjoint visible sets, `expand_views`.
 - mixing (MixMIM): `mixing_map`, `mix`, `combine_predictions`; one source map per batch, pairs (i, B-1-i).
 
 All return a `TokenMask` (`ids_keep`, `ids_restore`, `mask` with 1 = masked); `gather_tokens`,
@@ -21,8 +22,13 @@ from mim.masking.random import masking_from_noise, random_masking
 from mim.masking.replace import MaskAndReplace, choose_unmasked
 from mim.masking.types import TokenMask, token_mask_from_bool
 from mim.masking.units import unit_masking
+from mim.masking.views import MultiViewMask, disjoint_views, expand_views, expected_coverage
 
 __all__ = [
+    "MultiViewMask",
+    "disjoint_views",
+    "expand_views",
+    "expected_coverage",
     "SourceMap",
     "check_pairs",
     "combine_predictions",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from mim.methods.base import MIMMethod, StepOutput
 from mim.methods.ccvit import CCViT, build_ccvit
 from mim.methods.cim import CIM, build_cim
+from mim.methods.dmjd import DMJD, build_dmjd
 from mim.methods.img2vec import Img2Vec, build_img2vec
 from mim.methods.mae import MAE, build_mae
 from mim.methods.mixmim import MixMIM, build_mixmim
@@ -14,8 +15,18 @@ from mim.methods.simmim import SimMIM, build_simmim
 from mim.models.cnn import build_cnn
 from mim.models.hier import build_hier
 from mim.models.vit import MaskedViT, ViTSpec, build_vit
-from mim.params import CCViTParams, CimParams, Img2VecParams, MaeParams, MixMimParams, PretrainParams, SimMimParams
+from mim.params import (
+    CCViTParams,
+    CimParams,
+    DmjdParams,
+    Img2VecParams,
+    MaeParams,
+    MixMimParams,
+    PretrainParams,
+    SimMimParams,
+)
 from mim.targets.centroids import CentroidTokenizer
+from mim.targets.hog import HogTarget
 from mim.targets.teacher import load_teacher_dir
 
 
@@ -25,7 +36,13 @@ def _vit(params: PretrainParams, in_chans: int) -> MaskedViT:
     if params.model.arch != "vit":
         raise ValueError(f"model.arch: {params.method.name} needs a ViT encoder (model.arch: vit), got "
                          f"{params.model.arch!r}; CNN encoders pre-train with cim, the hierarchical one with mixmim")
-    return build_vit(params.model.spec(params.data.image_size, in_chans))
+    return build_vit(params.model.spec(params.image_size, in_chans))
+
+
+def _hog(params: PretrainParams, in_chans: int) -> HogTarget:
+    h = params.method.hog
+    return HogTarget(params.model.patch_size, in_chans, mean=params.data.mean, std=params.data.std, cell=h.cell,
+                     bins=h.bins, flavour=h.flavour)
 
 
 def _mae(params: PretrainParams, in_chans: int) -> MAE:
@@ -33,13 +50,15 @@ def _mae(params: PretrainParams, in_chans: int) -> MAE:
     encoder = _vit(params, in_chans)
     d = m.decoder
     return build_mae(encoder, mask_ratio=m.mask_ratio, norm_pix_loss=m.norm_pix_loss, decoder_dim=d.embed_dim,
-                     decoder_depth=d.depth, decoder_heads=d.num_heads)
+                     decoder_depth=d.depth, decoder_heads=d.num_heads,
+                     target=_hog(params, in_chans) if m.target == "hog" else None, views=m.views)
 
 
 def _simmim(params: PretrainParams, in_chans: int) -> SimMIM:
     m: SimMimParams = params.method
     encoder = _vit(params, in_chans)
-    return build_simmim(encoder, mask_ratio=m.mask_ratio, mask_unit_size=m.mask_unit_size)
+    return build_simmim(encoder, mask_ratio=m.mask_ratio, mask_unit_size=m.mask_unit_size,
+                        target=_hog(params, in_chans) if m.target == "hog" else None)
 
 
 def _ccvit(params: PretrainParams, in_chans: int) -> CCViT:
@@ -62,7 +81,7 @@ def _img2vec(params: PretrainParams, in_chans: int) -> Img2Vec:
 
 def _cim(params: PretrainParams, in_chans: int) -> CIM:
     m: CimParams = params.method
-    spec, size = params.model.spec(params.data.image_size, in_chans), params.data.image_size
+    spec, size = params.model.spec(params.image_size, in_chans), params.image_size
     cnn = params.model.arch == "cnn"
     encoder = build_cnn(spec) if cnn else build_vit(spec)
     g = m.generator
@@ -81,13 +100,28 @@ def _mixmim(params: PretrainParams, in_chans: int) -> MixMIM:
         raise ValueError(f"model.arch: mixmim needs the hierarchical encoder (model.arch: hier), got "
                          f"{params.model.arch!r}")
     d = m.decoder
-    return build_mixmim(build_hier(params.model.spec(params.data.image_size, in_chans)), mask_ratio=m.mask_ratio,
+    return build_mixmim(build_hier(params.model.spec(params.image_size, in_chans)), mask_ratio=m.mask_ratio,
                         norm_pix_loss=m.norm_pix_loss, decoder_dim=d.embed_dim, decoder_depth=d.depth,
                         decoder_heads=d.num_heads)
 
 
-METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {"mae": _mae, "simmim": _simmim, "ccvit": _ccvit,
-                                                                  "img2vec": _img2vec, "cim": _cim, "mixmim": _mixmim}
+def _dmjd(params: PretrainParams, in_chans: int) -> DMJD:
+    m: DmjdParams = params.method
+    encoder = _vit(params, in_chans)
+    if m.target == "teacher":
+        target, _ = load_teacher_dir(m.teacher, encoder.grid, params.data.mean, params.data.std)
+    else:
+        target = _hog(params, in_chans)
+    d = m.decoder
+    return build_dmjd(encoder, target, mask_ratio=m.mask_ratio, views=m.views, unit=m.unit,
+                      visible_weight=m.visible_weight, beta=m.beta, decoder_dim=d.embed_dim, decoder_depth=d.depth,
+                      decoder_heads=d.num_heads)
+
+
+METHODS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {
+    "mae": _mae, "simmim": _simmim, "ccvit": _ccvit, "img2vec": _img2vec, "cim": _cim, "mixmim": _mixmim,
+    "dmjd": _dmjd,
+}
 
 
 def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
@@ -95,4 +129,5 @@ def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
     return METHODS[params.method.name](params, in_chans)
 
 
-__all__ = ["CCViT", "CIM", "Img2Vec", "MAE", "MixMIM", "METHODS", "MIMMethod", "SimMIM", "StepOutput", "build_method"]
+__all__ = ["CCViT", "CIM", "DMJD", "Img2Vec", "MAE", "METHODS", "MIMMethod", "MixMIM", "SimMIM", "StepOutput",
+           "build_method"]

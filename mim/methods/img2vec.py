@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from mim.analysis.pca import feature_pca_rgb
 from mim.masking import masked_mean
 from mim.methods.mae import MAE
 from mim.models.decoder import MaeDecoder
@@ -60,30 +61,11 @@ class Img2Vec(MAE):
         target, pred = self.target(images), self.predict(images, mask).float()
         p, grid, c = self.encoder.patch_size, self.encoder.grid, images.shape[1]
         keep = (1 - mask.mask).unsqueeze(-1)
-        to_rgb = feature_pca_rgb(target, pred)
+        to_rgb = feature_pca_rgb(target)
         t = self.teacher  # panels are returned normalized like the images, as the picture code expects
         as_image = lambda rgb: (F.interpolate(rgb, size=images.shape[-2:]) - t.student_mean) / t.student_std  # noqa
         return {"input": unpatchify(patchify(images, p) * keep, p, grid, c),
                 "teacher features": as_image(to_rgb(target)), "prediction": as_image(to_rgb(pred))}
-
-
-def feature_pca_rgb(reference: torch.Tensor, *others: torch.Tensor):
-    """A function mapping [B, N, C] features on a square grid to [B, 3, h, w] pictures in [0, 1], by projecting
-    on `reference`'s top-3 principal components, scaled by `reference`'s range (so panels are comparable)."""
-    flat = reference.flatten(0, 1).float()
-    mean = flat.mean(0)
-    _, _, v = torch.pca_lowrank(flat - mean, q=min(3, flat.shape[-1]), center=False)
-    proj = (flat - mean) @ v
-    lo, hi = proj.amin(0), proj.amax(0)
-
-    def to_rgb(feats: torch.Tensor) -> torch.Tensor:
-        b, n, _ = feats.shape
-        side = int(n**0.5)
-        x = (((feats.float() - mean) @ v - lo) / (hi - lo + 1e-6)).clamp(0, 1)  # [B, N, <=3]
-        x = F.pad(x, (0, 3 - x.shape[-1]))
-        return x.transpose(1, 2).reshape(b, 3, side, side)
-
-    return to_rgb
 
 
 def build_img2vec(encoder: MaskedViT, teacher: Teacher, *, mask_ratio: float = 0.75, loss: str = "smooth_l1",

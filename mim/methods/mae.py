@@ -1,8 +1,10 @@
 """MAE (He et al., 2022): encode the visible 25 % of tokens, decode all, regress masked pixels.
 
     images [B, C, H, W] -> random mask (1 = masked) -> encoder on visible tokens [B, 1+K, D]
-    -> decoder with mask tokens [B, N, p*p*C] -> target: per-patch normalized pixels
-    -> MSE averaged over masked patches.
+    -> decoder with mask tokens [B, N, D_t] -> target: per-patch normalized pixels (or a target module's
+       vectors, e.g. HOG as in FastMIM) -> MSE averaged over masked patches.
+With `views` > 1 each image is masked V times with disjoint visible sets (DMJD's sampler) and every view
+is a sample of the batch.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
-from mim.masking import TokenMask, masked_mean, random_masking
+from mim.analysis.pca import feature_pca_rgb
+from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, random_masking
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.decoder import MaeDecoder
 from mim.models.vit import MaskedViT, init_mae_weights
@@ -21,17 +25,24 @@ from mim.targets import normalize_patches, patchify, unpatchify
 class MAE(MIMMethod):
     name = "mae"
 
-    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, mask_ratio: float = 0.75, norm_pix_loss: bool = True):
+    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, mask_ratio: float = 0.75, norm_pix_loss: bool = True,
+                 target: nn.Module | None = None, views: int = 1):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
+        self.target_module, self.views = target, views
 
-    def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask | MultiViewMask:
+        if self.views > 1:
+            return disjoint_views(batch_size, self.encoder.grid, self.mask_ratio, self.views, generator)
         return random_masking(batch_size, self.encoder.num_patches, self.mask_ratio, generator)
 
     def target(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, N, D_t] regression targets: the target module's (HOG, teacher features) or pixels."""
+        if self.target_module is not None:
+            return self.target_module(images)
         patches = patchify(images, self.encoder.patch_size)  # [B, N, p*p*C]
         return normalize_patches(patches) if self.norm_pix_loss else patches
 
@@ -40,15 +51,29 @@ class MAE(MIMMethod):
         return self.decoder(latent, mask.ids_restore)  # [B, N, p*p*C]
 
     def forward(self, batch: dict[str, Any]) -> StepOutput:
-        images, mask = batch["images"], batch["mask"]
+        target = self.target(batch["images"]).float()  # once per image, shared by its views
+        images, mask = expand_views(batch["images"], batch["mask"])
+        target = target.repeat(images.shape[0] // target.shape[0], 1, 1)
         pred = self.predict(images, mask)
-        per_patch = (pred.float() - self.target(images).float()).pow(2).mean(dim=-1)  # [B, N]
+        per_patch = (pred.float() - target).pow(2).mean(dim=-1)  # [B, N]
         loss = masked_mean(per_patch, mask.mask)
-        return {"loss": loss, "logs": {"loss_pixel": loss.detach()}}
+        name = "loss_pixel" if self.target_module is None else "loss_target"
+        return {"loss": loss, "logs": {name: loss.detach()}}
 
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, mask = batch["images"], batch["mask"]
+        if isinstance(mask, MultiViewMask):
+            mask = mask.views[0]
+        if self.target_module is not None:  # feature targets as pictures: shared top-3 principal components
+            target, pred = self.target(images), self.predict(images, mask).float()
+            keep = (1 - mask.mask).unsqueeze(-1)
+            p, grid, c = self.encoder.patch_size, self.encoder.grid, images.shape[1]
+            to_rgb = feature_pca_rgb(target)
+            lo, hi = images.amin(), images.amax()  # shown in the images' value range
+            as_image = lambda rgb: lo + (hi - lo) * torch.nn.functional.interpolate(rgb, size=images.shape[-2:])  # noqa
+            return {"input": unpatchify(patchify(images, p) * keep, p, grid, c), "target": as_image(to_rgb(target)),
+                    "prediction": as_image(to_rgb(pred))}
         pred = self.predict(images, mask).float()
         patches = patchify(images, self.encoder.patch_size)
         if self.norm_pix_loss:  # undo the per-patch normalization with the true patch statistics
@@ -70,12 +95,15 @@ def build_mae(
     decoder_dim: int = 128,
     decoder_depth: int = 2,
     decoder_heads: int = 4,
+    target: nn.Module | None = None,
+    views: int = 1,
 ) -> MAE:
-    """MAE around `encoder` with a decoder of its own width/depth predicting p*p*C values per patch."""
-    out_dim = encoder.patch_size**2 * encoder.spec.in_chans
+    """MAE around `encoder` with a decoder of its own width/depth predicting p*p*C values per patch (or the
+    target module's `dim`)."""
+    out_dim = target.dim if target is not None else encoder.patch_size**2 * encoder.spec.in_chans
     decoder = MaeDecoder(
         encoder.grid, encoder.embed_dim, out_dim, decoder_dim, decoder_depth, decoder_heads,
         norm_eps=encoder.spec.norm_eps,
     )
     init_mae_weights(decoder)
-    return MAE(encoder, decoder, mask_ratio, norm_pix_loss)
+    return MAE(encoder, decoder, mask_ratio, norm_pix_loss, target=target, views=views)

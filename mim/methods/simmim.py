@@ -4,6 +4,7 @@ predict the raw pixels with a linear head and pixel shuffle, L1 on masked pixels
     images [B, C, H, W] -> unit mask on the token grid (1 = masked) -> patch tokens with masked
     ones replaced by the mask token -> encoder over all tokens [B, 1+N, D] -> 1x1 conv to p*p*C
     + pixel shuffle [B, C, H, W] -> |pred - image| averaged over masked pixels and channels.
+With a target module (HOG: MaskFeat) a linear head predicts each token's target vector, L2 on masked tokens.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mim.masking import TokenMask, unit_masking
+from mim.analysis.pca import feature_pca_rgb
+from mim.masking import TokenMask, masked_mean, unit_masking
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.vit import MaskedViT, init_mae_weights
 
@@ -21,14 +24,19 @@ from mim.models.vit import MaskedViT, init_mae_weights
 class SimMIM(MIMMethod):
     name = "simmim"
 
-    def __init__(self, encoder: MaskedViT, mask_ratio: float = 0.6, mask_unit_size: int = 8):
+    def __init__(self, encoder: MaskedViT, mask_ratio: float = 0.6, mask_unit_size: int = 8,
+                 target: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.mask_ratio = mask_ratio
         self.mask_unit_size = mask_unit_size
         p, c = encoder.patch_size, encoder.spec.in_chans
         self.mask_token = nn.Parameter(torch.zeros(1, 1, encoder.embed_dim))
-        self.head = nn.Sequential(nn.Conv2d(encoder.embed_dim, p * p * c, kernel_size=1), nn.PixelShuffle(p))
+        self.target_module = target  # e.g. HOG (MaskFeat): a linear head per token, L2 on masked tokens
+        if target is None:
+            self.head = nn.Sequential(nn.Conv2d(encoder.embed_dim, p * p * c, kernel_size=1), nn.PixelShuffle(p))
+        else:
+            self.head = nn.Linear(encoder.embed_dim, target.dim)
         init_mae_weights(self.head)
         nn.init.normal_(self.mask_token, std=0.02)
 
@@ -37,8 +45,11 @@ class SimMIM(MIMMethod):
         return unit_masking(batch_size, e.spec.img_size, e.patch_size, self.mask_unit_size, self.mask_ratio, generator)
 
     def predict(self, images: torch.Tensor, mask: TokenMask) -> torch.Tensor:
+        """Pixels [B, C, H, W], or target vectors [B, N, D_t] with a target module."""
         tokens = self.encoder.embed_with_mask_token(images, mask.mask, self.mask_token)  # [B, N, D]
         x = self.encoder.forward_tokens(tokens)[:, 1:]  # [B, N, D]
+        if self.target_module is not None:
+            return self.head(x)
         b, n, d = x.shape
         h, w_ = self.encoder.grid
         return self.head(x.transpose(1, 2).reshape(b, d, h, w_))  # [B, C, H, W]
@@ -52,6 +63,10 @@ class SimMIM(MIMMethod):
 
     def forward(self, batch: dict[str, Any]) -> StepOutput:
         images, mask = batch["images"], batch["mask"]
+        if self.target_module is not None:
+            per_token = (self.predict(images, mask).float() - self.target_module(images)).pow(2).mean(-1)
+            loss = masked_mean(per_token, mask.mask)
+            return {"loss": loss, "logs": {"loss_target": loss.detach()}}
         pred = self.predict(images, mask).float()
         pix = self.pixel_mask(mask)
         l1 = (pred - images.float()).abs() * pix
@@ -61,10 +76,18 @@ class SimMIM(MIMMethod):
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, mask = batch["images"], batch["mask"]
+        if self.target_module is not None:
+            target, pred = self.target_module(images), self.predict(images, mask).float()
+            to_rgb, pix = feature_pca_rgb(target), self.pixel_mask(mask)
+            lo, hi = images.amin(), images.amax()  # shown in the images' value range
+            as_image = lambda rgb: lo + (hi - lo) * F.interpolate(rgb, size=images.shape[-2:])  # noqa: E731
+            return {"input": images * (1 - pix), "target": as_image(to_rgb(target)),
+                    "prediction": as_image(to_rgb(pred))}
         pred = self.predict(images, mask).float()
         pix = self.pixel_mask(mask)
         return {"input": images * (1 - pix), "prediction": pred, "composite": images * (1 - pix) + pred * pix}
 
 
-def build_simmim(encoder: MaskedViT, *, mask_ratio: float = 0.6, mask_unit_size: int = 8) -> SimMIM:
-    return SimMIM(encoder, mask_ratio, mask_unit_size)
+def build_simmim(encoder: MaskedViT, *, mask_ratio: float = 0.6, mask_unit_size: int = 8,
+                 target: nn.Module | None = None) -> SimMIM:
+    return SimMIM(encoder, mask_ratio, mask_unit_size, target)

@@ -73,13 +73,19 @@ def read_metadata(path: str) -> dict[str, str]:
     return meta
 
 
-def load_encoder(path: str) -> Encoder:
-    """Rebuild the encoder described by the file's metadata (a ViT or a CNN) and load its weights (strict)."""
+def load_encoder(path: str, img_size: int | None = None) -> Encoder:
+    """Rebuild the encoder described by the file's metadata (a ViT, a CNN or a hierarchical encoder) and load its
+    weights (strict). `img_size` rebuilds a ViT for another resolution than it was pre-trained at (FastMIM's
+    low-resolution pre-training): a fixed sin-cos position table is recomputed, a learned one resampled."""
     data = _read(path)
     meta = _metadata(data, path)
     if meta.get("format") != "mim-encoder/1":
         raise ValueError(f"{path}: not an encoder exported by mim (metadata format {meta.get('format')!r})")
     spec = json.loads(meta["spec"])
+    if img_size and img_size != spec.get("img_size") and meta.get("arch", "vit") == "vit":
+        return _vit_at(load_bytes(data), {**spec, "img_size": img_size}, path)
+    if img_size and meta.get("arch") == "hier" and img_size != spec.get("img_size"):
+        spec = {**spec, "img_size": img_size}  # sin-cos positions are a buffer: rebuilt for the new grid
     if meta.get("arch") == "cnn":
         encoder = CnnEncoder(CnnSpec(**spec))
         load_state_strict(encoder.body, load_bytes(data), path)
@@ -91,6 +97,19 @@ def load_encoder(path: str) -> Encoder:
         return encoder
     encoder = MaskedViT(ViTSpec(**spec))
     load_state_strict(encoder, {**load_bytes(data), **_head_state(encoder)}, path)
+    return encoder
+
+
+def _vit_at(state: dict[str, torch.Tensor], spec: dict, path: str) -> MaskedViT:
+    from timm.layers import resample_abs_pos_embed
+
+    encoder = MaskedViT(ViTSpec(**spec))
+    if spec.get("pos_embed", "sincos") == "sincos":
+        state = {**state, "pos_embed": encoder.pos_embed.detach().clone()}
+    else:
+        state = {**state, "pos_embed": resample_abs_pos_embed(state["pos_embed"], list(encoder.grid),
+                                                              num_prefix_tokens=encoder.num_prefix_tokens)}
+    load_state_strict(encoder, {**state, **_head_state(encoder)}, path)
     return encoder
 
 

@@ -20,8 +20,10 @@ from mim.params.models import (
     DataParams,
     DecoderParams,
     DiversityParams,
+    DmjdParams,
     EvalParams,
     HierParams,
+    HogParams,
     Img2VecParams,
     KnnParams,
     LauncherParams,
@@ -41,7 +43,8 @@ from mim.params.models import (
 )
 
 __all__ = [
-    "CCViTParams", "CimParams", "CnnParams", "DiversityParams", "HierParams", "MixMimParams", "Img2VecParams",
+    "CCViTParams", "CimParams", "CnnParams", "DiversityParams", "DmjdParams", "HierParams", "HogParams",
+    "MixMimParams", "Img2VecParams",
     "TeacherParams", "TeacherSpec",
     "TokenizerParams",
     "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain",

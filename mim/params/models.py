@@ -119,10 +119,11 @@ class DataParams(Strict):
             raise ValueError(f"{field} {patch_size} does not divide data.image_size {self.image_size}")
         return (self.image_size // patch_size,) * 2
 
-    def batch_augment(self) -> BatchAugment:
-        """The augmentation these params describe; its `.eval()` is the evaluation transform."""
+    def batch_augment(self, image_size: int | None = None) -> BatchAugment:
+        """The augmentation these params describe (to `image_size`, default the data's); its `.eval()` is the
+        evaluation transform."""
         a = self.augment
-        return BatchAugment(out_size=self.image_size, scale=a.scale, ratio=a.ratio, hflip_prob=a.hflip,
+        return BatchAugment(out_size=image_size or self.image_size, scale=a.scale, ratio=a.ratio, hflip_prob=a.hflip,
                             mean=self.mean, std=self.std, to_rgb=self.to_rgb)
 
     @model_validator(mode="after")
@@ -146,10 +147,22 @@ class MethodBase(Strict):
         return None
 
 
+class HogParams(Strict):
+    """HOG targets: `dmjd` (central differences, cell mean, LayerNorm over bins) or `maskfeat` (Sobel, cell sum,
+    L2 over bins; MaskFeat and FastMIM)."""
+
+    flavour: Literal["dmjd", "maskfeat"] = "dmjd"
+    cell: PositiveInt = Field(2, description="cell side in pixels (8 for 16-px patches; 2 for 4-px ones)")
+    bins: PositiveInt = 9
+
+
 class MaeParams(MethodBase):
     name: Literal["mae"] = "mae"
     mask_ratio: Fraction = 0.75
     norm_pix_loss: bool = True
+    target: Literal["pixels", "hog"] = Field("pixels", description="hog = FastMIM-style HOG regression")
+    hog: HogParams = HogParams()
+    views: PositiveInt = Field(1, description="masked views per image, visible sets disjoint (DMJD's sampler)")
     decoder: DecoderParams = DecoderParams()
 
 
@@ -157,6 +170,8 @@ class SimMimParams(MethodBase):
     name: Literal["simmim"] = "simmim"
     mask_ratio: Fraction = 0.6
     mask_unit_size: PositiveInt = 8
+    target: Literal["pixels", "hog"] = Field("pixels", description="hog = MaskFeat (mask tokens + HOG, L2)")
+    hog: HogParams = HogParams()
 
 
 class CCViTParams(MethodBase):
@@ -235,6 +250,27 @@ class CimParams(MethodBase):
         return self
 
 
+class DmjdParams(MethodBase):
+    """DMJD: disjoint masked views; the decoder predicts masked tokens' targets (L2), a projector on the
+    encoder's visible tokens predicts theirs (SmoothL1)."""
+
+    name: Literal["dmjd"] = "dmjd"
+    mask_ratio: Fraction = 0.6
+    views: PositiveInt = Field(2, description="masked views per image, visible sets disjoint (1 = the single-view "
+                               "counterpart `mim bench dmjd` compares against)")
+    unit: PositiveInt = Field(1, description="mask on blocks of unit x unit tokens (2 = DMJD's 32-px units at 16 px)")
+    target: Literal["hog", "teacher"] = "hog"
+    hog: HogParams = HogParams()
+    teacher: str = Field("models/teacher", description="target: teacher -> the folder `mim teacher` writes")
+    visible_weight: Annotated[float, Field(ge=0)] = Field(1.0, description="L = L_mim + visible_weight * L_vis")
+    beta: Annotated[float, Field(gt=0)] = Field(2.0, description="SmoothL1 beta of the visible branch")
+    decoder: DecoderParams = DecoderParams()
+
+    @property
+    def input_dir(self) -> str | None:
+        return self.teacher if self.target == "teacher" else None
+
+
 class MixMimParams(MethodBase):
     """MixMIM: masked tokens filled with the partner image's, both images reconstructed (model: arch hier)."""
 
@@ -244,8 +280,8 @@ class MixMimParams(MethodBase):
     decoder: DecoderParams = DecoderParams()
 
 
-MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams | Img2VecParams | CimParams | MixMimParams,
-                         Field(discriminator="name")]
+MethodParams = Annotated[MaeParams | SimMimParams | CCViTParams | Img2VecParams | CimParams | MixMimParams
+                         | DmjdParams, Field(discriminator="name")]
 METHOD_NAMES: tuple[str, ...] = tuple(m.model_fields["name"].default for m in get_args(get_args(MethodParams)[0]))
 
 
@@ -265,6 +301,8 @@ class ScheduleParams(Strict):
 
 
 class TrainParams(Strict):
+    image_size: PositiveInt | None = Field(None, description="pre-train at this resolution (FastMIM's low-res "
+                                           "pre-training); null = data.image_size. Evaluation uses data.image_size")
     batch_size: PositiveInt = 256
     accum_steps: PositiveInt = 1
     epochs: Annotated[float, Field(gt=0)] = 3.0
@@ -303,6 +341,11 @@ class PretrainParams(RecipeParams):
     @classmethod
     def compose(cls, recipe: RecipeParams, data: DataParams) -> PretrainParams:
         return cls.model_validate({**recipe.model_dump(), "data": data.model_dump()})
+
+    @property
+    def image_size(self) -> int:
+        """The pre-training resolution: `train.image_size` when set, else the data's."""
+        return self.train.image_size or self.data.image_size
 
     def recipe(self) -> RecipeParams:
         return RecipeParams.model_validate(self.model_dump(exclude={"data"}))

@@ -40,7 +40,8 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
         else:
             encoder_path = model_dir(method) / "encoder.safetensors"
             tracker.set_tags({"dvc.dep.encoder": path_md5(encoder_path)})
-            results = evaluate_encoder(load_encoder(str(encoder_path)), train, test, params, data)
+            encoder = load_encoder(str(encoder_path), img_size=data.image_size)  # FastMIM pre-trains smaller
+            results = evaluate_encoder(encoder, train, test, params, data)
         tracker.log_metrics({f"eval/{m}": results[m] for m in ("knn_top1", "linear_top1")})
         metrics_path = metrics_file("evaluate", name)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")

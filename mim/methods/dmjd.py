@@ -1,0 +1,71 @@
+"""DMJD (Ma et al., 2023): disjoint masking with joint distillation.
+
+    images [B, C, H, W] -> V masked views per image, visible sets disjoint (`disjoint_views`)
+    -> the batch repeated per view [V*B]; encoder on each view's visible tokens [V*B, 1+K, D]
+    -> invisible branch: MAE decoder -> targets of the masked tokens, L2 averaged over masked tokens
+    -> visible branch: projector (Linear-LN-GELU x2, Linear-LN without affine) on the encoder's visible tokens
+       -> targets of those tokens, SmoothL1(beta) averaged over visible tokens
+    -> L = L_mim + visible_weight * L_vis.
+Targets: HOG (DMJD's flavour by default) or a frozen teacher's features, computed once per image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mim.masking import MultiViewMask, disjoint_views, expand_views, gather_tokens, masked_mean
+from mim.methods.base import StepOutput
+from mim.methods.mae import MAE
+from mim.models.decoder import MaeDecoder
+from mim.models.vit import MaskedViT, init_mae_weights
+
+
+def projector(dim: int, out_dim: int, eps: float = 1e-6) -> nn.Sequential:
+    """DMJD's visible-branch head: Linear-LN-GELU twice, then Linear and a LayerNorm without affine."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim, eps=eps), nn.GELU(),
+                         nn.Linear(dim, dim), nn.LayerNorm(dim, eps=eps), nn.GELU(),
+                         nn.Linear(dim, out_dim), nn.LayerNorm(out_dim, eps=eps, elementwise_affine=False))
+
+
+class DMJD(MAE):
+    name = "dmjd"
+
+    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, target: nn.Module, *, mask_ratio: float = 0.6,
+                 views: int = 2, unit: int = 1, visible_weight: float = 1.0, beta: float = 2.0) -> None:
+        super().__init__(encoder, decoder, mask_ratio, norm_pix_loss=False, target=target, views=views)
+        self.unit, self.visible_weight, self.beta = unit, visible_weight, beta
+        self.projector = projector(encoder.embed_dim, target.dim, encoder.spec.norm_eps)
+        init_mae_weights(self.projector)
+
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> MultiViewMask:  # views=1 too
+        return disjoint_views(batch_size, self.encoder.grid, self.mask_ratio, self.views, generator, self.unit)
+
+    def forward(self, batch: dict[str, Any]) -> StepOutput:
+        views: MultiViewMask = batch["mask"]
+        target = self.target(batch["images"]).float()  # [B, N, D_t], once per image
+        images, mask = expand_views(batch["images"], views)
+        target = target.repeat(len(views.views), 1, 1)  # [V*B, N, D_t]
+        latent = self.encoder.forward_masked(images, mask.ids_keep)  # [V*B, 1+K, D]
+        pred = self.decoder(latent, mask.ids_restore).float()  # [V*B, N, D_t]
+        loss_masked = masked_mean((pred - target).pow(2).mean(-1), mask.mask)
+        visible_pred = self.projector(latent[:, 1:]).float()  # [V*B, K, D_t]
+        visible_target = gather_tokens(target, mask.ids_keep)
+        loss_visible = F.smooth_l1_loss(visible_pred, visible_target, beta=self.beta)
+        loss = loss_masked + self.visible_weight * loss_visible
+        return {"loss": loss, "logs": {"dmjd/loss_masked": loss_masked.detach(),
+                                       "dmjd/loss_visible": loss_visible.detach(),
+                                       "dmjd/token_coverage": views.coverage().mean()}}
+
+
+def build_dmjd(encoder: MaskedViT, target: nn.Module, *, mask_ratio: float = 0.6, views: int = 2, unit: int = 1,
+               visible_weight: float = 1.0, beta: float = 2.0, decoder_dim: int = 64, decoder_depth: int = 1,
+               decoder_heads: int = 2) -> DMJD:
+    decoder = MaeDecoder(encoder.grid, encoder.embed_dim, target.dim, decoder_dim, decoder_depth, decoder_heads,
+                         norm_eps=encoder.spec.norm_eps)
+    init_mae_weights(decoder)
+    return DMJD(encoder, decoder, target, mask_ratio=mask_ratio, views=views, unit=unit,
+                visible_weight=visible_weight, beta=beta)
