@@ -35,10 +35,10 @@ test: setup lint
 demo: setup
 	$(RUN) $(BIN)/mim params check
 	$(RUN) $(BIN)/dvc repro
-	@echo; echo "== pre-training cost and frozen-encoder accuracy (metrics/*; dvc metrics show has every value) =="
-	@$(BIN)/mim compare
-	@echo; echo "Pictures: plots/pretrain/<method>/{loss,reconstructions}.png, models/tokenizer/centroids.png;" \
-	     "all charts: dvc plots show"
+	@echo; echo "== reports/comparison.md (dvc metrics show has every value) =="
+	@sed -n '/^| method/,/^$$/p' reports/comparison.md
+	@echo; echo "Pictures: reports/*.png (accuracy, accuracy vs time, feature maps, reconstructions)," \
+	     "plots/diversity/*.png, models/tokenizer/centroids.png; all charts: dvc plots show"
 
 up: $(VENV)/.installed
 	$(BIN)/mim up

@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="one-off form: write the metrics as JSON here")
     _add_set(e)
 
+    tr = sub.add_parser("transfer", help="stage: fine-tune a pre-trained encoder (or the scratch baseline)")
+    tr.add_argument("--method", metavar="RECIPE", help="fine-tune models/RECIPE/encoder.safetensors")
+    tr.add_argument("--scratch", action="store_true", help="the same recipe from a random encoder (scratch_of)")
+    tr.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    _add_set(tr)
+
+    rp = sub.add_parser("report", help="stage: reports/comparison.md and charts of every method and baseline")
+    rp.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+
     cmp = sub.add_parser("compare", help="table of every method's pre-training cost and accuracy (metrics files)")
     cmp.add_argument("methods", nargs="*", help="default: every method in dvc.yaml")
 
@@ -159,6 +168,23 @@ def cmd_diversity(args: argparse.Namespace) -> int:
     from mim.stages import diversity
 
     diversity.run(args.params_dir, args.overrides)
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    if bool(args.method) == args.scratch:
+        raise ParamsError("mim transfer: give one of --method RECIPE or --scratch")
+    from mim.stages import transfer
+
+    results = transfer.run(args.method, args.params_dir, args.overrides)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mim.stages import report
+
+    print(report.run(args.params_dir), end="")
     return 0
 
 
@@ -371,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pretrain":
             return cmd_pretrain(args, argv)
         commands = {"params": cmd_params, "prepare": cmd_prepare, "tokenizer": cmd_tokenizer, "teacher": cmd_teacher,
-                    "diversity": cmd_diversity,
+                    "diversity": cmd_diversity, "transfer": cmd_transfer,
+                    "report": cmd_report,
                     "evaluate": cmd_evaluate,
                     "bench": cmd_bench, "compare": cmd_compare,
                     "up": cmd_services, "down": cmd_services, "status": cmd_services, "serve": cmd_serve}

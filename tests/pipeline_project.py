@@ -15,6 +15,7 @@ TINY = {
     "mae": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.decoder.embed_dim": 32,
             "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
     "teacher": {"check_images": 16},
+    "transfer": {"finetune.train_subset": 32, "finetune.batch_size": 16, "finetune.epochs": 1},
     "diversity": {"images": 16, "models.mae-encoder.level": 1, "models.img2vec-encoder.level": 1},
     "cim": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.generator.embed_dim": 32,
             "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},

@@ -22,6 +22,7 @@ BASELINES = next(v["baselines"] for v in SPEC["vars"] if "baselines" in v)
 NOT_OUTPUT_CODE = ("mim/tracking/", "mim/services.py", "mim/cli.py")
 STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.tokenizer", "teacher": "mim.stages.teacher",
                  "diversity": "mim.stages.diversity",
+                 "transfer": "mim.stages.transfer", "report": "mim.stages.report",
                  "pretrain": "mim.stages.pretrain", "evaluate": "mim.stages.evaluate"}
 
 
@@ -60,7 +61,8 @@ def field_exists(model: type[BaseModel], dotted: str) -> bool:
 
 def test_pipeline_runs_every_method_with_a_params_file():
     assert set(METHOD_NAMES) <= set(METHODS) and set(BASELINES) <= set(METHODS)
-    assert set(check_dir(ROOT / "params")) == {"data", "eval", "tokenizer", "teacher", "diversity", *METHODS}
+    shared = {"data", "eval", "tokenizer", "teacher", "diversity", "transfer"}
+    assert set(check_dir(ROOT / "params")) == shared | set(METHODS)
 
 
 def test_each_method_input_is_written_by_a_stage():
@@ -99,9 +101,10 @@ def test_stages_depend_on_the_code_they_import(stage):
     missing = [f for f in code if not f.startswith(NOT_OUTPUT_CODE)
                and not any(f == d or f.startswith(d + "/") for d in deps)]
     assert not missing, f"{stage} imports code that is not among its deps: {missing}"
-    outputs = {o if isinstance(o, str) else next(iter(o)) for st in STAGES.values() for o in st.get("outs", [])}
+    outputs = {o if isinstance(o, str) else next(iter(o)) for st in STAGES.values()
+               for section in ("outs", "metrics", "plots") for o in st.get(section, [])}
     for dep in deps:
-        produced = any(dep == o or dep.startswith(o + "/") for o in outputs)
+        produced = any(dep == o or dep.startswith(o + "/") or o.startswith(dep + "/") for o in outputs)
         assert produced or (ROOT / dep).exists(), f"{stage}: dep {dep} is neither in the repository nor an output"
 
 

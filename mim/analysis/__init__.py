@@ -5,9 +5,13 @@ from mim.analysis.plots import (
     plot_loss_curve,
     save_bar_chart,
     save_codebook_grid,
+    save_grouped_bars,
+    save_image_rows,
     save_level_curves,
     save_reconstruction_grid,
+    save_scatter,
 )
 
 __all__ = ["diversity_by_level", "diversity_summary", "plot_loss_curve", "save_bar_chart", "save_codebook_grid",
-           "save_level_curves", "save_reconstruction_grid", "token_diversity"]
+           "save_grouped_bars", "save_image_rows", "save_level_curves", "save_reconstruction_grid", "save_scatter",
+           "token_diversity"]

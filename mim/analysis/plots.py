@@ -107,3 +107,55 @@ def save_level_curves(curves: dict[str, list[float]], url: str, *, title: str, y
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, url)
+
+
+def save_grouped_bars(values: dict[str, dict[str, float]], url: str, *, title: str, ylabel: str) -> None:
+    """One group of bars per label (e.g. a method), one bar per series (e.g. k-NN, linear, fine-tune); a missing
+    value leaves a gap."""
+    labels = list(values)
+    series = list(dict.fromkeys(k for v in values.values() for k in v))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4))
+    xs = np.arange(len(labels))
+    for i, name in enumerate(series):
+        ys = [values[label].get(name, np.nan) for label in labels]
+        ax.bar(xs + (i - (len(series) - 1) / 2) * width, ys, width, label=name)
+    ax.set_xticks(xs, labels, rotation=30, ha="right")
+    finite = [v for d in values.values() for v in d.values() if np.isfinite(v)]
+    if finite:
+        ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, url)
+
+
+def save_scatter(points: dict[str, tuple[float, float]], url: str, *, title: str, xlabel: str, ylabel: str) -> None:
+    """Labelled points (e.g. accuracy against pre-training time per method)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (x, y) in points.items():
+        ax.scatter([x], [y])
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _save(fig, url)
+
+
+def save_image_rows(rows: dict[str, torch.Tensor], url: str, *, title: str) -> None:
+    """One row per label of [K, 3, h, w] pictures in [0, 1] (e.g. feature maps of several encoders)."""
+    n = max(v.shape[0] for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.4 * n + 1.2, 1.4 * len(rows)), squeeze=False)
+    for r, (label, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < imgs.shape[0]:
+                ax.imshow(imgs[c].permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=10)
+    _save(fig, url)

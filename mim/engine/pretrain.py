@@ -20,6 +20,7 @@ from mim.analysis import plot_loss_curve, save_reconstruction_grid
 from mim.data import ImageTensors, load_dataset
 from mim.engine.checkpoint import write_text
 from mim.engine.distributed import init_distributed
+from mim.engine.progress import history_csv
 from mim.engine.runtime import resolve_device, set_deterministic
 from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
 from mim.methods import MIMMethod, build_method
@@ -37,14 +38,6 @@ def load_train_data(params: PretrainParams) -> ImageTensors:
     if d.subset is not None:
         data = data.subset(d.subset, generator_for(d.seed, "subset"))
     return data
-
-
-def history_csv(history: dict[str, list[float]]) -> str:
-    """step, loss, lr, then the method's own logged parts, one row per recorded step."""
-    columns = ["step", "loss", "lr", *sorted(k for k in history if k not in ("step", "loss", "lr"))]
-    rows = [",".join(columns)] + [",".join(f"{history[c][i]:.6g}" for c in columns)
-                                  for i in range(len(history["step"]))]
-    return "\n".join(rows) + "\n"
 
 
 @torch.no_grad()

@@ -57,3 +57,11 @@ class Progress:
         if self.enabled:
             log.info(line)
         return line
+
+
+def history_csv(history: dict[str, list[float]]) -> str:
+    """step, loss, lr, then the method's own logged parts, one row per recorded step."""
+    columns = ["step", "loss", "lr", *sorted(k for k in history if k not in ("step", "loss", "lr"))]
+    rows = [",".join(columns)] + [",".join(f"{history[c][i]:.6g}" for c in columns)
+                                  for i in range(len(history["step"]))]
+    return "\n".join(rows) + "\n"

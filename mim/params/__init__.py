@@ -22,6 +22,7 @@ from mim.params.models import (
     DiversityParams,
     DmjdParams,
     EvalParams,
+    FinetuneParams,
     HierParams,
     HogParams,
     Img2VecParams,
@@ -39,13 +40,14 @@ from mim.params.models import (
     TeacherSpec,
     TokenizerParams,
     TrainParams,
+    TransferParams,
     ViTParams,
 )
 
 __all__ = [
     "CCViTParams", "CimParams", "CnnParams", "DiversityParams", "DmjdParams", "HierParams", "HogParams",
     "MixMimParams", "Img2VecParams",
-    "TeacherParams", "TeacherSpec",
+    "TeacherParams", "TeacherSpec", "FinetuneParams", "TransferParams",
     "TokenizerParams",
     "DEFAULT_PARAMS_DIR", "METHOD_NAMES", "RecipeParams", "check_dir", "load_file", "load_pretrain",
     "load_with_data", "model_for", "resolved", "split_overrides",

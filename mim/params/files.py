@@ -21,11 +21,13 @@ from mim.params.models import (
     RecipeParams,
     TeacherParams,
     TokenizerParams,
+    TransferParams,
 )
 
 DEFAULT_PARAMS_DIR = "params"
 SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams,
-                                              "teacher": TeacherParams, "diversity": DiversityParams}
+                                              "teacher": TeacherParams, "diversity": DiversityParams,
+                                              "transfer": TransferParams}
 
 
 def model_for(name: str) -> type[BaseModel]:

@@ -209,3 +209,23 @@ def flow_run(name: str, tags: dict[str, str] | None = None) -> Iterator[StageRun
                 os.environ.pop(PARENT_RUN_ENV, None)
             else:
                 os.environ[PARENT_RUN_ENV] = previous
+
+
+def latest_run_ids(run_names: list[str]) -> dict[str, str]:
+    """The id of the most recent finished run of each stage-run name (`pretrain@mae`, ...) in this project's store;
+    {} when tracking is off or the store cannot be read (a report never fails for want of run ids)."""
+    if not tracking_enabled():
+        return {}
+    try:
+        mlflow, exp_id = connect()
+        runs = mlflow.MlflowClient().search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
+                                                 order_by=["attributes.start_time DESC"], max_results=5000)
+    except Exception as err:  # noqa: BLE001 - any store problem: report without ids
+        log.warning("MLflow run ids unavailable (%s: %s)", type(err).__name__, err)
+        return {}
+    found: dict[str, str] = {}
+    for run in runs:
+        name = run.data.tags.get("mlflow.runName", "")
+        if name in run_names and name not in found:
+            found[name] = run.info.run_id
+    return found

@@ -1,0 +1,167 @@
+"""End-to-end fine-tuning of any exported encoder (ViT, hierarchical, CNN) for classification, and the same recipe
+from scratch as the baseline: mean-pooled tokens (or the class token) + LayerNorm + linear head, layer-wise lr
+decay, drop path, label smoothing, timm's mixup/cutmix, warmup + cosine, bf16 autocast on GPU, DDP under torchrun,
+and atomic checkpoints a killed run resumes from (every step's randomness derives from (seed, step)).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from mim.data import BatchAugment, ImageTensors
+from mim.engine.checkpoint import checkpoint_exists, load_checkpoint, load_state_strict, save_checkpoint
+from mim.engine.distributed import init_distributed, mean_across_ranks
+from mim.engine.optim import scaled_lr
+from mim.engine.progress import Progress
+from mim.engine.runtime import autocast, autocast_dtype, resolve_device
+from mim.engine.schedule import build_scheduler
+from mim.evaluation.layer_decay import layer_decay_groups
+from mim.rng import derive_seed, generator_for
+
+log = logging.getLogger("mim")
+
+
+class Classifier(nn.Module):
+    """encoder -> pooled feature [B, D] -> LayerNorm -> Linear (head initialised small, as MAE does)."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, pool: Literal["cls", "mean"] = "mean") -> None:
+        super().__init__()
+        self.encoder, self.pool = encoder, pool
+        dim = encoder.embed_dim
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=2e-5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.encoder.pooled(x, self.pool)))
+
+
+def set_drop_path(encoder: nn.Module, rate: float) -> int:
+    """Stochastic depth rising linearly to `rate` over the encoder's transformer blocks; returns how many blocks
+    got it (CNN encoders keep timm's own setting, 0 here)."""
+    blocks = [m for m in encoder.modules() if isinstance(m, Block)]
+    for i, block in enumerate(blocks):
+        p = rate * i / max(1, len(blocks) - 1)
+        block.drop_path1 = DropPath(p) if p > 0 else nn.Identity()
+        block.drop_path2 = DropPath(p) if p > 0 else nn.Identity()
+    return len(blocks)
+
+
+@dataclass
+class FinetuneResult:
+    top1: float  # percent on the test images
+    steps: int
+    wall_time_s: float
+    images_per_s: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def classify_top1(model: nn.Module, test: ImageTensors, augment: BatchAugment, device: torch.device,
+                  batch_size: int = 512) -> float:
+    """Top-1 accuracy (percent) on whole, resized images."""
+    model.eval()
+    dtype = torch.bfloat16 if device.type == "cuda" else None
+    correct = 0
+    for start in range(0, len(test), batch_size):
+        x = augment.eval(test.images[start:start + batch_size].to(device))
+        with autocast(device, dtype):
+            correct += int((model(x).argmax(-1).cpu() == test.labels[start:start + batch_size]).sum())
+    return 100 * correct / len(test)
+
+
+def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augment: BatchAugment, *,
+             epochs: float = 1.0, batch_size: int = 128, base_lr: float = 1e-3, weight_decay: float = 0.05,
+             layer_decay: float = 0.75, drop_path: float = 0.1, label_smoothing: float = 0.1, mixup: float = 0.0,
+             cutmix: float = 0.0, warmup_fraction: float = 0.1, pool: Literal["cls", "mean"] = "mean",
+             betas: tuple[float, float] = (0.9, 0.999), amp: str = "auto", device: str = "auto", seed: int = 0,
+             ckpt_url: str | None = None, ckpt_every: int = 200) -> FinetuneResult:
+    """Fine-tune `encoder` with a new head on labelled `train`, report top-1 on `test`."""
+    if (train.labels < 0).any() or (test.labels < 0).any():
+        raise ValueError("fine-tuning needs class labels on both splits (class sub-folders)")
+    dev = resolve_device(device)
+    dist = init_distributed(dev.type)
+    if dist.enabled:
+        dev = resolve_device(device, dist.local_rank)
+    if batch_size % dist.world_size:
+        raise ValueError(f"finetune.batch_size {batch_size} is not divisible by {dist.world_size} processes")
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    torch.manual_seed(derive_seed(seed, "head"))
+    set_drop_path(encoder, drop_path)
+    model = Classifier(encoder, num_classes, pool).to(dev)
+    lr = scaled_lr(base_lr, batch_size)
+    groups = layer_decay_groups(model, "encoder", lr, weight_decay, layer_decay)
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=lr,
+                                  betas=betas, fused=dev.type == "cuda" or None)
+    steps = max(1, math.ceil(epochs * len(train) / batch_size))
+    scheduler = build_scheduler(optimizer, steps, int(warmup_fraction * steps))
+    mixer = None
+    if mixup > 0 or cutmix > 0:
+        from timm.data import Mixup
+
+        mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
+                      num_classes=num_classes)
+    trained = model if not dist.enabled else nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    start, history = 0, {"step": [], "loss": [], "lr": []}
+    if ckpt_url and checkpoint_exists(ckpt_url):
+        ckpt = load_checkpoint(ckpt_url)
+        load_state_strict(model, ckpt["model"], ckpt_url)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start, history = int(ckpt["step"]), ckpt["history"]
+        log.info("fine-tuning resumed from %s at step %d", ckpt_url, start)
+    dtype = autocast_dtype(amp, dev)
+    progress = Progress(steps, batch_size, start, enabled=dist.is_main)
+    share = batch_size // dist.world_size
+    record_every = max(1, steps // 100)
+    began = time.perf_counter()
+    model.train()
+    for step in range(start, steps):
+        torch.manual_seed(derive_seed(seed, "ft-step", step, dist.rank))  # drop path, mixup
+        epoch, offset = divmod(step * batch_size, len(train))
+        order = torch.randperm(len(train), generator=generator_for(seed, "ft-order", epoch))
+        idx = order.roll(-offset)[:batch_size][dist.rank * share:(dist.rank + 1) * share]
+        crops = augment.sample(batch_size, generator_for(seed, "ft-crops", step)).slice(
+            dist.rank * share, (dist.rank + 1) * share)
+        x = augment(train.images[idx].to(dev, non_blocking=True), crops.to(dev))
+        y = train.labels[idx].to(dev)
+        with autocast(dev, dtype):
+            if mixer is not None:
+                x, soft = mixer(x, y)
+                loss = torch.sum(-soft * F.log_softmax(trained(x).float(), dim=-1), dim=-1).mean()
+            else:
+                loss = F.cross_entropy(trained(x).float(), y, label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning loss is {loss.item()} at step {step + 1}: lower finetune.base_lr")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        recording = (step + 1) % record_every == 0 or step + 1 == steps
+        if recording or progress.due(step):
+            value = float(mean_across_ranks(loss.detach()))
+            if progress.due(step):
+                progress.report(step, value, scheduler.get_last_lr()[-1])
+            if recording:
+                for k, v in (("step", step + 1), ("loss", value), ("lr", scheduler.get_last_lr()[-1])):
+                    history[k].append(v)
+        if ckpt_url and dist.is_main and ((step + 1) % ckpt_every == 0 and step + 1 < steps):
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "step": step + 1, "history": history}, ckpt_url)
+    wall = time.perf_counter() - began
+    top1 = classify_top1(model, test, augment, dev)
+    done = max(1, steps - start)
+    return FinetuneResult(top1=top1, steps=steps, wall_time_s=wall, images_per_s=done * batch_size / max(wall, 1e-9),
+                          history=history)

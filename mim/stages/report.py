@@ -1,0 +1,171 @@
+"""`mim report`: every recipe of dvc.yaml side by side, the way the papers' tables do: encoder, size, pre-training
+cost, k-NN, linear probe, fine-tuning, token diversity, with the random-init, scratch and raw-pixel baselines.
+Writes `reports/comparison.md`, `reports/accuracy.png` (per method), `reports/accuracy_vs_time.png`,
+`reports/features.png` (feature PCA maps of every encoder on the same held-out images) and copies of each
+method's reconstruction grid; logs them to MLflow (under the pipeline's parent run when a flow runs it).
+A method that has not run yet is listed as `not run`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mim.analysis import save_grouped_bars, save_image_rows, save_scatter
+from mim.analysis.pca import feature_pca_rgb
+from mim.data.prepared import load_prepared
+from mim.models.cnn import CnnEncoder
+from mim.models.export import load_encoder
+from mim.models.hier import HierEncoder
+from mim.params import load_with_data
+from mim.stages.graph import pipeline_methods
+from mim.stages.layout import PREPARED, metrics_file, model_dir, plots_dir
+from mim.tracking import StageRun, latest_run_ids
+
+REPORTS = Path("reports")
+PROTOCOLS = {"knn_top1": "k-NN", "linear_top1": "linear", "finetune_top1": "fine-tune"}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _pct(m: dict, key: str) -> str:
+    return f"{m[key]:.2f}" if key in m else "not run"
+
+
+def encoder_tokens(encoder: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """[B, N, D] last-layer token features of any of our encoders (ViT patch tokens, hierarchical last stage,
+    CNN final map on its own grid)."""
+    if isinstance(encoder, HierEncoder):
+        return encoder.forward_tokens(x)
+    if isinstance(encoder, CnnEncoder):
+        return encoder.forward_map(x).flatten(2).transpose(1, 2)
+    return encoder.forward_features(x)[:, encoder.num_prefix_tokens:]
+
+
+def gather(root: Path, methods: list[str]) -> list[dict[str, Any]]:
+    """One row per method: whatever its stages have written so far."""
+    diversity = _read(root / "metrics/diversity.json")
+    rows = []
+    for m in methods:
+        meta = {}
+        params = _read(root / model_dir(m) / "params.json")
+        if params:
+            model = params["model"]
+            meta["encoder"] = {"vit": f"ViT-{model.get('size')}/{model.get('patch_size')}",
+                               "cnn": model.get("name"), "hier": f"hier-{model.get('size')}"}[model.get("arch", "vit")]
+            meta["method"] = params["method"]["name"]
+        encoder_file = root / model_dir(m) / "encoder.safetensors"
+        if encoder_file.is_file():
+            meta["params_m"] = sum(p.numel() for p in load_encoder(str(encoder_file)).parameters()) / 1e6
+        td = diversity.get(f"{m}-encoder", {}).get("token_diversity")
+        rows.append({"name": m, **meta, "pretrain": _read(root / metrics_file("pretrain", m)),
+                     "evaluate": _read(root / metrics_file("evaluate", m)),
+                     "transfer": _read(root / metrics_file("transfer", m)), "td": td})
+    return rows
+
+
+def render(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], run_ids: dict[str, str],
+           teachers: dict[str, Any]) -> str:
+    """The markdown report: the comparison table, baselines, teachers' token diversity and the pictures."""
+    lines = ["# Method comparison", "",
+             "Same data, same evaluation protocol, each method at its default budget (`params/<method>.yaml`). "
+             "Accuracies are top-1 % on the test split; k-NN and linear probe on frozen features, fine-tune end to "
+             "end.",
+             "",
+             "| method | encoder | params (M) | pre-train s | img/s | k-NN | linear | fine-tune | TD | MLflow run |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        t = r["pretrain"]
+        cost = f"{t['wall_time_s']:.0f} | {t['images_per_s']:.0f}" if t else "not run | -"
+        size = f"{r['params_m']:.2f}" if "params_m" in r else "-"
+        td = f"{r['td']:.3f}" if r.get("td") is not None else "-"
+        label = r["name"] if r.get("method", r["name"]) == r["name"] else f"{r['name']} ({r['method']})"
+        lines.append(f"| {label} | {r.get('encoder', '-')} | {size} | {cost} | {_pct(r['evaluate'], 'knn_top1')} | "
+                     f"{_pct(r['evaluate'], 'linear_top1')} | {_pct(r['transfer'], 'finetune_top1')} | {td} | "
+                     f"{run_ids.get('pretrain@' + r['name'], '-')} |")
+    for b in baselines:
+        lines.append(f"| {b['name']} (baseline) | {b.get('encoder', '-')} | - | - | - | {_pct(b, 'knn_top1')} | "
+                     f"{_pct(b, 'linear_top1')} | {_pct(b, 'finetune_top1')} | - | - |")
+    if teachers:
+        lines += ["", "## Token diversity of teachers and encoders", "", "| model | TD (mean +- std) | level |",
+                  "|---|---:|---:|"]
+        lines += [f"| {k} | {v['token_diversity']:.3f} +- {v['token_diversity_std']:.3f} | {v['level']} |"
+                  for k, v in teachers.items()]
+    lines += ["", "## Pictures", "", "![accuracy per method](accuracy.png)", "",
+              "![k-NN accuracy against pre-training time](accuracy_vs_time.png)", "",
+              "Feature maps (last-layer tokens projected on their top-3 principal components, the same held-out "
+              "images for every encoder):", "", "![feature PCA maps](features.png)", ""]
+    lines += [f"![{r['name']} reconstructions](reconstructions/{r['name']}.png)" for r in rows
+              if (REPORTS / "reconstructions" / f"{r['name']}.png").is_file()]
+    return "\n".join(lines) + "\n"
+
+
+def baselines_of(root: Path, scratch_of: str) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((root / "metrics/evaluate").glob("baseline-*.json")):
+        recipe = path.stem.removeprefix("baseline-")
+        row = {"name": f"random-init {recipe} encoder", **_read(path)}
+        if recipe == scratch_of:
+            row.update({k: v for k, v in _read(root / metrics_file("transfer", "scratch")).items()
+                        if k == "finetune_top1"})
+        out.append(row)
+    if pixels := _read(root / metrics_file("evaluate", "pixels")):
+        out.append({"name": "raw pixels", **pixels})
+    return out
+
+
+@torch.no_grad()
+def feature_maps(root: Path, methods: list[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{method: [K, 3, h, w]} PCA pictures of each exported encoder's tokens on `images` (normalized)."""
+    out = {}
+    for m in methods:
+        path = root / model_dir(m) / "encoder.safetensors"
+        if path.is_file():
+            encoder = load_encoder(str(path), img_size=images.shape[-1]).eval()
+            tokens = encoder_tokens(encoder, images).float()
+            out[m] = feature_pca_rgb(tokens)(tokens)
+    return out
+
+
+def run(params_dir: str | Path, root: Path | None = None) -> str:
+    root = Path(root or ".")
+    transfer, data = load_with_data(params_dir, "transfer")
+    methods = list(pipeline_methods(root))
+    rows = gather(root, methods)
+    (REPORTS / "reconstructions").mkdir(parents=True, exist_ok=True)
+    for m in methods:
+        src = root / plots_dir("pretrain", m) / "reconstructions.png"
+        if src.is_file():
+            shutil.copy2(src, REPORTS / "reconstructions" / f"{m}.png")
+    baselines = baselines_of(root, transfer.scratch_of)
+    with StageRun("report") as tracker:
+        run_ids = latest_run_ids([f"pretrain@{m}" for m in methods])
+        teachers = {k: v for k, v in _read(root / "metrics/diversity.json").items()}
+        save_grouped_bars({r["name"]: {PROTOCOLS[k]: r[s][k] for s, k in (("evaluate", "knn_top1"),
+                                                                           ("evaluate", "linear_top1"),
+                                                                           ("transfer", "finetune_top1")) if k in r[s]}
+                           for r in rows} | {b["name"]: {v: b[k] for k, v in PROTOCOLS.items() if k in b}
+                                             for b in baselines},
+                          str(REPORTS / "accuracy.png"), title="top-1 accuracy per method", ylabel="top-1 %")
+        save_scatter({r["name"]: (r["pretrain"]["wall_time_s"], r["evaluate"]["knn_top1"]) for r in rows
+                      if r["pretrain"] and "knn_top1" in r["evaluate"]}, str(REPORTS / "accuracy_vs_time.png"),
+                     title="k-NN accuracy against pre-training time", xlabel="pre-training wall-clock (s)",
+                     ylabel="k-NN top-1 %")
+        test = load_prepared(root / PREPARED, "test").images[:6] if (root / PREPARED).is_dir() else None
+        if test is not None:
+            maps = feature_maps(root, methods, data.batch_augment().eval(test))
+            if maps:
+                save_image_rows(maps, str(REPORTS / "features.png"), title="last-layer feature PCA maps")
+        text = render(rows, baselines, run_ids, teachers)
+        (REPORTS / "comparison.md").write_text(text)
+        for f in sorted(REPORTS.rglob("*")):
+            if f.is_file():
+                tracker.log_artifact(f, "report" + ("/reconstructions" if f.parent.name == "reconstructions" else ""))
+        tracker.log_metrics({f"report/{r['name']}/{k}": r[s][k] for r in rows for s in ("evaluate", "transfer")
+                             for k in PROTOCOLS if k in r[s]})
+    return text

@@ -1,0 +1,70 @@
+"""`mim transfer --method R`: fine-tune `models/R/encoder.safetensors` (and, per params/transfer.yaml, k-NN and the
+linear probe) on the prepared data; `mim transfer --scratch`: the same fine-tuning recipe from a random encoder
+of `scratch_of`'s architecture. Outputs `metrics/transfer/<name>.json` (name = R or `scratch`) and
+`plots/transfer/<name>.csv` (the fine-tuning loss). The fine-tuning checkpoint lives under `.mim/checkpoints/`
+until the run completes, so a killed stage resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from mim.data.prepared import load_prepared
+from mim.engine.checkpoint import write_text
+from mim.engine.progress import history_csv
+from mim.evaluation.evaluate import eval_subsets, evaluate_encoder
+from mim.evaluation.finetune import finetune
+from mim.models.export import build_encoder, load_encoder
+from mim.params import EvalParams, load_params, load_pretrain, load_with_data
+from mim.rng import derive_seed
+from mim.stages.layout import PREPARED, checkpoint_url, metrics_file, model_dir, plots_dir
+from mim.tracking import StageRun, path_md5
+
+
+def run(method: str | None, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """Transfer `method`'s encoder, or (`method` None) the scratch baseline."""
+    params, data = load_with_data(params_dir, "transfer", overrides)
+    name = method or "scratch"
+    train_all, test_all = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
+    ft = params.finetune
+    with StageRun("transfer", name) as tracker:
+        tracker.log_params({"transfer": params.model_dump(mode="json")})
+        if method is None:
+            spec = load_pretrain(params_dir, params.scratch_of).model.spec(data.image_size, 3 if data.to_rgb else 1)
+            torch.manual_seed(derive_seed(ft.seed, "scratch-init"))
+            encoder = build_encoder(spec)
+            tracker.set_tags({"scratch_of": params.scratch_of})
+        else:
+            path = model_dir(method) / "encoder.safetensors"
+            tracker.set_tags({"dvc.dep.encoder": path_md5(path)})
+            encoder = load_encoder(str(path), img_size=data.image_size)
+        results: dict = {}
+        if {"knn", "linear"} & set(params.protocols):
+            eval_params = load_params(EvalParams, Path(params_dir) / "eval.yaml")
+            train, test = eval_subsets(train_all, test_all, eval_params)
+            frozen = evaluate_encoder(encoder, train, test, eval_params, data)
+            results.update({k: frozen[k] for k in ("knn_top1", "linear_top1") if k.split("_")[0] in params.protocols})
+        if "finetune" in params.protocols:
+            train, _ = eval_subsets(train_all, test_all, EvalParams(train_subset=ft.train_subset, seed=ft.seed))
+            ckpt = checkpoint_url(f"transfer-{name}", params, path_md5(model_dir(method)) if method else "")
+            out = finetune(encoder, train, test_all, data.batch_augment(), epochs=ft.epochs, batch_size=ft.batch_size,
+                           base_lr=ft.base_lr, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
+                           drop_path=ft.drop_path, label_smoothing=ft.label_smoothing, mixup=ft.mixup,
+                           cutmix=ft.cutmix, warmup_fraction=ft.warmup_fraction, pool=ft.pool, amp=ft.amp,
+                           device=ft.device, seed=ft.seed, ckpt_url=ckpt, ckpt_every=ft.ckpt_every)
+            shutil.rmtree(Path(ckpt).parent, ignore_errors=True)  # complete: the next run starts fresh
+            results.update({"finetune_top1": out.top1, "finetune_steps": out.steps,
+                            "finetune_wall_time_s": out.wall_time_s})
+            plots = plots_dir("transfer", name).with_suffix(".csv")
+            write_text(str(plots), history_csv(out.history))
+            for step, loss in zip(out.history["step"], out.history["loss"], strict=True):
+                tracker.log_metrics({"transfer/finetune_loss": loss}, int(step))
+            tracker.log_artifact(plots)
+        metrics_path = metrics_file("transfer", name)
+        write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")
+        tracker.log_metrics({f"transfer/{k}": v for k, v in results.items() if k.endswith("_top1")})
+        tracker.log_artifact(metrics_path)
+    return results
