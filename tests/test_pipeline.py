@@ -121,7 +121,7 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     everything = pipeline_flow()
     late = ["cim-resnet", "mixmim", "dmjd", "maskfeat", "fastmim"]
     assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", *late]
-    assert everything["ran"][:4] == ["baseline@mae", "baseline@cim-resnet", "baseline@mixmim", "pixels"]
+    assert sorted(everything["ran"][:4]) == ["baseline@cim-resnet", "baseline@mae", "baseline@mixmim", "pixels"]
     assert everything["ran"][4:14] == [f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")]
     rest = everything["ran"][14:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
     assert sorted(rest) == sorted(["diversity", "scratch", "report", *(f"transfer@{m}" for m in everything["methods"])])
