@@ -29,6 +29,7 @@ TINY = {
     "fastmim": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.decoder.embed_dim": 32,
                 "train.image_size": 8, "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
     "cim-resnet": {"train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
+    "cim-resnet-revdet": {"train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
     "img2vec": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.decoder.embed_dim": 32,
                 "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
     "tokenizer": {"k": 16, "iterations": 4, "max_patches": 2000, "heldout_images": 16},

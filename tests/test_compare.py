@@ -24,7 +24,7 @@ def test_table_with_a_missing_method(tmp_path):
 
 def test_methods_and_their_input_stages_come_from_dvc_yaml():
     methods = pipeline_methods(ROOT)
-    assert list(methods) == ["mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet", "mixmim", "dmjd",
-                             "maskfeat", "fastmim"]
-    assert [input_stage(ROOT, m) for m in methods] == [None, None, "tokenizer", "teacher", "tokenizer", "tokenizer",
+    assert list(methods) == ["mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet", "cim-resnet-revdet",
+                             "mixmim", "dmjd", "maskfeat", "fastmim"]
+    assert [input_stage(ROOT, m) for m in methods] == [None, None, "tokenizer", "teacher", *["tokenizer"] * 3,
                                                        None, None, None, None]

@@ -119,11 +119,11 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    late = ["cim-resnet", "mixmim", "dmjd", "maskfeat", "fastmim"]
+    late = ["cim-resnet", "cim-resnet-revdet", "mixmim", "dmjd", "maskfeat", "fastmim"]
     assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", *late]
     assert sorted(everything["ran"][:4]) == ["baseline@cim-resnet", "baseline@mae", "baseline@mixmim", "pixels"]
-    assert everything["ran"][4:14] == [f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")]
-    rest = everything["ran"][14:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
+    assert everything["ran"][4:16] == [f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")]
+    rest = everything["ran"][16:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
     assert sorted(rest) == sorted(["diversity", "scratch", "report", *(f"transfer@{m}" for m in everything["methods"])])
     assert rest[-1] == "report"
     report = (project / "reports/comparison.md").read_text()

@@ -88,9 +88,10 @@ def render(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], run_ids:
         lines.append(f"| {label} | {r.get('encoder', '-')} | {size} | {cost} | {_pct(r['evaluate'], 'knn_top1')} | "
                      f"{_pct(r['evaluate'], 'linear_top1')} | {_pct(r['transfer'], 'finetune_top1')} | {td} | "
                      f"{run_ids.get('pretrain@' + r['name'], '-')} |")
-    for b in baselines:
+    for b in baselines:  # fine-tuned only for `scratch_of`'s architecture (the scratch stage): "-" elsewhere
+        finetuned = f"{b['finetune_top1']:.2f}" if "finetune_top1" in b else "-"
         lines.append(f"| {b['name']} (baseline) | {b.get('encoder', '-')} | - | - | - | {_pct(b, 'knn_top1')} | "
-                     f"{_pct(b, 'linear_top1')} | {_pct(b, 'finetune_top1')} | - | - |")
+                     f"{_pct(b, 'linear_top1')} | {finetuned} | - | - |")
     if teachers:
         lines += ["", "## Token diversity of teachers and encoders", "", "| model | TD (mean +- std) | level |",
                   "|---|---:|---:|"]
