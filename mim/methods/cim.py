@@ -29,6 +29,7 @@ from mim.models.cnn import CnnEncoder
 from mim.models.vit import MaskedViT, init_mae_weights
 from mim.targets import from_patch_vectors, patch_vectors, sliding_window_normalize
 from mim.targets.centroids import CentroidTokenizer, nearest_centroid
+from mim.targets.pixels import sliding_window_stats
 
 
 def sample_replacements(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0,
@@ -146,9 +147,8 @@ class CIM(MIMMethod):
         else:
             raw = self._raw(images)
             pred = from_patch_vectors(out, self.patch_size, self.grid, channels)
-            local = F.avg_pool2d(raw, self.window, 1, self.window // 2, count_include_pad=False)
-            var = (F.avg_pool2d(raw * raw, self.window, 1, self.window // 2, count_include_pad=False) - local**2)
-            recovered = pred * (var.clamp_min(0) + 1e-6).sqrt() + local  # undo the target's normalization
+            local, var = sliding_window_stats(raw, self.window)
+            recovered = pred * (var + 1e-6).sqrt() + local  # undo the target's normalization
             panels["prediction"] = (recovered.clamp(0, 1) - self.mean) / self.std
         return panels
 

@@ -53,15 +53,21 @@ def from_patch_vectors(vectors: torch.Tensor, patch_size: int, grid: tuple[int, 
     return x.permute(0, 3, 1, 4, 2, 5).reshape(b, channels, gh * p, gw * p)
 
 
-def sliding_window_normalize(images: torch.Tensor, window: int, eps: float = 1e-6) -> torch.Tensor:
-    """[B, C, H, W] -> each pixel standardized by the mean and variance of the `window` x `window` neighbourhood
-    centred on it (stride 1, per channel; at borders only the pixels inside the image count). CIM's ResPix target:
-    local contrast without patch seams. `window` must be odd so the window is centred."""
+def sliding_window_stats(images: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, variance) [B, C, H, W] of the `window` x `window` neighbourhood centred on each pixel (stride 1, per
+    channel; at borders only the pixels inside the image count). `window` must be odd so the window is centred."""
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be an odd positive size, got {window}")
     x = images.float()
-    x = x - x.mean(dim=(-2, -1), keepdim=True)  # shift-invariant target; less cancellation in E[x^2] - E[x]^2
+    shift = x.mean(dim=(-2, -1), keepdim=True)  # shift-invariant; less cancellation in E[x^2] - E[x]^2
+    x = x - shift
     pool = lambda t: F.avg_pool2d(t, window, stride=1, padding=window // 2, count_include_pad=False)  # noqa: E731
     mean = pool(x)
-    var = (pool(x * x) - mean * mean).clamp_min(0)
-    return (x - mean) / (var + eps).sqrt()
+    return mean + shift, (pool(x * x) - mean * mean).clamp_min(0)
+
+
+def sliding_window_normalize(images: torch.Tensor, window: int, eps: float = 1e-6) -> torch.Tensor:
+    """[B, C, H, W] -> each pixel standardized by the mean and variance of the `window` x `window` neighbourhood
+    centred on it: CIM's ResPix target, local contrast without patch seams."""
+    mean, var = sliding_window_stats(images, window)
+    return (images.float() - mean) / (var + eps).sqrt()
