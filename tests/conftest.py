@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,11 +36,19 @@ TINY = [
 ]
 
 
+def _process_dir(kind: str) -> Path:
+    """A folder for this test process's shared fixtures, removed when the process exits."""
+    folder = Path(tempfile.gettempdir()) / f"mim-test-{kind}-{os.getpid()}"
+    if not folder.exists():
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def tiny_tokenizer_dir() -> Path:
     """A 16-centroid tokenizer for 4-px RGB patches, built once per test process (CCViT's tiny params)."""
     from mim.targets import CentroidTokenizer
 
-    folder = Path(tempfile.gettempdir()) / f"mim-test-tokenizer-{os.getpid()}"
+    folder = _process_dir("tokenizer")
     if not (folder / "tokenizer.json").is_file():
         patches = torch.rand(1000, 48, generator=torch.Generator().manual_seed(0))
         CentroidTokenizer.build(patches, 16, iters=5, patch_size=4, channels=3, verbose=False).save(folder)
@@ -53,7 +63,7 @@ def tiny_teacher_dir() -> Path:
     from mim.params import TeacherSpec
     from mim.targets.teacher import Teacher, teacher_manifest
 
-    folder = Path(tempfile.gettempdir()) / f"mim-test-teacher-{os.getpid()}"
+    folder = _process_dir("teacher")
     if not (folder / "manifest.json").is_file():
         spec = TeacherSpec(name="efficientnet_lite0", weights="random", level=1, input_size=32)
         teacher, digest = Teacher.from_spec(spec, (4, 4), (0.5,) * 3, (0.5,) * 3)
