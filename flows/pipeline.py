@@ -8,8 +8,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import EVAL_KEYS, edit_params, flow_context
-from mim.stages.compare import comparison_table, read_metrics
+from mim.stages.compare import comparison_table
 from mim.stages.graph import input_stage, pipeline_methods
+from mim.stages.results import read_metrics
 from tasks import repro
 
 

@@ -17,7 +17,8 @@ from mim.models.export import export_encoder, load_encoder
 from mim.models.hier import HierEncoder, HierSpec
 from mim.models.vit import ViTSpec, build_vit
 from mim.params import DataParams
-from mim.stages.report import baselines_of, gather, render
+from mim.stages.report import gather, render
+from mim.stages.results import baselines
 
 
 def _lr_of(model: torch.nn.Module, groups: list[dict]) -> dict[str, float]:
@@ -102,7 +103,7 @@ def test_report_with_some_methods_missing(tmp_path, monkeypatch):
     (tmp_path / "metrics/evaluate/baseline-mae.json").write_text(json.dumps({"knn_top1": 64.97, "linear_top1": 66.6}))
     (tmp_path / "metrics/transfer/scratch.json").write_text(json.dumps({"finetune_top1": 80.1}))
     rows = gather(tmp_path, ["mae", "dmjd"])
-    text = render(rows, baselines_of(tmp_path, "mae"), {"pretrain@mae": "abc123"}, {})
+    text = render(rows, baselines(tmp_path, "mae"), {"pretrain@mae": "abc123"}, {})
     lines = text.splitlines()
     assert "| mae | - | - | 88 | 1354 | 74.89 | 70.28 | 85.50 | - | abc123 |" in lines
     assert "| dmjd | - | - | not run | - | not run | not run | not run | - | - |" in lines

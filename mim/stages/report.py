@@ -7,7 +7,6 @@ A method that has not run yet is listed as `not run`."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,12 @@ from mim.models.export import load_encoder
 from mim.models.hier import HierEncoder
 from mim.params import load_with_data
 from mim.stages.graph import pipeline_methods
-from mim.stages.layout import PREPARED, metrics_file, model_dir, plots_dir
+from mim.stages.layout import PREPARED, model_dir, plots_dir
+from mim.stages.results import baselines, read_json, read_metrics
 from mim.tracking import StageRun, latest_run_ids
 
 REPORTS = Path("reports")
 PROTOCOLS = {"knn_top1": "k-NN", "linear_top1": "linear", "finetune_top1": "fine-tune"}
-
-
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _pct(m: dict, key: str) -> str:
@@ -49,11 +45,11 @@ def encoder_tokens(encoder: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def gather(root: Path, methods: list[str]) -> list[dict[str, Any]]:
     """One row per method: whatever its stages have written so far."""
-    diversity = _read(root / "metrics/diversity.json")
+    diversity = read_json(root / "metrics/diversity.json")
     rows = []
     for m in methods:
         meta = {}
-        params = _read(root / model_dir(m) / "params.json")
+        params = read_json(root / model_dir(m) / "params.json")
         if params:
             model = params["model"]
             meta["encoder"] = {"vit": f"ViT-{model.get('size')}/{model.get('patch_size')}",
@@ -63,13 +59,12 @@ def gather(root: Path, methods: list[str]) -> list[dict[str, Any]]:
         if encoder_file.is_file():
             meta["params_m"] = sum(p.numel() for p in load_encoder(str(encoder_file)).parameters()) / 1e6
         td = diversity.get(f"{m}-encoder", {}).get("token_diversity")
-        rows.append({"name": m, **meta, "pretrain": _read(root / metrics_file("pretrain", m)),
-                     "evaluate": _read(root / metrics_file("evaluate", m)),
-                     "transfer": _read(root / metrics_file("transfer", m)), "td": td})
+        stages = {stage: read_metrics(root, stage, m) for stage in ("pretrain", "evaluate", "transfer")}
+        rows.append({"name": m, **meta, **stages, "td": td})
     return rows
 
 
-def render(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], run_ids: dict[str, str],
+def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids: dict[str, str],
            teachers: dict[str, Any]) -> str:
     """The markdown report: the comparison table, baselines, teachers' token diversity and the pictures."""
     lines = ["# Method comparison", "",
@@ -88,7 +83,7 @@ def render(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], run_ids:
         lines.append(f"| {label} | {r.get('encoder', '-')} | {size} | {cost} | {_pct(r['evaluate'], 'knn_top1')} | "
                      f"{_pct(r['evaluate'], 'linear_top1')} | {_pct(r['transfer'], 'finetune_top1')} | {td} | "
                      f"{run_ids.get('pretrain@' + r['name'], '-')} |")
-    for b in baselines:  # fine-tuned only for `scratch_of`'s architecture (the scratch stage): "-" elsewhere
+    for b in base_rows:  # fine-tuned only for `scratch_of`'s architecture (the scratch stage): "-" elsewhere
         finetuned = f"{b['finetune_top1']:.2f}" if "finetune_top1" in b else "-"
         lines.append(f"| {b['name']} (baseline) | {b.get('encoder', '-')} | - | - | - | {_pct(b, 'knn_top1')} | "
                      f"{_pct(b, 'linear_top1')} | {finetuned} | - | - |")
@@ -104,20 +99,6 @@ def render(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], run_ids:
     lines += [f"![{r['name']} reconstructions](reconstructions/{r['name']}.png)" for r in rows
               if (REPORTS / "reconstructions" / f"{r['name']}.png").is_file()]
     return "\n".join(lines) + "\n"
-
-
-def baselines_of(root: Path, scratch_of: str) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted((root / "metrics/evaluate").glob("baseline-*.json")):
-        recipe = path.stem.removeprefix("baseline-")
-        row = {"name": f"random-init {recipe} encoder", **_read(path)}
-        if recipe == scratch_of:
-            row.update({k: v for k, v in _read(root / metrics_file("transfer", "scratch")).items()
-                        if k == "finetune_top1"})
-        out.append(row)
-    if pixels := _read(root / metrics_file("evaluate", "pixels")):
-        out.append({"name": "raw pixels", **pixels})
-    return out
 
 
 @torch.no_grad()
@@ -143,15 +124,15 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
         src = root / plots_dir("pretrain", m) / "reconstructions.png"
         if src.is_file():
             shutil.copy2(src, REPORTS / "reconstructions" / f"{m}.png")
-    baselines = baselines_of(root, transfer.scratch_of)
+    base_rows = baselines(root, transfer.scratch_of)
     with StageRun("report") as tracker:
         run_ids = latest_run_ids([f"pretrain@{m}" for m in methods])
-        teachers = {k: v for k, v in _read(root / "metrics/diversity.json").items()}
+        teachers = read_json(root / "metrics/diversity.json")
         save_grouped_bars({r["name"]: {PROTOCOLS[k]: r[s][k] for s, k in (("evaluate", "knn_top1"),
                                                                            ("evaluate", "linear_top1"),
                                                                            ("transfer", "finetune_top1")) if k in r[s]}
                            for r in rows} | {b["name"]: {v: b[k] for k, v in PROTOCOLS.items() if k in b}
-                                             for b in baselines},
+                                             for b in base_rows},
                           str(REPORTS / "accuracy.png"), title="top-1 accuracy per method", ylabel="top-1 %")
         save_scatter({r["name"]: (r["pretrain"]["wall_time_s"], r["evaluate"]["knn_top1"]) for r in rows
                       if r["pretrain"] and "knn_top1" in r["evaluate"]}, str(REPORTS / "accuracy_vs_time.png"),
@@ -162,7 +143,7 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
             maps = feature_maps(root, methods, data.batch_augment().eval(test))
             if maps:
                 save_image_rows(maps, str(REPORTS / "features.png"), title="last-layer feature PCA maps")
-        text = render(rows, baselines, run_ids, teachers)
+        text = render(rows, base_rows, run_ids, teachers)
         (REPORTS / "comparison.md").write_text(text)
         for f in sorted(REPORTS.rglob("*")):
             if f.is_file():
