@@ -25,3 +25,16 @@ def feature_pca_rgb(reference: torch.Tensor) -> Callable[[torch.Tensor], torch.T
         return x.transpose(1, 2).reshape(b, 3, side, side)
 
     return to_rgb
+
+
+def feature_panels(target: torch.Tensor, prediction: torch.Tensor, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Feature targets and predictions ([B, N, C]) as reconstruction panels: both on the target's top-3
+    principal components, resized to `like`'s images and spread over their value range (so the grid's
+    de-normalization shows them like the images beside them)."""
+    to_rgb = feature_pca_rgb(target)
+    lo, hi = like.amin(), like.amax()
+
+    def as_image(feats: torch.Tensor) -> torch.Tensor:
+        return lo + (hi - lo) * F.interpolate(to_rgb(feats), size=like.shape[-2:])
+
+    return {"target": as_image(target), "prediction": as_image(prediction)}

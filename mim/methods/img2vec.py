@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from mim.analysis.pca import feature_pca_rgb
+from mim.analysis.pca import feature_panels
 from mim.masking import masked_mean
 from mim.methods.mae import MAE
 from mim.models.decoder import MaeDecoder
@@ -61,11 +61,9 @@ class Img2Vec(MAE):
         target, pred = self.target(images), self.predict(images, mask).float()
         p, grid, c = self.encoder.patch_size, self.encoder.grid, images.shape[1]
         keep = (1 - mask.mask).unsqueeze(-1)
-        to_rgb = feature_pca_rgb(target)
-        t = self.teacher  # panels are returned normalized like the images, as the picture code expects
-        as_image = lambda rgb: (F.interpolate(rgb, size=images.shape[-2:]) - t.student_mean) / t.student_std  # noqa
+        panels = feature_panels(target, pred, images)
         return {"input": unpatchify(patchify(images, p) * keep, p, grid, c),
-                "teacher features": as_image(to_rgb(target)), "prediction": as_image(to_rgb(pred))}
+                "teacher features": panels["target"], "prediction": panels["prediction"]}
 
 
 def build_img2vec(encoder: MaskedViT, teacher: Teacher, *, mask_ratio: float = 0.75, loss: str = "smooth_l1",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mim.analysis.pca import feature_pca_rgb
+from mim.analysis.pca import feature_panels
 from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, random_masking
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.decoder import MaeDecoder
@@ -69,11 +69,7 @@ class MAE(MIMMethod):
             target, pred = self.target(images), self.predict(images, mask).float()
             keep = (1 - mask.mask).unsqueeze(-1)
             p, grid, c = self.encoder.patch_size, self.encoder.grid, images.shape[1]
-            to_rgb = feature_pca_rgb(target)
-            lo, hi = images.amin(), images.amax()  # shown in the images' value range
-            as_image = lambda rgb: lo + (hi - lo) * torch.nn.functional.interpolate(rgb, size=images.shape[-2:])  # noqa
-            return {"input": unpatchify(patchify(images, p) * keep, p, grid, c), "target": as_image(to_rgb(target)),
-                    "prediction": as_image(to_rgb(pred))}
+            return {"input": unpatchify(patchify(images, p) * keep, p, grid, c), **feature_panels(target, pred, images)}
         pred = self.predict(images, mask).float()
         patches = patchify(images, self.encoder.patch_size)
         if self.norm_pix_loss:  # undo the per-patch normalization with the true patch statistics

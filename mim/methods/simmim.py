@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mim.analysis.pca import feature_pca_rgb
+from mim.analysis.pca import feature_panels
 from mim.masking import TokenMask, masked_mean, unit_masking
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.vit import MaskedViT, init_mae_weights
@@ -78,11 +77,7 @@ class SimMIM(MIMMethod):
         images, mask = batch["images"], batch["mask"]
         if self.target_module is not None:
             target, pred = self.target_module(images), self.predict(images, mask).float()
-            to_rgb, pix = feature_pca_rgb(target), self.pixel_mask(mask)
-            lo, hi = images.amin(), images.amax()  # shown in the images' value range
-            as_image = lambda rgb: lo + (hi - lo) * F.interpolate(rgb, size=images.shape[-2:])  # noqa: E731
-            return {"input": images * (1 - pix), "target": as_image(to_rgb(target)),
-                    "prediction": as_image(to_rgb(pred))}
+            return {"input": images * (1 - self.pixel_mask(mask)), **feature_panels(target, pred, images)}
         pred = self.predict(images, mask).float()
         pix = self.pixel_mask(mask)
         return {"input": images * (1 - pix), "prediction": pred, "composite": images * (1 - pix) + pred * pix}
