@@ -43,7 +43,7 @@ def load_train_data(params: PretrainParams) -> ImageTensors:
 @torch.no_grad()
 def save_pictures(method: MIMMethod, data: ImageTensors, params: PretrainParams, out_dir: str, result: TrainResult,
                   device: torch.device, count: int = 8) -> None:
-    """loss.png and reconstructions.png (the first `count` images, a mask fixed by the seed)."""
+    """loss.png and reconstructions.png (the first `count` images of `data`, a mask fixed by the seed)."""
     plot_loss_curve(result.history, f"{out_dir}/loss.png", title=f"{params.method.name} pre-training loss")
     d = params.data
     images = d.batch_augment(params.image_size).eval(data.images[:count].to(device))
@@ -54,8 +54,12 @@ def save_pictures(method: MIMMethod, data: ImageTensors, params: PretrainParams,
 
 
 def pretrain(params: PretrainParams, out_dir: str, resume: bool = False, data: ImageTensors | None = None,
-             ckpt_url: str | None = None, on_metrics: MetricsCallback | None = None) -> TrainResult:
+             ckpt_url: str | None = None, on_metrics: MetricsCallback | None = None,
+             held_out: ImageTensors | None = None) -> TrainResult:
     """Train `params.method` and export its encoder; with `resume`, continue from the last checkpoint.
+
+    The reconstruction pictures show `held_out`'s first images (the training data's without it), so every
+    method drawn from the same held-out set shows the same images.
 
     `ckpt_url` moves the checkpoint out of `out_dir` (a pipeline stage keeps it where re-runs find it);
     `on_metrics(step, {"loss", "lr", "img_per_s"})` is called on rank 0 at every recorded step.
@@ -93,5 +97,5 @@ def pretrain(params: PretrainParams, out_dir: str, resume: bool = False, data: I
         metrics = {"steps": result.steps, "final_loss": result.final_loss, "wall_time_s": result.wall_time_s,
                    "images_per_s": result.images_per_s, "resumed_from": result.resumed_from}
         write_text(f"{trainer.out_dir}/train_metrics.json", json.dumps(metrics, indent=2) + "\n")
-        save_pictures(method, data, params, trainer.out_dir, result, device)
+        save_pictures(method, held_out if held_out is not None else data, params, trainer.out_dir, result, device)
     return result

@@ -50,7 +50,8 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
         result = pretrain(params, str(out), resume=True, data=data, ckpt_url=ckpt,
-                          on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
+                          on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step),
+                          held_out=load_prepared(PREPARED, "test"))
         shutdown_distributed()
         if not main:
             return {}

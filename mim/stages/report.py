@@ -2,8 +2,8 @@
 cost, k-NN, linear probe, fine-tuning, token diversity, with the random-init, scratch and raw-pixel baselines.
 Writes `reports/comparison.md`, `reports/accuracy.png` (per method), `reports/accuracy_vs_time.png`,
 `reports/features.png` (feature PCA maps of every encoder on the same held-out images) and copies of each
-method's reconstruction grid; logs them to MLflow (under the pipeline's parent run when a flow runs it).
-A method that has not run yet is listed as `not run`."""
+method's reconstruction grid (the same held-out images for every method); logs them to MLflow (under the
+pipeline's parent run when a flow runs it). A method that has not run yet is listed as `not run`."""
 
 from __future__ import annotations
 
