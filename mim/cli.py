@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--eval-test", type=int, default=2000)
     bd.add_argument("--json", help="also write the result as JSON here")
     _add_set(bd)
+    bc = bsub.add_parser("teacher-cache", help="Img2Vec with the teacher run every step vs its cached features")
+    bc.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR)
+    bc.add_argument("--epochs", type=float, default=3.0)
+    bc.add_argument("--subset", type=int, default=10000, help="training images")
+    bc.add_argument("--json", help="also write the result as JSON here")
+    _add_set(bc)
     return parser
 
 
@@ -350,6 +356,15 @@ def format_eval_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "teacher-cache":
+        from mim.bench_cache import bench_teacher_cache, format_cache_bench
+
+        result = bench_teacher_cache(args.params_dir, epochs=args.epochs, subset=args.subset,
+                                     overrides=args.overrides)
+        print(format_cache_bench(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     if args.bench == "dmjd":
         from mim.bench_dmjd import bench_dmjd, format_dmjd_bench
 

@@ -108,3 +108,14 @@ def test_threads_are_restored_and_reported():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bench_pretrain(**{"method": "mae", **TINY, **kwargs})
+
+
+def test_teacher_cache_bench_trains_the_same_steps_to_the_same_loss():
+    from mim.bench_cache import bench_teacher_cache, format_cache_bench
+    from tests.conftest import ROOT, tiny_overrides
+
+    result = bench_teacher_cache(str(ROOT / "params"), epochs=2, subset=64, overrides=tiny_overrides("img2vec"))
+    (_, slow), (_, cached) = result["rows"].items()
+    assert result["images"] == 64 and slow["steps"] == cached["steps"] == 8  # 2 epochs of 64 at batch 16
+    assert cached["final_loss"] == pytest.approx(slow["final_loss"], rel=0.02)  # float16 targets, same trajectory
+    assert "speed-up (total wall-clock)" in format_cache_bench(result)

@@ -131,3 +131,44 @@ def test_img2vec_loss_decreases_and_the_teacher_stays_frozen(teacher_dir, tmp_pa
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
     after = {k.removeprefix("teacher."): v for k, v in ckpt.items() if k.startswith("teacher.")}
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_cached_teacher_features_are_the_ones_each_training_batch_would_compute(teacher_dir, tmp_path):
+    from mim.data import load_dataset
+    from mim.engine.trainer import Trainer
+
+    params = img2vec_params(teacher_dir, **{"data.augment.scale": "[1.0, 1.0]", "data.augment.hflip": 0.5,
+                                            "method.teacher_cache": "always"})
+    data = load_dataset("synthetic:128", size=16)
+    trainer = Trainer(build_method(params), data, params, str(tmp_path / "run"), torch.device("cpu"))
+    method = trainer.method
+    assert method.cache is not None and method.cache.features.shape == (128, 2, 16, 24)  # whole and mirrored
+    flips = 0
+    for step in range(3):
+        for batch in trainer.batch_for_step(step):
+            flips += int(batch["flip"].sum())
+            on_the_fly = method.target(batch["images"])
+            assert torch.allclose(method.cache.lookup(batch["indices"], batch["flip"]), on_the_fly, atol=2e-3)
+            with torch.no_grad():
+                with_cache = method(batch)["loss"]
+                method.cache, cache = None, method.cache
+                assert float(with_cache) == pytest.approx(float(method(batch)["loss"]), abs=1e-3)
+                method.cache = cache
+    assert 0 < flips < 3 * 16  # both orientations were looked up
+
+
+def test_teacher_cache_is_skipped_or_refused_when_crops_change_the_input(teacher_dir, tmp_path):
+    from mim.params import PretrainParams, load_params
+    from tests.conftest import tiny_overrides
+
+    images = torch.randint(0, 256, (8, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    params = img2vec_params(teacher_dir)  # the default augmentation: random-resized crops
+    method, augment = build_method(params), params.data.batch_augment()
+    method.teacher_cache = "auto"
+    method.prepare_data(images, augment, torch.device("cpu"))
+    assert method.cache is None
+    method.teacher_cache = "always"
+    with pytest.raises(ValueError, match=r"teacher_cache is 'always', but data.augment.scale is \[0.35, 1.0\]"):
+        method.prepare_data(images, augment, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"method.teacher_cache 'always' needs whole training images"):
+        load_params(PretrainParams, None, tiny_overrides("img2vec", **{"method.teacher_cache": "always"}))

@@ -90,13 +90,15 @@ class Trainer:
         self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
         self.total_steps = total_steps(params, len(data))
         self.augment = params.data.batch_augment(params.image_size)
+        self.amp_dtype = autocast_dtype(t.amp, device)
+        with autocast(device, self.amp_dtype):  # per-image targets in the precision training would compute them
+            self.method.prepare_data(self.images, self.augment, device)
         self.lr = scaled_lr(params.optim.base_lr, t.batch_size)
         o = params.optim
         self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused)
         s = params.schedule
         warmup = s.warmup_steps if s.warmup_steps is not None else int(s.warmup_fraction * self.total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, s.min_lr_ratio)
-        self.amp_dtype = autocast_dtype(t.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         model: torch.nn.Module = self.method
         if dist.enabled:
@@ -166,7 +168,8 @@ class Trainer:
             sel = idx[lo : lo + micro]
             raw = self.images[sel.to(self.images.device)].to(self.device, non_blocking=True)
             out.append({"images": self.augment(raw, crops.slice(lo, lo + micro)),
-                        "mask": masks.slice(lo, lo + micro).to(self.device)})
+                        "mask": masks.slice(lo, lo + micro).to(self.device),
+                        "indices": sel, "flip": crops.flip[lo : lo + micro]})
         return out
 
     def train_step(self, step: int) -> torch.Tensor:

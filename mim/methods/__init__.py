@@ -76,7 +76,8 @@ def _img2vec(params: PretrainParams, in_chans: int) -> Img2Vec:
     teacher, _ = load_teacher_dir(m.teacher, encoder.grid, params.data.mean, params.data.std)
     d = m.decoder
     return build_img2vec(encoder, teacher, mask_ratio=m.mask_ratio, loss=m.loss, beta=m.beta, decoder_dim=d.embed_dim,
-                         decoder_depth=d.depth, decoder_heads=d.num_heads)
+                         decoder_depth=d.depth, decoder_heads=d.num_heads, teacher_cache=m.teacher_cache,
+                         teacher_cache_mb=m.teacher_cache_mb)
 
 
 def _cim(params: PretrainParams, in_chans: int) -> CIM:

@@ -7,6 +7,8 @@ from typing import Any, Protocol, TypedDict
 import torch
 from torch import nn
 
+from mim.data.augment import BatchAugment
+
 
 class StepOutput(TypedDict):
     """A method's forward result: the loss to back-propagate and named scalars to log."""
@@ -36,6 +38,10 @@ class MIMMethod(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> StepOutput:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def prepare_data(self, images: torch.Tensor, augment: BatchAugment, device: torch.device) -> None:
+        """Called once by the trainer before the first step with the uint8 training set (batches then carry
+        each image's dataset `indices` and `flip`): a method may precompute per-image targets. Default: nothing."""
 
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Images for visualization: at least `input` (corrupted) and `prediction`, [B, C, H, W]."""

@@ -209,6 +209,10 @@ class Img2VecParams(MethodBase):
     loss: Literal["smooth_l1", "mse"] = "smooth_l1"
     beta: Annotated[float, Field(gt=0)] = Field(1.0, description="SmoothL1's switch from L2 to L1")
     decoder: DecoderParams = DecoderParams()
+    teacher_cache: Literal["auto", "always", "never"] = Field(
+        "auto", description="teacher features computed once per training image (auto: when the augmentation keeps "
+                            "whole images, data.augment.scale [1, 1], and they fit teacher_cache_mb) or every step")
+    teacher_cache_mb: Annotated[int, Field(gt=0)] = Field(2048, description="largest cache `auto` builds (MiB)")
 
     @property
     def input_dir(self) -> str:
@@ -349,6 +353,14 @@ class PretrainParams(RecipeParams):
 
     def recipe(self) -> RecipeParams:
         return RecipeParams.model_validate(self.model_dump(exclude={"data"}))
+
+    @model_validator(mode="after")
+    def _cache_needs_whole_images(self) -> PretrainParams:
+        cache = getattr(self.method, "teacher_cache", None)
+        if cache == "always" and self.data.augment.scale[0] < 1:
+            raise ValueError(f"method.teacher_cache 'always' needs whole training images, but data.augment.scale is "
+                             f"{list(self.data.augment.scale)}: set it to [1.0, 1.0], or teacher_cache to auto")
+        return self
 
 
 class TokenizerParams(Strict):

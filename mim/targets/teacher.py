@@ -166,7 +166,7 @@ class Teacher(nn.Module):
     @property
     def dim(self) -> int:
         with torch.no_grad():
-            return self.forward(torch.zeros(1, 3, self.input_size, self.input_size)).shape[-1]
+            return self.forward(torch.zeros(1, 3, self.input_size, self.input_size, device=self.mean.device)).shape[-1]
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
