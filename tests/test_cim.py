@@ -81,6 +81,31 @@ def test_the_enhancer_loss_sends_no_gradient_into_the_generator(extra):
     assert set(panels) == {"input", "replaced", "prediction" if extra else "detected"}
 
 
+def test_the_generator_trains_with_its_own_lr_and_weight_decay():
+    from mim.engine.optim import build_adamw
+    from mim.engine.schedule import build_scheduler
+
+    method = build_method(tiny_params("cim", **{"method.generator.lr_scale": 0.25,
+                                                "method.generator.weight_decay": 0.01}))
+    opt = build_adamw(method, 1e-3, 0.05, overrides=method.optimizer_overrides())
+    names = {id(p): n for n, p in method.named_parameters() if p.requires_grad}  # not the sin-cos tables
+    by_name = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert by_name.keys() == set(names.values())  # every trained parameter in exactly one group
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
+    generator = {n for n in by_name if n.startswith(("generator.", "gen_"))}
+    assert {"gen_mask_token", "gen_head.weight", "generator.blocks.0.attn.qkv.weight"} <= generator
+    assert by_name["generator.blocks.0.attn.qkv.weight"] == pytest.approx((2.5e-4, 0.01))
+    assert by_name["gen_head.bias"] == pytest.approx((2.5e-4, 0.0))
+    assert by_name["encoder.blocks.0.attn.qkv.weight"] == pytest.approx((1e-3, 0.05))
+    assert by_name["enh_head.weight"] == pytest.approx((1e-3, 0.05))
+    scheduler = build_scheduler(opt, total_steps=10, warmup_steps=2)
+    for _ in range(4):
+        opt.step()
+        scheduler.step()
+    lrs = {g["lr_scale"]: g["lr"] for g in opt.param_groups}
+    assert lrs[0.25] == pytest.approx(0.25 * lrs[1.0])  # the schedule keeps the generator's ratio
+
+
 def test_other_methods_refuse_a_cnn():
     with pytest.raises(ValueError, match="model.arch: mae needs a ViT encoder"):
         build_method(tiny_params("mae", **CNN))

@@ -95,7 +95,8 @@ class Trainer:
             self.method.prepare_data(self.images, self.augment, device)
         self.lr = scaled_lr(params.optim.base_lr, t.batch_size)
         o = params.optim
-        self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused)
+        self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused,
+                                     overrides=self.method.optimizer_overrides())
         s = params.schedule
         warmup = s.warmup_steps if s.warmup_steps is not None else int(s.warmup_fraction * self.total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, s.min_lr_ratio)

@@ -92,7 +92,8 @@ def _cim(params: PretrainParams, in_chans: int) -> CIM:
     return build_cim(encoder, generator, CentroidTokenizer.load(m.tokenizer), mean=params.data.mean,
                      std=params.data.std, patch_size=params.model.patch_size, objective=m.objective,
                      mask_ratio=m.mask_ratio, min_block=m.min_block, temperature=m.temperature,
-                     decode_all=m.decode_all, window=m.window, enhancer_weight=m.enhancer_weight)
+                     decode_all=m.decode_all, window=m.window, enhancer_weight=m.enhancer_weight,
+                     generator_lr_scale=g.lr_scale, generator_weight_decay=g.weight_decay)
 
 
 def _mixmim(params: PretrainParams, in_chans: int) -> MixMIM:

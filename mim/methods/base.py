@@ -43,6 +43,11 @@ class MIMMethod(nn.Module):
         """Called once by the trainer before the first step with the uint8 training set (batches then carry
         each image's dataset `indices` and `flip`): a method may precompute per-image targets. Default: nothing."""
 
+    def optimizer_overrides(self) -> dict[str | tuple[str, ...], dict[str, float | None]]:
+        """{parameter-name prefix(es): {"lr_scale", "weight_decay"}} for parts trained as if by an optimizer
+        of their own (CIM's generator); the rest follows `optim`. Default: none."""
+        return {}
+
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Images for visualization: at least `input` (corrupted) and `prediction`, [B, C, H, W]."""
         raise NotImplementedError

@@ -58,7 +58,8 @@ class CIM(MIMMethod):
                  mean: tuple[float, ...], std: tuple[float, ...], patch_size: int,
                  objective: Literal["revdet", "respix"] = "revdet", mask_ratio: float = 0.4, min_block: int = 4,
                  temperature: float = 1.0, decode_all: bool = False, window: int = 7,
-                 enhancer_weight: float = 1.0) -> None:
+                 enhancer_weight: float = 1.0, generator_lr_scale: float = 1.0,
+                 generator_weight_decay: float | None = None) -> None:
         super().__init__()
         c = generator.spec.in_chans
         if generator.patch_size != patch_size:
@@ -71,6 +72,7 @@ class CIM(MIMMethod):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.objective, self.temperature, self.decode_all = objective, temperature, decode_all
         self.window, self.enhancer_weight, self.min_block = window, enhancer_weight, min_block
+        self.generator_optim = {"lr_scale": generator_lr_scale, "weight_decay": generator_weight_decay}
         self.num_masked = count_for_ratio(generator.num_patches, mask_ratio)
         g = generator.embed_dim
         self.gen_mask_token = nn.Parameter(torch.zeros(1, 1, g))
@@ -79,6 +81,10 @@ class CIM(MIMMethod):
         self.enh_head = nn.Linear(d, 1 if objective == "revdet" else patch_size * patch_size * c)
         init_mae_weights(nn.ModuleList([self.gen_head, self.enh_head]))
         nn.init.normal_(self.gen_mask_token, std=0.02)
+
+    def optimizer_overrides(self) -> dict[str | tuple[str, ...], dict[str, float | None]]:
+        """The generator (its ViT, mask token and id head) with its own lr scale and weight decay."""
+        return {("generator.", "gen_mask_token", "gen_head."): self.generator_optim}
 
     def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
         return block_masking(batch_size, self.grid, self.num_masked, generator, min_block=self.min_block)

@@ -226,6 +226,9 @@ class GeneratorParams(Strict):
     depth: PositiveInt | None = Field(None, description="None = a third of a ViT enhancer's depth (at least 1); "
                                       "2 for a CNN enhancer")
     num_heads: PositiveInt = 2
+    lr_scale: Annotated[float, Field(gt=0)] = Field(1.0, description="the generator's lr = the enhancer's x this "
+                                                    "(its own optimizer settings, as a separate AdamW would have)")
+    weight_decay: Annotated[float, Field(ge=0)] | None = Field(None, description="null = optim.weight_decay")
 
 
 class CimParams(MethodBase):
