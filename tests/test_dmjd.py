@@ -81,8 +81,21 @@ def test_low_resolution_encoder_evaluates_at_full_size(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("per_mask_ratio", [True, False])
+def test_dmjd_scales_lr_by_one_over_the_mask_ratio(per_mask_ratio, tmp_path):
+    from mim.data import load_dataset
+    from mim.engine.trainer import Trainer
+
+    params = tiny_params("dmjd", optim__base_lr=3e-4, method__lr_per_mask_ratio=per_mask_ratio)
+    trainer = Trainer(build_method(params), load_dataset("synthetic:32", size=16), params, str(tmp_path),
+                      torch.device("cpu"))
+    expected = 3e-4 * 16 / 256 / (0.6 if per_mask_ratio else 1.0)
+    assert trainer.lr == pytest.approx(expected)
+    assert all(g["initial_lr"] == pytest.approx(expected) for g in trainer.optimizer.param_groups)  # the peak
+
+
 def test_both_dmjd_branches_learn(tmp_path):
-    params = tiny_params("dmjd", train__steps=40, optim__base_lr=1e-2, data__source="synthetic:256")
+    params = tiny_params("dmjd", train__steps=40, optim__base_lr=6e-3, data__source="synthetic:256")  # lr 1e-2
     history = pretrain(params, str(tmp_path / "run")).history
     for key in ("dmjd/loss_masked", "dmjd/loss_visible"):
         assert sum(history[key][-5:]) / 5 < 0.92 * sum(history[key][:5]) / 5, (key, history[key])

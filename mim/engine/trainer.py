@@ -93,7 +93,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(t.amp, device)
         with autocast(device, self.amp_dtype):  # per-image targets in the precision training would compute them
             self.method.prepare_data(self.images, self.augment, device)
-        self.lr = scaled_lr(params.optim.base_lr, t.batch_size)
+        self.lr = scaled_lr(params.optim.base_lr, t.batch_size) * params.method.lr_factor
         o = params.optim
         self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused,
                                      overrides=self.method.optimizer_overrides())

@@ -140,11 +140,16 @@ class DecoderParams(Strict):
 
 
 class MethodBase(Strict):
-    """What every method's params share: `input_dir`, the artefact beyond the data it trains from."""
+    """What every method's params share: `input_dir`, the artefact beyond the data it trains from, and
+    `lr_factor`, the method's own factor on the batch-scaled lr."""
 
     @property
     def input_dir(self) -> str | None:
         return None
+
+    @property
+    def lr_factor(self) -> float:
+        return 1.0
 
 
 class HogParams(Strict):
@@ -272,10 +277,16 @@ class DmjdParams(MethodBase):
     visible_weight: Annotated[float, Field(ge=0)] = Field(1.0, description="L = L_mim + visible_weight * L_vis")
     beta: Annotated[float, Field(gt=0)] = Field(2.0, description="SmoothL1 beta of the visible branch")
     decoder: DecoderParams = DecoderParams()
+    lr_per_mask_ratio: bool = Field(True, description="lr = base_lr x batch / 256 / mask_ratio, the authors' rule "
+                                    "(their effective batch is batch x pred_ratio / mask_ratio, pred_ratio 1)")
 
     @property
     def input_dir(self) -> str | None:
         return self.teacher if self.target == "teacher" else None
+
+    @property
+    def lr_factor(self) -> float:
+        return 1 / self.mask_ratio if self.lr_per_mask_ratio else 1.0
 
 
 class MixMimParams(MethodBase):
