@@ -46,6 +46,36 @@ def test_linear_probe_learns_a_linear_rule_and_chance_on_noise():
     assert res["top1"] < 0.65
 
 
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("lars", 5.0)])  # LARS steps are lr * 1e-3 * |w|
+def test_linear_probe_with_sgd_and_lars(optimizer, lr):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 10, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    res = linear_probe(x[:800], y[:800], x[800:], y[800:], epochs=30, batch_size=128, lr=lr, optimizer=optimizer)
+    assert res["top1"] > 0.9
+    with pytest.raises(ValueError, match="unknown linear-probe optimizer 'adam'"):
+        linear_probe(x, y, x, y, epochs=1, optimizer="adam")
+
+
+def test_lars_scales_weight_steps_by_the_trust_ratio():
+    from mim.evaluation.lars import LARS
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3, generator=g))
+    b = torch.nn.Parameter(torch.randn(4, generator=g))
+    w.grad, b.grad = torch.randn(4, 3, generator=g), torch.randn(4, generator=g)
+    w0, b0 = w.detach().clone(), b.detach().clone()
+    opt = LARS([w, b], lr=0.5, weight_decay=0.1, trust_coefficient=0.01)
+    opt.step()
+    update = w.grad + 0.1 * w0
+    expected = w0 - 0.5 * 0.01 * w0.norm() / update.norm() * update
+    assert torch.allclose(w.detach(), expected, atol=1e-6)
+    assert (w.detach() - w0).norm() == pytest.approx(0.5 * 0.01 * float(w0.norm()), rel=1e-5)  # step = lr*eta*|w|
+    assert torch.allclose(b.detach(), b0 - 0.5 * b.grad, atol=1e-6)  # 1-d: plain SGD, no decay
+    with pytest.raises(ValueError, match="LARS needs lr > 0"):
+        LARS([w], lr=0.0)
+
+
 def test_evaluate_encoder_and_pixel_baseline_on_synthetic():
     train, test = make_synthetic(200, size=16, seed=0), make_synthetic(80, size=16, seed=1)
     params = EvalParams(linear={"epochs": 20, "batch_size": 64, "lr": 1e-2}, batch_size=64)

@@ -42,7 +42,7 @@ def probe_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
     knn = knn_accuracy(train_x, train_y, test_x, test_y, k=params.knn.k, temperature=params.knn.temperature)
     lp = params.linear
     linear = linear_probe(train_x, train_y, test_x, test_y, epochs=lp.epochs, batch_size=lp.batch_size, lr=lp.lr,
-                          weight_decay=lp.weight_decay, seed=params.seed, device=device)
+                          weight_decay=lp.weight_decay, optimizer=lp.optimizer, seed=params.seed, device=device)
     return {"knn_top1": 100 * knn, "linear_top1": 100 * linear["top1"]}
 
 

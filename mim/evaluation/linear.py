@@ -1,13 +1,28 @@
-"""Linear probe on frozen features: BatchNorm without affine, then one linear layer (MAE's protocol)."""
+"""Linear probe on frozen features: BatchNorm without affine, then one linear layer (MAE's protocol), trained
+with AdamW, momentum SGD or LARS (MAE's choice at batch 16384)."""
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
 
+from mim.evaluation.lars import LARS
 from mim.rng import generator_for
+
+
+def probe_optimizer(params: list[nn.Parameter], name: Literal["adamw", "sgd", "lars"], lr: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """The linear head's optimizer; SGD and LARS with momentum 0.9."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown linear-probe optimizer {name!r} (adamw, sgd or lars)")
 
 
 def linear_probe(
@@ -20,10 +35,11 @@ def linear_probe(
     batch_size: int = 1024,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    optimizer: Literal["adamw", "sgd", "lars"] = "adamw",
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Train BN(affine=False) + Linear on features extracted once; AdamW with cosine decay.
+    """Train BN(affine=False) + Linear on features extracted once; `optimizer` with cosine decay.
 
     Returns top-1 accuracy (0..1) on the test features and on the training features.
     """
@@ -36,7 +52,7 @@ def linear_probe(
     nn.init.zeros_(head[1].bias)
     x, y = train_features.float().to(device), train_labels.to(device)
     steps_per_epoch = max(1, math.ceil(len(x) / batch_size))
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = probe_optimizer(list(head.parameters()), optimizer, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(epochs):

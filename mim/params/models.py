@@ -449,6 +449,8 @@ class LinearParams(Strict):
     batch_size: PositiveInt = 1024
     lr: Annotated[float, Field(gt=0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    optimizer: Literal["adamw", "sgd", "lars"] = Field("adamw", description="sgd and lars with momentum 0.9 (MAE: "
+                                                       "lars, lr 0.1 x batch / 256, weight_decay 0)")
 
 
 class FinetuneParams(Strict):
