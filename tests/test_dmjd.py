@@ -71,6 +71,23 @@ def test_hog_and_views_are_options_of_the_mae_and_simmim_recipes():
     assert load_pretrain(ROOT / "params", "fastmim").image_size < load_pretrain(ROOT / "params", "mae").image_size
 
 
+@pytest.mark.parametrize("target", ["pixels", "hog"])
+def test_simmim_with_disjoint_views_averages_its_single_view_losses(target):
+    torch.manual_seed(0)
+    method = build_method(tiny_params("simmim", method__views=2, method__target=target)).eval()
+    images = torch.randn(4, 3, 16, 16)
+    views = method.sample_masks(4, generator_for(0, "m"))
+    assert len(views.views) == 2
+    visible = [1 - v.mask for v in views.views]
+    assert not (visible[0] * visible[1]).any()  # disjoint visible sets, on 8-px units (2x2 tokens)
+    assert torch.equal(views.views[0].mask.view(4, 2, 2, 2, 2)[:, :, 0, :, 0],
+                       views.views[0].mask.view(4, 2, 2, 2, 2)[:, :, 1, :, 1])
+    with torch.no_grad():
+        joint = method({"images": images, "mask": views})["loss"]
+        single = [method({"images": images, "mask": v})["loss"] for v in views.views]
+    assert float(joint) == pytest.approx(float(sum(single) / 2), rel=1e-5)
+
+
 def test_low_resolution_encoder_evaluates_at_full_size(tmp_path):
     torch.manual_seed(0)
     small = build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2))

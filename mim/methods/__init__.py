@@ -58,7 +58,7 @@ def _simmim(params: PretrainParams, in_chans: int) -> SimMIM:
     m: SimMimParams = params.method
     encoder = _vit(params, in_chans)
     return build_simmim(encoder, mask_ratio=m.mask_ratio, mask_unit_size=m.mask_unit_size,
-                        target=_hog(params, in_chans) if m.target == "hog" else None)
+                        target=_hog(params, in_chans) if m.target == "hog" else None, views=m.views)
 
 
 def _ccvit(params: PretrainParams, in_chans: int) -> CCViT:

@@ -5,6 +5,8 @@ predict the raw pixels with a linear head and pixel shuffle, L1 on masked pixels
     ones replaced by the mask token -> encoder over all tokens [B, 1+N, D] -> 1x1 conv to p*p*C
     + pixel shuffle [B, C, H, W] -> |pred - image| averaged over masked pixels and channels.
 With a target module (HOG: MaskFeat) a linear head predicts each token's target vector, L2 on masked tokens.
+With `views` > 1 each image is masked V times with disjoint visible sets (DMJD's sampler, on the same mask
+units) and every view is a sample of the step.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from mim.analysis.pca import feature_panels
-from mim.masking import TokenMask, masked_mean, unit_masking
+from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, unit_masking
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.vit import MaskedViT, init_mae_weights
 
@@ -24,9 +26,11 @@ class SimMIM(MIMMethod):
     name = "simmim"
 
     def __init__(self, encoder: MaskedViT, mask_ratio: float = 0.6, mask_unit_size: int = 8,
-                 target: nn.Module | None = None):
+                 target: nn.Module | None = None, views: int = 1):
         super().__init__()
-        self.encoder = encoder
+        if mask_unit_size % encoder.patch_size:
+            raise ValueError(f"mask_unit_size {mask_unit_size} is not a multiple of patch_size {encoder.patch_size}")
+        self.encoder, self.views = encoder, views
         self.mask_ratio = mask_ratio
         self.mask_unit_size = mask_unit_size
         p, c = encoder.patch_size, encoder.spec.in_chans
@@ -39,8 +43,11 @@ class SimMIM(MIMMethod):
         init_mae_weights(self.head)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask | MultiViewMask:
         e = self.encoder
+        if self.views > 1:
+            unit = self.mask_unit_size // e.patch_size
+            return disjoint_views(batch_size, e.grid, self.mask_ratio, self.views, generator, unit)
         return unit_masking(batch_size, e.spec.img_size, e.patch_size, self.mask_unit_size, self.mask_ratio, generator)
 
     def predict(self, images: torch.Tensor, mask: TokenMask) -> torch.Tensor:
@@ -61,9 +68,11 @@ class SimMIM(MIMMethod):
         return m.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
 
     def forward(self, batch: dict[str, Any]) -> StepOutput:
-        images, mask = batch["images"], batch["mask"]
+        views = len(batch["mask"].views) if isinstance(batch["mask"], MultiViewMask) else 1
+        images, mask = expand_views(batch["images"], batch["mask"])
         if self.target_module is not None:
-            per_token = (self.predict(images, mask).float() - self.target_module(images)).pow(2).mean(-1)
+            target = self.target_module(batch["images"]).float().repeat(views, 1, 1)  # once per image
+            per_token = (self.predict(images, mask).float() - target).pow(2).mean(-1)
             loss = masked_mean(per_token, mask.mask)
             return {"loss": loss, "logs": {"loss_target": loss.detach()}}
         pred = self.predict(images, mask).float()
@@ -75,6 +84,8 @@ class SimMIM(MIMMethod):
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, mask = batch["images"], batch["mask"]
+        if isinstance(mask, MultiViewMask):
+            mask = mask.views[0]
         if self.target_module is not None:
             target, pred = self.target_module(images), self.predict(images, mask).float()
             return {"input": images * (1 - self.pixel_mask(mask)), **feature_panels(target, pred, images)}
@@ -84,5 +95,5 @@ class SimMIM(MIMMethod):
 
 
 def build_simmim(encoder: MaskedViT, *, mask_ratio: float = 0.6, mask_unit_size: int = 8,
-                 target: nn.Module | None = None) -> SimMIM:
-    return SimMIM(encoder, mask_ratio, mask_unit_size, target)
+                 target: nn.Module | None = None, views: int = 1) -> SimMIM:
+    return SimMIM(encoder, mask_ratio, mask_unit_size, target, views)

@@ -177,6 +177,8 @@ class SimMimParams(MethodBase):
     mask_unit_size: PositiveInt = 8
     target: Literal["pixels", "hog"] = Field("pixels", description="hog = MaskFeat (mask tokens + HOG, L2)")
     hog: HogParams = HogParams()
+    views: PositiveInt = Field(1, description="masked views per image, visible sets disjoint (DMJD's sampler; "
+                               "the mask units must tile the token grid)")
 
 
 class CCViTParams(MethodBase):
