@@ -1,5 +1,6 @@
 """Validated parameters (pydantic, extra="forbid") and their YAML loading."""
 
+from mim.params.evaluation import EvalParams, FinetuneParams, KnnParams, LinearParams, TransferParams
 from mim.params.files import (
     DEFAULT_PARAMS_DIR,
     check_dir,
@@ -19,16 +20,11 @@ from mim.params.models import (
     CnnParams,
     DataParams,
     DecoderParams,
-    DiversityParams,
     DmjdParams,
-    EvalParams,
-    FinetuneParams,
     HierParams,
     HogParams,
     Img2VecParams,
-    KnnParams,
     LauncherParams,
-    LinearParams,
     MaeParams,
     MixMimParams,
     OptimParams,
@@ -36,13 +32,10 @@ from mim.params.models import (
     RecipeParams,
     ScheduleParams,
     SimMimParams,
-    TeacherParams,
-    TeacherSpec,
-    TokenizerParams,
     TrainParams,
-    TransferParams,
     ViTParams,
 )
+from mim.params.targets import DiversityParams, TeacherParams, TeacherSpec, TokenizerParams
 
 __all__ = [
     "CCViTParams", "CimParams", "CnnParams", "DiversityParams", "DmjdParams", "HierParams", "HogParams",

@@ -11,18 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mim.params.evaluation import EvalParams, TransferParams
 from mim.params.loading import ParamsError, load_params, read_yaml
-from mim.params.models import (
-    METHOD_NAMES,
-    DataParams,
-    DiversityParams,
-    EvalParams,
-    PretrainParams,
-    RecipeParams,
-    TeacherParams,
-    TokenizerParams,
-    TransferParams,
-)
+from mim.params.models import METHOD_NAMES, DataParams, PretrainParams, RecipeParams
+from mim.params.targets import DiversityParams, TeacherParams, TokenizerParams
 
 DEFAULT_PARAMS_DIR = "params"
 SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams,

@@ -1,0 +1,73 @@
+"""Params of downstream evaluation: frozen-encoder k-NN and linear probe (`params/eval.yaml`) and fine-tuning
+(`params/transfer.yaml`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from mim.params.models import Fraction, PositiveInt, Strict
+
+
+class KnnParams(Strict):
+    k: PositiveInt = 20
+    temperature: Annotated[float, Field(gt=0)] = 0.07
+
+
+class LinearParams(Strict):
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 1024
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    optimizer: Literal["adamw", "sgd", "lars"] = Field("adamw", description="sgd and lars with momentum 0.9 (MAE: "
+                                                       "lars, lr 0.1 x batch / 256, weight_decay 0)")
+
+
+class FinetuneParams(Strict):
+    """End-to-end fine-tuning (the transfer stage) of a pre-trained encoder, or of a random one (the scratch
+    baseline, same recipe)."""
+
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: PositiveInt = 128
+    base_lr: Annotated[float, Field(gt=0)] = Field(1e-3, description="lr = base_lr * batch_size / 256")
+    weight_decay: Annotated[float, Field(ge=0)] = 0.05
+    layer_decay: Annotated[float, Field(gt=0, le=1)] = Field(0.75, description="lr x decay^(L+1-depth); 0.65 for "
+                                                             "ViT-B in MAE")
+    drop_path: Fraction = 0.1
+    label_smoothing: Fraction = 0.1
+    mixup: Annotated[float, Field(ge=0)] = Field(0.0, description="timm Mixup alpha (0 = off)")
+    cutmix: Annotated[float, Field(ge=0)] = Field(0.0, description="timm CutMix alpha (0 = off)")
+    warmup_fraction: Fraction = 0.1
+    pool: Literal["cls", "mean"] = "mean"
+    train_subset: PositiveInt | None = Field(None, description="seeded subset of the train split")
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    ckpt_every: PositiveInt = 200
+
+
+class TransferParams(Strict):
+    """`params/transfer.yaml`: what `mim transfer` runs for each pre-trained encoder (and the scratch baseline)."""
+
+    protocols: list[Literal["knn", "linear", "finetune"]] = Field(
+        ["finetune"], description="knn/linear use params/eval.yaml (the evaluate stage already reports them)")
+    finetune: FinetuneParams = FinetuneParams()
+    scratch_of: str = Field("mae", description="the recipe whose encoder architecture the scratch baseline trains")
+
+    @model_validator(mode="after")
+    def _some_protocol(self) -> TransferParams:
+        if not self.protocols:
+            raise ValueError("protocols: list at least one of knn, linear, finetune")
+        return self
+
+
+class EvalParams(Strict):
+    pool: Literal["cls", "mean"] = "mean"
+    batch_size: PositiveInt = 512
+    train_subset: PositiveInt | None = None
+    test_subset: PositiveInt | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    knn: KnnParams = KnnParams()
+    linear: LinearParams = LinearParams()

