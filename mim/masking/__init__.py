@@ -22,12 +22,13 @@ from mim.masking.random import masking_from_noise, random_masking
 from mim.masking.replace import MaskAndReplace, choose_unmasked
 from mim.masking.types import TokenMask, token_mask_from_bool
 from mim.masking.units import unit_masking
-from mim.masking.views import MultiViewMask, disjoint_views, expand_views, expected_coverage
+from mim.masking.views import MultiViewMask, disjoint_views, expand_views, expected_coverage, per_view
 
 __all__ = [
     "MultiViewMask",
     "disjoint_views",
     "expand_views",
+    "per_view",
     "expected_coverage",
     "SourceMap",
     "check_pairs",

@@ -74,8 +74,15 @@ def _expand(mask: Tensor, coarse: tuple[int, int], unit: int) -> TokenMask:
     return token_mask_from_bool(m.flatten(1).bool())
 
 
+def per_view(x: Tensor, mask: TokenMask | MultiViewMask) -> Tensor:
+    """A per-image tensor [B, ...] repeated once per view of `mask`, [V*B, ...] (as is for a single mask)."""
+    if isinstance(mask, MultiViewMask):
+        return x.repeat(len(mask.views), *([1] * (x.ndim - 1)))
+    return x
+
+
 def expand_views(images: Tensor, mask: TokenMask | MultiViewMask) -> tuple[Tensor, TokenMask]:
     """(images repeated once per view, the matching stacked mask); a single mask passes through."""
     if isinstance(mask, MultiViewMask):
-        return images.repeat(len(mask.views), *([1] * (images.ndim - 1))), mask.stacked()
+        return per_view(images, mask), mask.stacked()
     return images, mask

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mim.masking import MultiViewMask, disjoint_views, expand_views, gather_tokens, masked_mean
+from mim.masking import MultiViewMask, disjoint_views, expand_views, gather_tokens, masked_mean, per_view
 from mim.methods.base import StepOutput
 from mim.methods.mae import MAE
 from mim.models.decoder import MaeDecoder
@@ -48,7 +48,7 @@ class DMJD(MAE):
         views: MultiViewMask = batch["mask"]
         target = self.target(batch["images"]).float()  # [B, N, D_t], once per image
         images, mask = expand_views(batch["images"], views)
-        target = target.repeat(len(views.views), 1, 1)  # [V*B, N, D_t]
+        target = per_view(target, views)  # [V*B, N, D_t]
         latent = self.encoder.forward_masked(images, mask.ids_keep)  # [V*B, 1+K, D]
         pred = self.decoder(latent, mask.ids_restore).float()  # [V*B, N, D_t]
         loss_masked = masked_mean((pred - target).pow(2).mean(-1), mask.mask)

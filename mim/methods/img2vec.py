@@ -51,10 +51,12 @@ class Img2Vec(MAE):
         self.cache = None
         if self.teacher_cache == "never":
             return
-        size = FeatureCache.size_bytes(len(images), augment.hflip_prob > 0, self.encoder.num_patches, self.teacher.dim)
         blocker = cache_blocker(augment)
-        if blocker is None and self.teacher_cache == "auto" and size > self.teacher_cache_mb * 2**20:
-            blocker = f"it would take {size / 2**20:.0f} MiB, over method.teacher_cache_mb {self.teacher_cache_mb}"
+        if blocker is None and self.teacher_cache == "auto":
+            flips, tokens = augment.hflip_prob > 0, self.encoder.num_patches
+            size = FeatureCache.size_bytes(len(images), flips, tokens, self.teacher.dim)  # .dim runs the teacher once
+            if size > self.teacher_cache_mb * 2**20:
+                blocker = f"it would take {size / 2**20:.0f} MiB, over method.teacher_cache_mb {self.teacher_cache_mb}"
         if blocker is not None:
             if self.teacher_cache == "always":
                 raise ValueError(f"method.teacher_cache is 'always', but {blocker}")

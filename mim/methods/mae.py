@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mim.analysis.pca import feature_panels
-from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, random_masking
+from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, per_view, random_masking
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.decoder import MaeDecoder
 from mim.models.vit import MaskedViT, init_mae_weights
@@ -51,9 +51,8 @@ class MAE(MIMMethod):
         return self.decoder(latent, mask.ids_restore)  # [B, N, p*p*C]
 
     def forward(self, batch: dict[str, Any]) -> StepOutput:
-        target = self.target(batch["images"]).float()  # once per image, shared by its views
+        target = per_view(self.target(batch["images"]).float(), batch["mask"])  # once per image, shared by its views
         images, mask = expand_views(batch["images"], batch["mask"])
-        target = target.repeat(images.shape[0] // target.shape[0], 1, 1)
         pred = self.predict(images, mask)
         per_patch = (pred.float() - target).pow(2).mean(dim=-1)  # [B, N]
         loss = masked_mean(per_patch, mask.mask)

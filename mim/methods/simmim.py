@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mim.analysis.pca import feature_panels
-from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, unit_masking
+from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, per_view, unit_masking
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.vit import MaskedViT, init_mae_weights
 
@@ -68,10 +68,9 @@ class SimMIM(MIMMethod):
         return m.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
 
     def forward(self, batch: dict[str, Any]) -> StepOutput:
-        views = len(batch["mask"].views) if isinstance(batch["mask"], MultiViewMask) else 1
         images, mask = expand_views(batch["images"], batch["mask"])
         if self.target_module is not None:
-            target = self.target_module(batch["images"]).float().repeat(views, 1, 1)  # once per image
+            target = per_view(self.target_module(batch["images"]).float(), batch["mask"])  # once per image
             per_token = (self.predict(images, mask).float() - target).pow(2).mean(-1)
             loss = masked_mean(per_token, mask.mask)
             return {"loss": loss, "logs": {"loss_target": loss.detach()}}
