@@ -8,7 +8,8 @@ from pathlib import Path
 
 from prefect.runtime import deployment, flow_run
 
-from mim.tracking import StageRun, project_dir
+from mim.project.state import project_dir
+from mim.tracking import StageRun
 from mim.tracking import flow_run as mlflow_flow_run
 from tasks import project_lock, set_params
 

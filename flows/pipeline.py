@@ -8,9 +8,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import EVAL_KEYS, edit_params, flow_context
-from mim.stages.compare import comparison_table
-from mim.stages.graph import input_stage, pipeline_methods
-from mim.stages.results import read_metrics
+from mim.io import write_text
+from mim.project.compare import comparison_table
+from mim.project.graph import input_stage, pipeline_methods
+from mim.project.results import read_metrics
+from mim.project.state import state_dir
 from tasks import repro
 
 
@@ -31,9 +33,9 @@ def pipeline_flow(methods: list[str] | None = None, epochs: float | None = None,
         ran += repro.with_options(task_run_name="dvc repro (report and the rest)")("", str(root))["ran"]
         table = comparison_table(root, methods)
         create_markdown_artifact(table, key="method-comparison", description="frozen-encoder accuracy per method")
-        (root / ".mim").mkdir(exist_ok=True)
-        (root / ".mim" / "comparison.md").write_text(table)
-        parent.log_artifact(root / ".mim" / "comparison.md")
+        summary = state_dir(root) / "comparison.md"
+        write_text(str(summary), table)
+        parent.log_artifact(summary)
         for m in methods:
             scores = read_metrics(root, "evaluate", m)
             parent.log_metrics({f"{m}/eval/{k}": scores[k] for k in EVAL_KEYS if k in scores})

@@ -7,8 +7,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.common import EVAL_KEYS, edit_params, flow_context
-from mim.stages.graph import input_stage, pipeline_methods
-from mim.stages.results import read_metrics
+from mim.project.graph import input_stage, pipeline_methods
+from mim.project.results import read_metrics
 from tasks import repro
 
 

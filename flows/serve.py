@@ -7,7 +7,7 @@ from prefect import serve
 from flows.common import project
 from flows.pipeline import pipeline_flow
 from flows.pretrain import pretrain_flow
-from mim.stages.graph import pipeline_methods
+from mim.project.graph import pipeline_methods
 
 
 def deployments() -> list:

@@ -1,106 +1,14 @@
-"""Shared fixtures: tiny params that train in seconds on a CPU."""
+"""Shared fixtures (helpers they use live in tests/helpers.py)."""
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the test server
 
-from mim.params import PretrainParams, load_params
-
-ROOT = Path(__file__).resolve().parents[1]
-
-TINY = [
-    "data.source=synthetic:128",
-    "data.image_size=16",
-    "model.patch_size=4",
-    "model.embed_dim=32",
-    "model.depth=2",
-    "model.num_heads=2",
-    "method.decoder.embed_dim=32",
-    "method.decoder.depth=1",
-    "method.decoder.num_heads=2",
-    "train.batch_size=16",
-    "train.steps=12",
-    "train.log_every_steps=4",
-    "optim.base_lr=2e-3",
-]
-
-
-def _process_dir(kind: str) -> Path:
-    """A folder for this test process's shared fixtures, removed when the process exits."""
-    folder = Path(tempfile.gettempdir()) / f"mim-test-{kind}-{os.getpid()}"
-    if not folder.exists():
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
-
-
-def tiny_tokenizer_dir() -> Path:
-    """A 16-centroid tokenizer for 4-px RGB patches, built once per test process (CCViT's tiny params)."""
-    from mim.targets import CentroidTokenizer
-
-    folder = _process_dir("tokenizer")
-    if not (folder / "tokenizer.json").is_file():
-        patches = torch.rand(1000, 48, generator=torch.Generator().manual_seed(0))
-        CentroidTokenizer.build(patches, 16, iters=5, patch_size=4, channels=3, verbose=False).save(folder)
-    return folder
-
-
-def tiny_teacher_dir() -> Path:
-    """A teacher folder (random-init EfficientNet-Lite0, 24 channels on a 4x4 grid for 16-px images and 4-px
-    patches), written once per test process (Img2Vec's tiny params)."""
-    import json
-
-    from mim.params import TeacherSpec
-    from mim.targets.teacher import Teacher, teacher_manifest
-
-    folder = _process_dir("teacher")
-    if not (folder / "manifest.json").is_file():
-        spec = TeacherSpec(name="efficientnet_lite0", weights="random", level=1, input_size=32)
-        teacher, digest = Teacher.from_spec(spec, (4, 4), (0.5,) * 3, (0.5,) * 3)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "manifest.json").write_text(json.dumps(teacher_manifest(spec, teacher, digest)))
-    return folder
-
-
-def tiny_overrides(method: str = "mae", **extra: object) -> list[str]:
-    sets = [s for s in TINY if method in ("mae", "img2vec") or not s.startswith("method.decoder")]
-    if extra.get("model.arch") == "cnn" or method == "mixmim":  # no ViT depth/heads (a CNN: no width either)
-        sets = [s for s in sets if s.split("=")[0] not in ("model.embed_dim", "model.depth", "model.num_heads",
-                                                            "model.patch_size")]
-    if method == "mixmim":  # 16 px, patch 2 -> 8x8 -> 4x4 tokens of 4 px
-        sets += ["model.arch=hier", "model.patch_size=2", "model.embed_dim=32", "model.depths=[1, 1]",
-                 "model.num_heads=[2, 2]", "model.window_sizes=[4, 4]", "method.decoder.embed_dim=32",
-                 "method.decoder.depth=1", "method.decoder.num_heads=2"]
-    if method == "simmim":
-        sets.append("method.mask_unit_size=8")
-    if method in ("ccvit", "cim") and "method.tokenizer" not in extra:
-        sets.append(f"method.tokenizer={tiny_tokenizer_dir()}")
-    if method == "img2vec" and "method.teacher" not in extra:
-        sets.append(f"method.teacher={tiny_teacher_dir()}")
-    return [f"method.name={method}", *sets, *(f"{k}={v}" for k, v in extra.items())]
-
-
-def tiny_params(method: str = "mae", **extra: object) -> PretrainParams:
-    """Tiny validated params; keyword `train__steps=3` sets `train.steps`."""
-    dotted = {k.replace("__", "."): v for k, v in extra.items()}
-    return load_params(PretrainParams, None, tiny_overrides(method, **dotted))
-
-
-def run_mim(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m mim.cli ...` in a subprocess (the console script's code path)."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mim.cli", *args], capture_output=True, text=True, timeout=timeout,
-                          env=full_env, cwd=ROOT)
+from tests.helpers import tiny_params
 
 
 @pytest.fixture

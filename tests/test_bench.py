@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mim.bench import bench_pretrain, format_bench
+from mim.bench.pretrain import bench_pretrain, format_bench
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 # A very small MAE: the "tiny" preset shrunk to 2 blocks of width 48, a 1-block decoder.
@@ -54,7 +54,7 @@ def test_mae_against_transformers():
 @pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install transformers)")
 def test_param_counts_match_at_default_decoder():
     transformers = pytest.importorskip("transformers")
-    from mim.bench import count_params, hf_vitmae_config
+    from mim.bench.pretrain import count_params, hf_vitmae_config
     from mim.methods.mae import build_mae
     from mim.models.vit import ViTSpec, build_vit
 
@@ -111,8 +111,8 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_teacher_cache_bench_trains_the_same_steps_to_the_same_loss():
-    from mim.bench_cache import bench_teacher_cache, format_cache_bench
-    from tests.conftest import ROOT, tiny_overrides
+    from mim.bench.teacher_cache import bench_teacher_cache, format_cache_bench
+    from tests.helpers import ROOT, tiny_overrides
 
     result = bench_teacher_cache(str(ROOT / "params"), epochs=2, subset=64, overrides=tiny_overrides("img2vec"))
     (_, slow), (_, cached) = result["rows"].items()

@@ -7,13 +7,11 @@ import math
 import pytest
 import torch
 
-from mim.engine.pretrain import pretrain
 from mim.masking import block_masking, choose_unmasked
-from mim.methods import build_method
 from mim.rng import generator_for
 from mim.targets import CentroidTokenizer, codebook_usage, from_patch_vectors, patch_vectors
 from mim.targets.centroids import nearest_centroid
-from tests.conftest import tiny_params
+from tests.helpers import build_method, pretrain, tiny_params
 
 
 def _patches(n: int = 3000, dim: int = 48, seed: int = 0) -> torch.Tensor:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mim.engine.pretrain import pretrain
 from mim.masking import block_masking
-from mim.methods import build_method
 from mim.methods.cim import replacement_labels, sample_replacements
 from mim.models.cnn import CnnEncoder, CnnSpec
 from mim.models.export import export_encoder, load_encoder, read_metadata
 from mim.rng import generator_for
 from mim.targets import sliding_window_normalize
-from tests.conftest import tiny_params
+from tests.helpers import build_method, pretrain, tiny_params
 
 CNN = {"model__arch": "cnn", "model__name": "resnet10t", "model__output_stride": 8}
 

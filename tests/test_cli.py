@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_mim, tiny_overrides
+from tests.helpers import run_mim, tiny_overrides
 
 
 def _sets(items):

@@ -2,9 +2,9 @@
 
 import json
 
-from mim.stages.compare import comparison_table
-from mim.stages.graph import input_stage, pipeline_methods
-from tests.conftest import ROOT
+from mim.project.compare import comparison_table
+from mim.project.graph import input_stage, pipeline_methods
+from tests.helpers import ROOT
 
 
 def test_table_with_a_missing_method(tmp_path):

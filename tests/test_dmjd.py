@@ -8,14 +8,12 @@ import itertools
 import pytest
 import torch
 
-from mim.engine.pretrain import pretrain
 from mim.masking import disjoint_views, expand_views, expected_coverage
-from mim.methods import build_method
 from mim.models.export import export_encoder, load_encoder
 from mim.models.vit import ViTSpec, build_vit
 from mim.params import load_pretrain
 from mim.rng import generator_for
-from tests.conftest import ROOT, tiny_params
+from tests.helpers import ROOT, build_method, pretrain, tiny_params
 
 
 @pytest.mark.parametrize(("grid", "ratio", "views", "unit"),
@@ -101,11 +99,10 @@ def test_low_resolution_encoder_evaluates_at_full_size(tmp_path):
 @pytest.mark.parametrize("per_mask_ratio", [True, False])
 def test_dmjd_scales_lr_by_one_over_the_mask_ratio(per_mask_ratio, tmp_path):
     from mim.data import load_dataset
-    from mim.engine.trainer import Trainer
+    from tests.helpers import make_trainer
 
     params = tiny_params("dmjd", optim__base_lr=3e-4, method__lr_per_mask_ratio=per_mask_ratio)
-    trainer = Trainer(build_method(params), load_dataset("synthetic:32", size=16), params, str(tmp_path),
-                      torch.device("cpu"))
+    trainer = make_trainer(build_method(params), load_dataset("synthetic:32", size=16), params, str(tmp_path))
     expected = 3e-4 * 16 / 256 / (0.6 if per_mask_ratio else 1.0)
     assert trainer.lr == pytest.approx(expected)
     assert all(g["initial_lr"] == pytest.approx(expected) for g in trainer.optimizer.param_groups)  # the peak

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel
 
 from mim.params import METHOD_NAMES, check_dir, model_for
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 METHODS = next(v["methods"] for v in SPEC["vars"] if "methods" in v)

@@ -15,14 +15,12 @@ from mim.engine.checkpoint import (
     save_checkpoint,
 )
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
-from mim.engine.pretrain import pretrain
 from mim.engine.schedule import warmup_cosine
-from mim.engine.trainer import NonFiniteLossError, Trainer
-from mim.methods import build_method
+from mim.engine.trainer import NonFiniteLossError
 from mim.methods.base import MIMMethod
 from mim.models.export import export_encoder, load_encoder, read_metadata
 from mim.models.vit import ViTSpec, build_vit
-from tests.conftest import tiny_params
+from tests.helpers import build_method, make_trainer, pretrain, tiny_params
 
 
 def test_warmup_cosine_values():
@@ -106,7 +104,7 @@ def test_resume_refuses_checkpoint_of_another_method(tmp_path):
     method = build_method(params)
     from mim.data import load_dataset
 
-    trainer = Trainer(method, load_dataset("synthetic:128", size=16), params, out, torch.device("cpu"))
+    trainer = make_trainer(method, load_dataset("synthetic:128", size=16), params, out)
     with pytest.raises(CheckpointError, match="another model or method"):
         trainer.resume()
 
@@ -135,7 +133,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     params = tiny_params("mae", train__steps=12, train__ckpt_every=4)
     out = str(tmp_path / "run")
     method = _NaNAfter(build_method(params), bad_from=7)
-    trainer = Trainer(method, load_dataset("synthetic:128", size=16), params, out, torch.device("cpu"))
+    trainer = make_trainer(method, load_dataset("synthetic:128", size=16), params, out)
     with pytest.raises(NonFiniteLossError, match=r"step 7 .*last\.pt \(step 4\) is kept"):
         trainer.fit()
     ckpt = load_checkpoint(f"{out}/checkpoints/last.pt")

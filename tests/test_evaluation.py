@@ -9,6 +9,7 @@ from mim.evaluation import evaluate_encoder, knn_accuracy, knn_predict, linear_p
 from mim.evaluation.evaluate import evaluate_pixels
 from mim.models.vit import ViTSpec, build_vit
 from mim.params import DataParams, EvalParams
+from mim.params.bind import augment, probe_config
 
 
 def _clusters(n_per: int, dim: int = 16, classes: int = 4, seed: int = 0, spread: float = 0.1):
@@ -82,10 +83,10 @@ def test_evaluate_encoder_and_pixel_baseline_on_synthetic():
     data = DataParams(source="synthetic", image_size=16)
     torch.manual_seed(0)
     enc = build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2))
-    m = evaluate_encoder(enc, train, test, params, data)
+    m = evaluate_encoder(enc, train, test, augment(data), probe_config(params))
     assert m["feature_dim"] == 32
     assert 0 <= m["knn_top1"] <= 100 and 0 <= m["linear_top1"] <= 100
-    px = evaluate_pixels(train, test, params, data)
+    px = evaluate_pixels(train, test, augment(data), probe_config(params))
     assert px["knn_top1"] > 50  # the synthetic classes are visibly different patterns (chance: 25 %)
 
 

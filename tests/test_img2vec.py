@@ -4,26 +4,26 @@ token diversity, encoders of ours as teachers, and the method's loss."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from mim.analysis import diversity_by_level, token_diversity
-from mim.engine.pretrain import pretrain
-from mim.methods import build_method
 from mim.models.export import export_encoder
 from mim.models.vit import ViTSpec, build_vit
-from mim.params import TeacherSpec
+from mim.params import TeacherSpec, bind
 from mim.rng import generator_for
-from mim.targets.teacher import Teacher, load_teacher_dir, teacher_manifest
-from tests.conftest import tiny_params, tiny_teacher_dir
+from mim.targets.teacher import Teacher, TeacherSource, load_teacher_dir, teacher_manifest
+from tests.helpers import build_method, pretrain, tiny_params, tiny_teacher_dir
 
 STATS = {"student_mean": (0.5,) * 3, "student_std": (0.5,) * 3}
-TINY_TEACHER = TeacherSpec(name="efficientnet_lite0", weights="random", level=1, input_size=32)  # 8x8 maps
+TINY_TEACHER = bind.teacher_source(TeacherSpec(name="efficientnet_lite0", weights="random", level=1,
+                                               input_size=32))  # 8x8 maps
 
 
-def write_teacher_dir(folder: Path, spec: TeacherSpec = TINY_TEACHER, grid: tuple[int, int] = (4, 4)) -> Path:
+def write_teacher_dir(folder: Path, spec: TeacherSource = TINY_TEACHER, grid: tuple[int, int] = (4, 4)) -> Path:
     teacher, digest = Teacher.from_spec(spec, grid, STATS["student_mean"], STATS["student_std"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").write_text(json.dumps(teacher_manifest(spec, teacher, digest)))
@@ -59,7 +59,7 @@ def test_random_teachers_are_seeded_and_levels_are_checked():
     _, b = Teacher.from_spec(TINY_TEACHER, (4, 4), **STATS)
     assert a == b
     with pytest.raises(ValueError, match=r"teacher level 7 does not exist: the model has levels 0..4"):
-        Teacher.from_spec(TINY_TEACHER.model_copy(update={"level": 7}), (4, 4), **STATS)
+        Teacher.from_spec(replace(TINY_TEACHER, level=7), (4, 4), **STATS)
 
 
 def test_weights_that_do_not_fit_name_the_keys(tmp_path):
@@ -68,7 +68,7 @@ def test_weights_that_do_not_fit_name_the_keys(tmp_path):
     state.pop("conv_stem.weight")
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "w.pth")
-    spec = TINY_TEACHER.model_copy(update={"weights": str(tmp_path / "w.pth")})
+    spec = replace(TINY_TEACHER, weights=str(tmp_path / "w.pth"))
     with pytest.raises(ValueError, match=r"missing \['conv_stem.weight'\], unexpected \['extra.weight'\]"):
         Teacher.from_spec(spec, (4, 4), **STATS)
 
@@ -79,7 +79,7 @@ def test_an_encoder_of_ours_is_a_teacher_on_every_block(tmp_path):
     export_encoder(encoder, str(tmp_path / "encoder.safetensors"))
     spec = TeacherSpec(kind="encoder", weights=str(tmp_path / "encoder.safetensors"), level=2, input_size=None,
                        token_norm=False)
-    teacher, _ = Teacher.from_spec(spec, (4, 4), **STATS)
+    teacher, _ = Teacher.from_spec(bind.teacher_source(spec), (4, 4), **STATS)
     images = torch.randn(3, 3, 16, 16)
     levels = teacher.levels(images)
     assert teacher.input_size == 16 and len(levels) == 3 and all(f.shape == (3, 16, 32) for f in levels)
@@ -135,12 +135,12 @@ def test_img2vec_loss_decreases_and_the_teacher_stays_frozen(teacher_dir, tmp_pa
 
 def test_cached_teacher_features_are_the_ones_each_training_batch_would_compute(teacher_dir, tmp_path):
     from mim.data import load_dataset
-    from mim.engine.trainer import Trainer
+    from tests.helpers import make_trainer
 
     params = img2vec_params(teacher_dir, **{"data.augment.scale": "[1.0, 1.0]", "data.augment.hflip": 0.5,
                                             "method.teacher_cache": "always"})
     data = load_dataset("synthetic:128", size=16)
-    trainer = Trainer(build_method(params), data, params, str(tmp_path / "run"), torch.device("cpu"))
+    trainer = make_trainer(build_method(params), data, params, str(tmp_path / "run"))
     method = trainer.method
     assert method.cache is not None and method.cache.features.shape == (128, 2, 16, 24)  # whole and mirrored
     flips = 0
@@ -159,11 +159,11 @@ def test_cached_teacher_features_are_the_ones_each_training_batch_would_compute(
 
 def test_teacher_cache_is_skipped_or_refused_when_crops_change_the_input(teacher_dir, tmp_path):
     from mim.params import PretrainParams, load_params
-    from tests.conftest import tiny_overrides
+    from tests.helpers import tiny_overrides
 
     images = torch.randint(0, 256, (8, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     params = img2vec_params(teacher_dir)  # the default augmentation: random-resized crops
-    method, augment = build_method(params), params.data.batch_augment()
+    method, augment = build_method(params), bind.augment(params.data)
     method.teacher_cache = "auto"
     method.prepare_data(images, augment, torch.device("cpu"))
     assert method.cache is None

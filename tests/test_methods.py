@@ -5,9 +5,9 @@ import torch
 
 from mim.data import make_synthetic
 from mim.masking import masking_from_noise, unit_masking
-from mim.methods import METHODS, build_method
+from mim.params.bind import METHOD_BUILDERS as METHODS
 from mim.targets import normalize_patches, patchify, unpatchify
-from tests.conftest import tiny_params
+from tests.helpers import build_method, tiny_params
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mim.engine.pretrain import pretrain
 from mim.masking import combine_predictions, mix, mixing_map
-from mim.methods import build_method
 from mim.models.export import export_encoder, load_encoder
 from mim.models.hier import HierEncoder, HierSpec, same_source_mask, upsample_source
 from mim.rng import generator_for
-from tests.conftest import tiny_params
+from tests.helpers import build_method, pretrain, tiny_params
 
 SPEC = HierSpec(img_size=32, patch_size=2, embed_dim=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
                 window_sizes=(8, 4, 4))  # 16x16 -> 8x8 -> 4x4 tokens, windows smaller than the first grids

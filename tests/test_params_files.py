@@ -8,7 +8,7 @@ import pytest
 
 from mim.params import ParamsError, RecipeParams, check_dir, load_pretrain
 from tasks.params_edit import edit_yaml_text
-from tests.conftest import ROOT, run_mim
+from tests.helpers import ROOT, run_mim
 
 
 @pytest.fixture

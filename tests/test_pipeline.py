@@ -164,8 +164,8 @@ def test_flow_rejects_bad_params_before_any_stage(prefect_harness, project):
 def test_one_deployment_per_recipe_and_the_pipeline(monkeypatch):
     from flows.serve import deployments
     from mim.params import METHOD_NAMES
-    from mim.stages.graph import pipeline_methods
-    from tests.conftest import ROOT
+    from mim.project.graph import pipeline_methods
+    from tests.helpers import ROOT
 
     monkeypatch.setenv("MIM_PROJECT_DIR", str(ROOT))
     names = {f"{d.flow_name}/{d.name}" for d in deployments()}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, run_mim, tiny_overrides
+from tests.helpers import ROOT, run_mim, tiny_overrides
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mim import services
+from mim.project import services
 
 
 def _free_port() -> int:

@@ -9,10 +9,9 @@ import sqlite3
 
 import pytest
 
-from mim import services
-from mim.engine.pretrain import pretrain
+from mim.project import services
 from mim.tracking import StageRun, flatten, path_md5, tracking_uri
-from tests.conftest import tiny_params
+from tests.helpers import pretrain, tiny_params
 
 
 def _free_port() -> int:

@@ -17,8 +17,9 @@ from mim.models.export import export_encoder, load_encoder
 from mim.models.hier import HierEncoder, HierSpec
 from mim.models.vit import ViTSpec, build_vit
 from mim.params import DataParams
+from mim.params.bind import augment
+from mim.project.results import baselines
 from mim.stages.report import gather, render
-from mim.stages.results import baselines
 
 
 def _lr_of(model: torch.nn.Module, groups: list[dict]) -> dict[str, float]:
@@ -68,13 +69,13 @@ def test_finetune_learns_and_resumes(tmp_path):
     vit = build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2))
     init = {k: v.clone() for k, v in vit.state_dict().items()}
     url = str(tmp_path / "ft.pt")
-    result = finetune(vit, train, test, d.batch_augment(), ckpt_url=url, ckpt_every=16, **kwargs)
+    result = finetune(vit, train, test, augment(d), ckpt_url=url, ckpt_every=16, **kwargs)
     assert result.steps == 32 and result.top1 > 40  # 4 balanced classes: chance is 25 %
     losses = result.history["loss"]
     assert len(losses) == 32 and sum(losses[-4:]) < sum(losses[:4])
     # the step-16 checkpoint is still there: a second run resumes from it and ends the same way
     vit.load_state_dict(init)
-    resumed = finetune(vit, train, test, d.batch_augment(), ckpt_url=url, ckpt_every=16, **kwargs)
+    resumed = finetune(vit, train, test, augment(d), ckpt_url=url, ckpt_every=16, **kwargs)
     assert resumed.top1 == result.top1 and resumed.history["loss"][-1] == pytest.approx(losses[-1], rel=1e-5)
 
 
@@ -86,7 +87,7 @@ def test_finetune_refuses_a_checkpoint_of_another_architecture(tmp_path):
     vit = build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2))
     with pytest.raises(CheckpointError, match=r"ckpt.pt: weights do not fit this model \(missing: "
                                               r"encoder.blocks.1.attn.proj.bias"):
-        finetune(vit, train, test, d.batch_augment(), epochs=1, batch_size=32, device="cpu", ckpt_url=url)
+        finetune(vit, train, test, augment(d), epochs=1, batch_size=32, device="cpu", ckpt_url=url)
     export_encoder(build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)),
                    str(tmp_path / "enc.safetensors"))
     assert load_encoder(str(tmp_path / "enc.safetensors")).spec.depth == 2

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mim.engine.checkpoint import atomic_write_bytes  # noqa: E402
+from mim.io import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig: plt.Figure, url: str) -> None:

@@ -92,6 +92,11 @@ def full_crops(n: int) -> CropParams:
     return CropParams(boxes=boxes, flip=torch.zeros(n, dtype=torch.bool))
 
 
+def input_channels(stored: int, to_rgb: bool) -> int:
+    """The model input's channels for images stored with `stored` channels: grey repeated to RGB when `to_rgb`."""
+    return 3 if to_rgb and stored == 1 else stored
+
+
 def apply_crops(
     images: Tensor,
     crops: CropParams,
@@ -112,7 +117,7 @@ def apply_crops(
         raise ValueError(f"{len(crops)} crops for a batch of {images.shape[0]} images")
     if out_size < 1:
         raise ValueError(f"out_size must be >= 1, got {out_size}")
-    channels = 3 if to_rgb and images.shape[1] == 1 else images.shape[1]
+    channels = input_channels(images.shape[1], to_rgb)
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} must have one value per output channel ({channels})")
     if any(s <= 0 for s in std):
@@ -158,6 +163,11 @@ class BatchAugment:
         _check_crop_args(self.scale, self.ratio, self.hflip_prob)
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {tuple(self.mean)} and std {tuple(self.std)} differ in length")
+
+    def out_channels(self, stored: int) -> int:
+        """Channels of the model input made from images stored with `stored` channels: the one rule for a model's
+        `in_chans` (grey images are repeated to RGB when `to_rgb`)."""
+        return input_channels(stored, self.to_rgb)
 
     def sample(self, n: int, generator: torch.Generator) -> CropParams:
         """Random crops and flips for `n` images."""

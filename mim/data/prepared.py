@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mim.data.dataset import ImageTensors
-from mim.engine.checkpoint import atomic_write_bytes
+from mim.io import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 FORMAT = "mim-prepared/1"

@@ -9,9 +9,7 @@ sharing a global batch see the same samples, crops and masks as one process woul
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from mim.data import ImageTensors, StepBatches
+from mim.data import BatchAugment, ImageTensors, StepBatches
 from mim.engine.checkpoint import (
     CheckpointError,
     checkpoint_exists,
@@ -28,13 +26,13 @@ from mim.engine.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
+from mim.engine.config import TrainConfig
 from mim.engine.distributed import DistInfo, mean_across_ranks
 from mim.engine.optim import build_adamw, scaled_lr
 from mim.engine.progress import Progress
 from mim.engine.runtime import autocast, autocast_dtype
 from mim.engine.schedule import build_scheduler
 from mim.methods.base import MIMMethod
-from mim.params import PretrainParams
 from mim.rng import derive_seed, generator_for
 
 log = logging.getLogger("mim.train")
@@ -56,50 +54,34 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-def total_steps(params: PretrainParams, num_samples: int) -> int:
-    t = params.train
-    if t.steps is not None:
-        return t.steps
-    return max(1, math.ceil(t.epochs * (num_samples // t.batch_size)))
-
-
-def model_signature(params: PretrainParams) -> str:
-    """What must match for a checkpoint to belong to this run: method, architecture, image size."""
-    return json.dumps({"method": params.method.model_dump(), "model": params.model.model_dump(),
-                       "image_size": params.image_size}, sort_keys=True)
-
-
 class Trainer:
     """Owns the model, optimizer, schedule and checkpoints of one pre-training run."""
 
-    def __init__(self, method: MIMMethod, data: ImageTensors, params: PretrainParams, out_dir: str,
-                 device: torch.device, dist: DistInfo | None = None, ckpt_url: str | None = None,
+    def __init__(self, method: MIMMethod, data: ImageTensors, augment: BatchAugment, config: TrainConfig,
+                 ckpt_url: str, device: torch.device, dist: DistInfo | None = None,
                  on_metrics: MetricsCallback | None = None) -> None:
         dist = dist or DistInfo()
-        t = params.train
+        t = config
         if t.batch_size % (dist.world_size * t.accum_steps):
             raise ValueError(f"train.batch_size {t.batch_size} is not divisible by world size {dist.world_size} "
                              f"x accum_steps {t.accum_steps}")
-        self.params, self.out_dir, self.device, self.dist = params, out_dir.rstrip("/"), device, dist
-        self.ckpt_url = ckpt_url or f"{self.out_dir}/checkpoints/last.pt"
+        self.config, self.ckpt_url, self.device, self.dist = config, ckpt_url, device, dist
         self.on_metrics = on_metrics if dist.is_main else None
         self.method = method.to(device)
-        placement = params.data.on_device
-        keep_on_device = placement == "always" or (placement == "auto" and device.type == "cuda")
+        keep_on_device = t.on_device == "always" or (t.on_device == "auto" and device.type == "cuda")
         self.images = data.images.to(device) if keep_on_device else data.images
         self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
-        self.total_steps = total_steps(params, len(data))
-        self.augment = params.data.batch_augment(params.image_size)
+        self.total_steps = t.total_steps(len(data))
+        self.augment = augment
         self.amp_dtype = autocast_dtype(t.amp, device)
         with autocast(device, self.amp_dtype):  # per-image targets in the precision training would compute them
             self.method.prepare_data(self.images, self.augment, device)
-        self.lr = scaled_lr(params.optim.base_lr, t.batch_size) * params.method.lr_factor
-        o = params.optim
+        o = t.optim
+        self.lr = scaled_lr(o.base_lr, t.batch_size) * self.method.lr_factor
         self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused,
                                      overrides=self.method.optimizer_overrides())
-        s = params.schedule
-        warmup = s.warmup_steps if s.warmup_steps is not None else int(s.warmup_fraction * self.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, s.min_lr_ratio)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, t.schedule.warmup(self.total_steps),
+                                         t.schedule.min_lr_ratio)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         model: torch.nn.Module = self.method
         if dist.enabled:
@@ -114,8 +96,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "format": CKPT_FORMAT,
-            "method": self.params.method.name,
-            "signature": model_signature(self.params),
+            "method": self.method.name,
+            "signature": self.config.signature,
             "step": self.step,
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -123,7 +105,6 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
             "history": self.history,
-            "params": self.params.model_dump_json(),
         }
 
     def save(self) -> None:
@@ -139,10 +120,10 @@ class Trainer:
         ckpt = load_checkpoint(url, map_location=self.device)
         if ckpt.get("format") != CKPT_FORMAT:
             raise CheckpointError(f"{url}: not a mim pre-training checkpoint (format {ckpt.get('format')!r})")
-        if ckpt["signature"] != model_signature(self.params):
+        if ckpt["signature"] != self.config.signature:
             raise CheckpointError(
                 f"{url}: written by another model or method ({ckpt['method']}: {ckpt['signature']}); "
-                f"this run is {self.params.method.name}: {model_signature(self.params)}. "
+                f"this run is {self.method.name}: {self.config.signature}. "
                 "Use another output directory, or drop --resume to start over.")
         load_state_strict(self.method, ckpt["model"], url)
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -156,7 +137,7 @@ class Trainer:
     # -- one optimizer step --------------------------------------------------------------------
     def batch_for_step(self, step: int) -> list[dict[str, Any]]:
         """This rank's micro-batches of `step`: crops and masks are drawn for the global batch, then sliced."""
-        t = self.params.train
+        t = self.config
         gen = generator_for(t.seed, "step", step)
         idx = self.batches.indices(step)
         crops = self.augment.sample(len(idx), gen)
@@ -174,7 +155,7 @@ class Trainer:
         return out
 
     def train_step(self, step: int) -> torch.Tensor:
-        t = self.params.train
+        t = self.config
         torch.manual_seed(derive_seed(t.seed, "torch", step, self.dist.rank))  # dropout / drop-path
         micro_batches = self.batch_for_step(step)
         total = torch.zeros((), device=self.device)
@@ -190,9 +171,9 @@ class Trainer:
             for name, value in out.get("logs", {}).items():  # method-specific parts, averaged like the loss
                 part = value.detach().float() / len(micro_batches)
                 self.log_sums[name] = self.log_sums[name] + part if name in self.log_sums else part
-        if self.params.optim.clip_grad is not None:
+        if self.config.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.params.optim.clip_grad)
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.config.optim.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -201,7 +182,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        t = self.params.train
+        t = self.config
         start = self.step
         resumed = start if start > 0 else None
         progress = Progress(self.total_steps, t.batch_size, start, t.log_every_s, t.log_every_steps,

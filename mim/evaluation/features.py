@@ -8,7 +8,7 @@ import torch
 
 from mim.data import BatchAugment
 from mim.engine.runtime import autocast
-from mim.models.export import Encoder
+from mim.models.encoder import Encoder
 
 
 @torch.no_grad()

@@ -12,10 +12,11 @@ a batch masks exactly the same number of tokens. Mask kinds:
 - mixing (MixMIM): `mixing_map`, `mix`, `combine_predictions`; one source map per batch, pairs (i, B-1-i).
 
 All return a `TokenMask` (`ids_keep`, `ids_restore`, `mask` with 1 = masked); `gather_tokens`,
-`restore_tokens` and `masked_mean` apply it.
+`restore_tokens` and `masked_mean` apply it; `count_for_ratio` is the one rule turning a ratio into a token count.
 """
 
 from mim.masking.blockwise import block_masking, block_masking_ratio
+from mim.masking.checks import count_for_ratio
 from mim.masking.mixing import SourceMap, check_pairs, combine_predictions, mix, mixing_map
 from mim.masking.ops import gather_tokens, masked_mean, restore_tokens
 from mim.masking.random import masking_from_noise, random_masking
@@ -25,6 +26,7 @@ from mim.masking.units import unit_masking
 from mim.masking.views import MultiViewMask, disjoint_views, expand_views, expected_coverage, per_view
 
 __all__ = [
+    "count_for_ratio",
     "MultiViewMask",
     "disjoint_views",
     "expand_views",

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from mim.masking._checks import check_batch_size, check_positive_int, check_ratio, count_for_ratio
+from mim.masking.checks import check_batch_size, check_positive_int, check_ratio, count_for_ratio
 from mim.masking.types import TokenMask, token_mask_from_bool
 
 _ATTEMPTS_PER_BLOCK = 10

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mim.masking._checks import check_ratio, count_for_ratio
+from mim.masking.checks import check_ratio, count_for_ratio
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mim.masking._checks import check_batch_size, check_positive_int, check_ratio, count_for_ratio
+from mim.masking.checks import check_batch_size, check_positive_int, check_ratio, count_for_ratio
 from mim.masking.types import TokenMask
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mim.masking._checks import check_positive_int, check_ratio
+from mim.masking.checks import check_positive_int, check_ratio
 from mim.masking.random import masking_from_noise
 from mim.masking.types import TokenMask, token_mask_from_bool
 

@@ -32,6 +32,7 @@ class MIMMethod(nn.Module):
 
     name: str = ""
     encoder: nn.Module
+    lr_factor: float = 1.0  # the method's own factor on the batch-scaled lr (a training rule of its paper)
 
     def sample_masks(self, batch_size: int, generator: torch.Generator) -> Sliceable:
         raise NotImplementedError

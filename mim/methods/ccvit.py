@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from mim.masking import MaskAndReplace, block_masking, choose_unmasked, masked_mean
-from mim.masking._checks import count_for_ratio
+from mim.masking import MaskAndReplace, block_masking, choose_unmasked, count_for_ratio, masked_mean
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.attention import SplitQkvAttention
 from mim.models.vit import MaskedViT, init_mae_weights
@@ -79,7 +78,7 @@ class CCViT(MIMMethod):
     def predict(self, corrupted: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token logits [B, N, K] and pixel predictions [B, N, C*p*p] for corrupted images and a [B, N] mask."""
         tokens = self.encoder.embed_with_mask_token(corrupted, mask, self.mask_token)  # [B, N, D]
-        final, early = self.encoder.forward_tokens_with_layer(tokens, self.pixel_layer)
+        final, early = self.encoder.forward_embedded_with_layer(tokens, self.pixel_layer)
         logits = self.token_head(final[:, 1:])  # [B, N, K]
         x = self.pixel_blocks(torch.cat([final[:, :1], early[:, 1:]], dim=1))  # [B, 1+N, D]
         return logits, self.pixel_head(self.pixel_norm(x)[:, 1:])

@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mim.masking import TokenMask, block_masking, masked_mean
-from mim.masking._checks import count_for_ratio
+from mim.masking import TokenMask, block_masking, count_for_ratio, masked_mean
 from mim.methods.base import MIMMethod, StepOutput
-from mim.models.cnn import CnnEncoder
+from mim.models.encoder import Encoder
 from mim.models.vit import MaskedViT, init_mae_weights
 from mim.targets import from_patch_vectors, patch_vectors, sliding_window_normalize
 from mim.targets.centroids import CentroidTokenizer, nearest_centroid
@@ -54,7 +53,7 @@ def replacement_labels(original: torch.Tensor, sampled: torch.Tensor) -> torch.T
 class CIM(MIMMethod):
     name = "cim"
 
-    def __init__(self, encoder: MaskedViT | CnnEncoder, generator: MaskedViT, tokenizer: CentroidTokenizer, *,
+    def __init__(self, encoder: Encoder, generator: MaskedViT, tokenizer: CentroidTokenizer, *,
                  mean: tuple[float, ...], std: tuple[float, ...], patch_size: int,
                  objective: Literal["revdet", "respix"] = "revdet", mask_ratio: float = 0.4, min_block: int = 4,
                  temperature: float = 1.0, decode_all: bool = False, window: int = 7,
@@ -98,7 +97,7 @@ class CIM(MIMMethod):
     def generate(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Generator logits [B, N, K] over centroid ids for block-masked images."""
         tokens = self.generator.embed_with_mask_token(images, mask, self.gen_mask_token)
-        return self.gen_head(self.generator.forward_tokens(tokens)[:, 1:])
+        return self.gen_head(self.generator.forward_embedded(tokens)[:, 1:])
 
     def corrupt(self, images: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Original ids, sampled ids, replacement labels and the corrupted (normalized) images; no gradient."""
@@ -114,10 +113,9 @@ class CIM(MIMMethod):
                 "pixels": pixels}
 
     def enhance(self, corrupted: torch.Tensor) -> torch.Tensor:
-        """Enhancer token features [B, N, D] of corrupted images: every token, no mask token."""
-        if isinstance(self.encoder, CnnEncoder):
-            return self.encoder.tokens(corrupted, self.grid)
-        return self.encoder.forward_features(corrupted)[:, 1:]
+        """Enhancer token features [B, N, D] of corrupted images on the tokenizer's grid: every token, no mask
+        token (a ViT's own patch grid; a CNN's final map pooled or resized to it)."""
+        return self.encoder.forward_tokens(corrupted, grid=self.grid)
 
     def forward(self, batch: dict[str, Any]) -> StepOutput:
         images, mask = batch["images"], batch["mask"].mask
@@ -159,6 +157,6 @@ class CIM(MIMMethod):
         return panels
 
 
-def build_cim(encoder: MaskedViT | CnnEncoder, generator: MaskedViT, tokenizer: CentroidTokenizer,
+def build_cim(encoder: Encoder, generator: MaskedViT, tokenizer: CentroidTokenizer,
               **kwargs: Any) -> CIM:
     return CIM(encoder, generator, tokenizer, **kwargs)

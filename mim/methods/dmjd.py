@@ -34,10 +34,12 @@ def projector(dim: int, out_dim: int, eps: float = 1e-6) -> nn.Sequential:
 class DMJD(MAE):
     name = "dmjd"
 
-    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, target: nn.Module, *, mask_ratio: float = 0.6,
-                 views: int = 2, unit: int = 1, visible_weight: float = 1.0, beta: float = 2.0) -> None:
+    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, target: nn.Module, *, mask_ratio: float, views: int,
+                 unit: int, visible_weight: float, beta: float, lr_per_mask_ratio: bool) -> None:
         super().__init__(encoder, decoder, mask_ratio, norm_pix_loss=False, target=target, views=views)
         self.unit, self.visible_weight, self.beta = unit, visible_weight, beta
+        # the authors' lr rule: their effective batch is batch x pred_ratio / mask_ratio (pred_ratio 1)
+        self.lr_factor = 1 / mask_ratio if lr_per_mask_ratio else 1.0
         self.projector = projector(encoder.embed_dim, target.dim, encoder.spec.norm_eps)
         init_mae_weights(self.projector)
 
@@ -61,11 +63,11 @@ class DMJD(MAE):
                                        "dmjd/token_coverage": views.coverage().mean()}}
 
 
-def build_dmjd(encoder: MaskedViT, target: nn.Module, *, mask_ratio: float = 0.6, views: int = 2, unit: int = 1,
-               visible_weight: float = 1.0, beta: float = 2.0, decoder_dim: int = 64, decoder_depth: int = 1,
-               decoder_heads: int = 2) -> DMJD:
+def build_dmjd(encoder: MaskedViT, target: nn.Module, *, mask_ratio: float, views: int, unit: int,
+               visible_weight: float, beta: float, decoder_dim: int, decoder_depth: int, decoder_heads: int,
+               lr_per_mask_ratio: bool) -> DMJD:
     decoder = MaeDecoder(encoder.grid, encoder.embed_dim, target.dim, decoder_dim, decoder_depth, decoder_heads,
                          norm_eps=encoder.spec.norm_eps)
     init_mae_weights(decoder)
     return DMJD(encoder, decoder, target, mask_ratio=mask_ratio, views=views, unit=unit,
-                visible_weight=visible_weight, beta=beta)
+                visible_weight=visible_weight, beta=beta, lr_per_mask_ratio=lr_per_mask_ratio)

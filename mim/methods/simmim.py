@@ -53,7 +53,7 @@ class SimMIM(MIMMethod):
     def predict(self, images: torch.Tensor, mask: TokenMask) -> torch.Tensor:
         """Pixels [B, C, H, W], or target vectors [B, N, D_t] with a target module."""
         tokens = self.encoder.embed_with_mask_token(images, mask.mask, self.mask_token)  # [B, N, D]
-        x = self.encoder.forward_tokens(tokens)[:, 1:]  # [B, N, D]
+        x = self.encoder.forward_embedded(tokens)[:, 1:]  # [B, N, D]
         if self.target_module is not None:
             return self.head(x)
         b, n, d = x.shape

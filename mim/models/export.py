@@ -5,33 +5,34 @@ from __future__ import annotations
 import json
 import struct
 
-import fsspec
 import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from mim.engine.checkpoint import atomic_write_bytes, load_state_strict
+from mim.io import atomic_write_bytes, read_bytes
 from mim.models.cnn import CnnEncoder, CnnSpec
+from mim.models.encoder import Encoder, EncoderSpec
 from mim.models.hier import HierEncoder, HierSpec
 from mim.models.vit import MaskedViT, ViTSpec
 
-Encoder = MaskedViT | CnnEncoder | HierEncoder
+__all__ = ["ARCHS", "Encoder", "build_encoder", "encoder_state", "export_encoder", "load_encoder", "read_metadata"]
+
+# metadata "arch" -> (spec type, encoder type) that `load_encoder` rebuilds a file with (no initialisation)
+ARCHS: dict[str, tuple[type[EncoderSpec], type[Encoder]]] = {
+    "vit": (ViTSpec, MaskedViT),
+    "cnn": (CnnSpec, CnnEncoder),
+    "hier": (HierSpec, HierEncoder),
+}
 
 
-def build_encoder(spec: ViTSpec | CnnSpec | HierSpec) -> Encoder:
+def build_encoder(spec: EncoderSpec) -> Encoder:
     """A randomly initialised encoder of `spec`'s architecture (ViT with MAE's init, CNN with timm's)."""
-    from mim.models.cnn import build_cnn
-    from mim.models.vit import build_vit
-
-    if isinstance(spec, HierSpec):
-        return HierEncoder(spec)
-    return build_cnn(spec) if isinstance(spec, CnnSpec) else build_vit(spec)
+    return spec.build()
 
 
 def encoder_state(encoder: Encoder) -> dict[str, torch.Tensor]:
     """timm keys (a ViT without its classification head; a CNN's body), contiguous, on the CPU."""
-    state = encoder.body.state_dict() if isinstance(encoder, CnnEncoder) else encoder.state_dict()
-    return {k: v.detach().cpu().contiguous() for k, v in state.items() if not k.startswith("head.")}
+    return encoder.export_state()
 
 
 def export_encoder(encoder: Encoder, path: str, extra: dict[str, str] | None = None) -> None:
@@ -40,7 +41,7 @@ def export_encoder(encoder: Encoder, path: str, extra: dict[str, str] | None = N
     **timm_kwargs)` where both come from the file's metadata."""
     meta = {
         "format": "mim-encoder/1",
-        "arch": getattr(encoder.spec, "arch", "vit"),
+        "arch": encoder.spec.arch,
         "spec": json.dumps(encoder.spec.to_dict()),
         "timm_name": encoder.spec.timm_name,
         "timm_kwargs": json.dumps(encoder.spec.timm_kwargs()),
@@ -50,11 +51,7 @@ def export_encoder(encoder: Encoder, path: str, extra: dict[str, str] | None = N
 
 
 def _read(path: str) -> bytes:
-    fs, p = fsspec.core.url_to_fs(path)
-    if not fs.exists(p):
-        raise FileNotFoundError(f"{path}: no exported encoder there")
-    with fs.open(p, "rb") as f:
-        return f.read()
+    return read_bytes(path, "exported encoder")
 
 
 def _metadata(data: bytes, path: str) -> dict[str, str]:
@@ -81,37 +78,27 @@ def load_encoder(path: str, img_size: int | None = None) -> Encoder:
     meta = _metadata(data, path)
     if meta.get("format") != "mim-encoder/1":
         raise ValueError(f"{path}: not an encoder exported by mim (metadata format {meta.get('format')!r})")
-    spec = json.loads(meta["spec"])
-    if img_size and img_size != spec.get("img_size") and meta.get("arch", "vit") == "vit":
-        return _vit_at(load_bytes(data), {**spec, "img_size": img_size}, path)
-    if img_size and meta.get("arch") == "hier" and img_size != spec.get("img_size"):
-        spec = {**spec, "img_size": img_size}  # sin-cos positions are a buffer: rebuilt for the new grid
-    if meta.get("arch") == "cnn":
-        encoder = CnnEncoder(CnnSpec(**spec))
-        load_state_strict(encoder.body, load_bytes(data), path)
-        return encoder
-    if meta.get("arch") == "hier":
-        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
-        encoder = HierEncoder(HierSpec(**tuples))
-        load_state_strict(encoder, load_bytes(data), path)
-        return encoder
-    encoder = MaskedViT(ViTSpec(**spec))
-    load_state_strict(encoder, {**load_bytes(data), **_head_state(encoder)}, path)
+    arch = meta.get("arch", "vit")
+    if arch not in ARCHS:
+        raise ValueError(f"{path}: unknown encoder architecture {arch!r} (known: {', '.join(ARCHS)})")
+    spec_type, encoder_type = ARCHS[arch]
+    spec, state = json.loads(meta["spec"]), load_bytes(data)
+    resized = bool(img_size) and img_size != spec.get("img_size") and arch != "cnn"  # a CNN takes any size
+    if resized:  # the hierarchical encoder's sin-cos positions are a buffer: rebuilt for the new grid
+        spec = {**spec, "img_size": img_size}
+    encoder = encoder_type(spec_type.from_dict(spec))
+    if resized and arch == "vit":
+        state = _vit_positions(encoder, state)
+    encoder.load_export_state(state, path)
     return encoder
 
 
-def _vit_at(state: dict[str, torch.Tensor], spec: dict, path: str) -> MaskedViT:
+def _vit_positions(encoder: MaskedViT, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with the position table of `encoder`'s grid: a fixed sin-cos table recomputed, a learned one
+    resampled."""
     from timm.layers import resample_abs_pos_embed
 
-    encoder = MaskedViT(ViTSpec(**spec))
-    if spec.get("pos_embed", "sincos") == "sincos":
-        state = {**state, "pos_embed": encoder.pos_embed.detach().clone()}
-    else:
-        state = {**state, "pos_embed": resample_abs_pos_embed(state["pos_embed"], list(encoder.grid),
-                                                              num_prefix_tokens=encoder.num_prefix_tokens)}
-    load_state_strict(encoder, {**state, **_head_state(encoder)}, path)
-    return encoder
-
-
-def _head_state(encoder: MaskedViT) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in encoder.state_dict().items() if k.startswith("head.")}
+    if encoder.spec.pos_embed == "sincos":
+        return {**state, "pos_embed": encoder.pos_embed.detach().clone()}
+    return {**state, "pos_embed": resample_abs_pos_embed(state["pos_embed"], list(encoder.grid),
+                                                         num_prefix_tokens=encoder.num_prefix_tokens)}

@@ -12,11 +12,13 @@ merging, and an absolute sin-cos position embedding is added after the patch emb
     -> final LayerNorm; tokens on the last grid (stride p * 2^(S-1)).
 
 Source maps are defined on the *last* grid and upsampled (nearest) to every stage, so a 2x2 merge never
-blends two images. Without a source map it is a plain hierarchical encoder for fine-tuning and probes.
+blends two images. Without a source map it is a plain hierarchical encoder for fine-tuning and probes; it
+implements the `mim.models.encoder.Encoder` contract (the source map is its own masked forward).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Literal
@@ -27,7 +29,9 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mim.models.attention import SplitQkvAttention
+from mim.models.encoder import cpu_state, map_to_tokens
 from mim.models.pos_embed import sincos_2d
+from mim.models.state import load_state_strict
 
 # size -> (embed_dim, depths, num_heads, window_sizes at 224 px with patch 4)
 HIER_PRESETS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
@@ -67,6 +71,15 @@ class HierSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> HierSpec:
+        """The inverse of `to_dict` after a JSON round trip (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    def build(self) -> HierEncoder:
+        """A randomly initialised encoder (truncated-normal linears)."""
+        return HierEncoder(self)
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -202,9 +215,14 @@ class HierEncoder(nn.Module):
         outs.append(self.norm(x))
         return outs
 
-    def forward_tokens(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        """Last-stage tokens [B, N, D]."""
-        return self.forward_stages(x, source)[-1].flatten(1, 2)
+    def forward_tokens(self, x: torch.Tensor, source: torch.Tensor | None = None, *,
+                       grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """Last-stage tokens [B, N, D] (mixed by `source` as in `forward_stages`), on the last grid or brought to
+        `grid`."""
+        tokens = self.forward_stages(x, source)[-1].flatten(1, 2)
+        if grid is None or tuple(grid) == self.grid:
+            return tokens
+        return map_to_tokens(tokens.transpose(1, 2).unflatten(2, self.grid), grid)
 
     def pooled(self, x: torch.Tensor, pool: Literal["cls", "mean"] = "mean") -> torch.Tensor:
         """A [B, D] image feature: the mean last-stage token (there is no class token)."""
@@ -221,6 +239,32 @@ class HierEncoder(nn.Module):
             return maps
         chosen = range(len(maps))[-indices:] if isinstance(indices, int) else indices
         return [maps[i] for i in chosen]
+
+    def layer_ids(self) -> tuple[dict[str, int], int]:
+        """Layer-decay depths: blocks counted across stages in order (stage 1's first block is 1); a patch merge
+        belongs to the block after it; the patch embedding 0; the final norm L + 1."""
+        starts, total = [], 0
+        for stage in self.stages:
+            starts.append(total)
+            total += len(stage.blocks)
+        top = total + 1
+
+        def depth(name: str) -> int:
+            if m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.", name):
+                return starts[int(m[1])] + int(m[2]) + 1
+            if m := re.match(r"merges\.(\d+)\.", name):
+                return starts[int(m[1]) + 1] + 1
+            return 0 if name.startswith(("patch_embed", "embed_norm")) else top
+
+        return {n: depth(n) for n, _ in self.named_parameters()}, top
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """Own keys (an architecture of ours: `mim.models.export.load_encoder` rebuilds it)."""
+        return cpu_state(self.state_dict())
+
+    def load_export_state(self, state: dict[str, torch.Tensor], origin: str) -> None:
+        """Strictly load an exported state (the sin-cos positions are a buffer rebuilt for `spec.img_size`)."""
+        load_state_strict(self, state, origin)
 
 
 def _init_weights(m: nn.Module) -> None:

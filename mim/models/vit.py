@@ -1,15 +1,18 @@
 """ViT encoder on timm's VisionTransformer, with the entry points masked image modeling needs.
 
 `MaskedViT` *is* a timm `VisionTransformer` (same parameter names), so an exported state dict
-loads into `timm.create_model(<timm_name>, ...)` unchanged. It adds:
+loads into `timm.create_model(<timm_name>, ...)` unchanged. It implements the `mim.models.encoder.Encoder`
+contract (`forward_tokens(x)` gives the patch tokens of images) and adds the token-level entry points the
+methods corrupt it through (ViT only):
   - `patch_tokens(x)`: patch embeddings without position or class token,
   - `add_pos(tokens)`: add the patch position embedding,
-  - `forward_tokens(tokens)`: prepend the class token, run blocks and the final norm,
+  - `forward_embedded(tokens)`: prepend the class token to embedded tokens, run blocks and the final norm,
   - `forward_masked(x, ids_keep)`: MAE-style encoding of the visible tokens only.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Literal
@@ -20,7 +23,9 @@ from torch import nn
 
 from mim.masking import gather_tokens
 from mim.models.attention import SplitQkvAttention
+from mim.models.encoder import cpu_state, map_to_tokens
 from mim.models.pos_embed import sincos_2d
+from mim.models.state import load_state_strict
 
 # size -> (embed_dim, depth, num_heads); the timm names below use the same shapes.
 VIT_PRESETS: dict[str, tuple[int, int, int]] = {
@@ -62,6 +67,10 @@ class ViTSpec:
         return {"embed_dim": self.embed_dim or d, "depth": self.depth or n, "num_heads": self.num_heads or h}
 
     @property
+    def arch(self) -> str:
+        return "vit"
+
+    @property
     def timm_name(self) -> str:
         return TIMM_NAMES[self.size]
 
@@ -78,6 +87,14 @@ class ViTSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> ViTSpec:
+        return cls(**fields)
+
+    def build(self) -> MaskedViT:
+        """A randomly initialised encoder with MAE's initialization."""
+        return build_vit(self)
 
 
 class MaskedViT(VisionTransformer):
@@ -132,15 +149,15 @@ class MaskedViT(VisionTransformer):
         w = mask.unsqueeze(-1).to(tokens.dtype)
         return self.add_pos(tokens * (1 - w) + mask_token.to(tokens.dtype) * w)
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_embedded(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, K, D] position-embedded patch tokens -> [B, 1 + K, D] normed states (class token first)."""
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         x = self.norm_pre(torch.cat([cls, tokens], dim=1))
         x = self.blocks(x)
         return self.norm(x)
 
-    def forward_tokens_with_layer(self, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like `forward_tokens`, also returning the (un-normed) output of block `layer` (1-based): CCViT's
+    def forward_embedded_with_layer(self, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `forward_embedded`, also returning the (un-normed) output of block `layer` (1-based): CCViT's
         pixel branch reads an early layer. Both [B, 1 + K, D]."""
         if not 1 <= layer <= len(self.blocks):
             raise ValueError(f"layer {layer} is out of range for an encoder of depth {len(self.blocks)}")
@@ -156,16 +173,45 @@ class MaskedViT(VisionTransformer):
     def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
         """Encode only the visible tokens `ids_keep` [B, K] of images [B, C, H, W] -> [B, 1 + K, D]."""
         tokens = self.add_pos(self.patch_tokens(x))
-        return self.forward_tokens(gather_tokens(tokens, ids_keep))
+        return self.forward_embedded(gather_tokens(tokens, ids_keep))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens, unmasked: [B, 1 + N, D] (same as timm's, with the fixed sin-cos table)."""
-        return self.forward_tokens(self.add_pos(self.patch_tokens(x)))
+        return self.forward_embedded(self.add_pos(self.patch_tokens(x)))
+
+    def forward_tokens(self, x: torch.Tensor, *, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """[B, C, H, W] -> [B, N, D] last-layer patch tokens (no class token), on the patch grid or brought to
+        `grid`."""
+        tokens = self.forward_features(x)[:, self.num_prefix_tokens :]
+        if grid is None or tuple(grid) == self.grid:
+            return tokens
+        return map_to_tokens(tokens.transpose(1, 2).unflatten(2, self.grid), grid)
 
     def pooled(self, x: torch.Tensor, pool: Literal["cls", "mean"] = "cls") -> torch.Tensor:
         """A [B, D] image feature: the class token or the mean of the patch tokens."""
         feats = self.forward_features(x)
         return feats[:, 0] if pool == "cls" else feats[:, self.num_prefix_tokens :].mean(dim=1)
+
+    def layer_ids(self) -> tuple[dict[str, int], int]:
+        """Layer-decay depths: patch embedding, class/register tokens and positions 0; block i -> i + 1; the final
+        norm (and anything else) L + 1."""
+        top = len(self.blocks) + 1
+
+        def depth(name: str) -> int:
+            if m := re.match(r"blocks\.(\d+)\.", name):
+                return int(m[1]) + 1
+            return 0 if name.startswith(("patch_embed", "cls_token", "pos_embed", "reg_token")) else top
+
+        return {n: depth(n) for n, _ in self.named_parameters()}, top
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """timm's keys without the classification head."""
+        return cpu_state(self.state_dict(), drop_prefix="head.")
+
+    def load_export_state(self, state: dict[str, torch.Tensor], origin: str) -> None:
+        """Strictly load an exported state; this model's own head (if any) is kept."""
+        head = {k: v for k, v in self.state_dict().items() if k.startswith("head.")}
+        load_state_strict(self, {**state, **head}, origin)
 
 
 def build_vit(spec: ViTSpec) -> MaskedViT:

@@ -10,11 +10,6 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from mim.data.augment import BatchAugment
-from mim.models.cnn import CnnSpec
-from mim.models.hier import HierSpec
-from mim.models.vit import ViTSpec
-
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -38,10 +33,6 @@ class ViTParams(Strict):
     drop_path: Fraction = 0.0
     pos_embed: Literal["sincos", "learn"] = "sincos"
 
-    def spec(self, img_size: int, in_chans: int = 3) -> ViTSpec:
-        fields = self.model_dump(exclude={"arch"})
-        return ViTSpec(img_size=img_size, in_chans=in_chans, **fields)
-
 
 class CnnParams(Strict):
     """A timm CNN encoder (CIM's enhancer): any ResNet depth, optionally slimmer, dilated or fed larger images."""
@@ -53,10 +44,6 @@ class CnnParams(Strict):
     output_stride: Literal[8, 16, 32] = Field(32, description="8/16 dilate the last stages (bigger final maps)")
     kwargs: dict[str, Any] = Field({}, description="more timm.create_model arguments, e.g. channels, stem_width")
     drop_path: Fraction = 0.0
-
-    def spec(self, img_size: int, in_chans: int = 3) -> CnnSpec:
-        return CnnSpec(name=self.name, img_size=img_size, in_chans=in_chans, input_size=self.input_size,
-                       output_stride=self.output_stride, kwargs=dict(self.kwargs), drop_path=self.drop_path)
 
 
 class HierParams(Strict):
@@ -73,9 +60,6 @@ class HierParams(Strict):
     window_sizes: tuple[PositiveInt, ...] | None = Field(None, description="tokens per window side, per stage")
     mlp_ratio: Annotated[float, Field(gt=0)] = 4.0
     drop_path: Fraction = 0.0
-
-    def spec(self, img_size: int, in_chans: int = 3) -> HierSpec:
-        return HierSpec(img_size=img_size, in_chans=in_chans, **self.model_dump(exclude={"arch"}))
 
 
 def _arch(value: Any) -> str:
@@ -120,13 +104,6 @@ class DataParams(Strict):
             raise ValueError(f"{field} {patch_size} does not divide data.image_size {self.image_size}")
         return (self.image_size // patch_size,) * 2
 
-    def batch_augment(self, image_size: int | None = None) -> BatchAugment:
-        """The augmentation these params describe (to `image_size`, default the data's); its `.eval()` is the
-        evaluation transform."""
-        a = self.augment
-        return BatchAugment(out_size=image_size or self.image_size, scale=a.scale, ratio=a.ratio, hflip_prob=a.hflip,
-                            mean=self.mean, std=self.std, to_rgb=self.to_rgb)
-
     @model_validator(mode="after")
     def _stats(self) -> DataParams:
         if len(self.mean) != len(self.std):
@@ -141,16 +118,11 @@ class DecoderParams(Strict):
 
 
 class MethodBase(Strict):
-    """What every method's params share: `input_dir`, the artefact beyond the data it trains from, and
-    `lr_factor`, the method's own factor on the batch-scaled lr."""
+    """What every method's params share: `input_dir`, the artefact beyond the data it trains from."""
 
     @property
     def input_dir(self) -> str | None:
         return None
-
-    @property
-    def lr_factor(self) -> float:
-        return 1.0
 
 
 class HogParams(Strict):
@@ -286,10 +258,6 @@ class DmjdParams(MethodBase):
     @property
     def input_dir(self) -> str | None:
         return self.teacher if self.target == "teacher" else None
-
-    @property
-    def lr_factor(self) -> float:
-        return 1 / self.mask_ratio if self.lr_per_mask_ratio else 1.0
 
 
 class MixMimParams(MethodBase):

@@ -43,13 +43,6 @@ class TeacherSpec(Strict):
             raise ValueError(f"kind encoder needs weights: the path of an exported encoder, got {self.weights!r}")
         return self
 
-    @property
-    def source(self) -> str:
-        """A one-line description for tags and reports."""
-        if self.kind == "encoder":
-            return f"encoder:{self.weights}"
-        return f"timm:{self.name} weights={'hub' if self.weights is None else self.weights}"
-
 
 class TeacherParams(TeacherSpec):
     """`params/teacher.yaml`: the frozen feature extractor whose features Img2Vec (and DMJD) regress."""

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from mim.analysis import diversity_by_level, save_bar_chart, save_level_curves
 from mim.data.prepared import load_prepared
-from mim.engine.checkpoint import write_text
+from mim.io import write_text
 from mim.params import load_with_data
-from mim.stages.layout import PREPARED
+from mim.params.bind import augment, teacher_source
+from mim.project.layout import PREPARED
 from mim.targets.teacher import Teacher
 from mim.tracking import StageRun
 
@@ -22,21 +23,22 @@ PLOTS = Path("plots/diversity")
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     p, d = load_with_data(params_dir, "diversity", overrides)
     grid = d.token_grid(p.patch_size, "diversity.patch_size")
-    augment = d.batch_augment()
-    images = augment.eval(load_prepared(PREPARED, "test").images[: p.images])
+    transform = augment(d)
+    images = transform.eval(load_prepared(PREPARED, "test").images[: p.images])
     results: dict[str, dict] = {}
     with StageRun("diversity") as tracker:
         tracker.log_params({"diversity": p.model_dump(mode="json")})
         for label, spec in p.models.items():
-            teacher, digest = Teacher.from_spec(spec, grid, augment.mean, augment.std)
+            source = teacher_source(spec)
+            teacher, digest = Teacher.from_spec(source, grid, transform.mean, transform.std)
             levels = diversity_by_level(teacher.levels, images, p.batch_size)
             chosen = levels[spec.level]
             results[label] = {"token_diversity": chosen["mean"], "token_diversity_std": chosen["std"],
-                              "level": spec.level, "source": spec.source, "weights_digest": digest,
+                              "level": spec.level, "source": source.source, "weights_digest": digest,
                               "per_level": {str(i): s["mean"] for i, s in enumerate(levels)}}
             curve = " ".join(f"{s['mean']:.3f}" for s in levels)
             print(f"diversity: {label:<16} TD {chosen['mean']:.3f} +- {chosen['std']:.3f} at level {spec.level} "
-                  f"({spec.source}); per level {curve}", flush=True)
+                  f"({source.source}); per level {curve}", flush=True)
             tracker.log_metrics({f"diversity/{label}": chosen["mean"]})
         write_text(str(METRICS), json.dumps(results, indent=2) + "\n")
         PLOTS.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 `--baseline-of R` evaluates a randomly initialised encoder of recipe R's shape (name `baseline-R`), `--pixels`
 the raw pixels (name `pixels`), under the same protocol. Outputs: `metrics/evaluate/<name>.json` and
-`plots/evaluate/<name>.json`.
+`plots/evaluate/<name>.json`. `evaluate` is also the one-off form's (`mim evaluate --encoder FILE`).
 """
 
 from __future__ import annotations
@@ -10,16 +10,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
+from mim.data import ImageTensors
 from mim.data.prepared import load_prepared
-from mim.engine.checkpoint import write_text
 from mim.evaluation.evaluate import eval_subsets, evaluate_encoder, evaluate_pixels
-from mim.models.export import build_encoder, load_encoder
-from mim.params import load_pretrain, load_with_data
-from mim.rng import derive_seed
-from mim.stages.layout import PREPARED, metrics_file, model_dir, plots_dir
+from mim.io import write_text
+from mim.models.encoder import Encoder
+from mim.models.export import load_encoder
+from mim.params import DataParams, EvalParams, load_pretrain, load_with_data
+from mim.params.bind import augment, encoder_spec, probe_config, random_init_encoder
+from mim.project.layout import PREPARED, encoder_file, metrics_file, plots_dir
 from mim.tracking import StageRun, path_md5
+
+Features = Encoder | None  # None = the raw pixels
+
+
+def evaluate(features: Features, train: ImageTensors, test: ImageTensors, params: EvalParams,
+             data: DataParams) -> dict[str, float]:
+    """k-NN and linear probe (percent) of an encoder's features, or of the raw pixels (`features` None), on the
+    seeded subsets `params` asks for."""
+    train, test = eval_subsets(train, test, params.train_subset, params.test_subset, params.seed)
+    if features is None:
+        return evaluate_pixels(train, test, augment(data), probe_config(params))
+    return evaluate_encoder(features, train, test, augment(data), probe_config(params))
+
+
+def baseline_encoder(params_dir: str | Path, recipe: str, data: DataParams, stored_channels: int,
+                     seed: int) -> Encoder:
+    """A random-init encoder of `recipe`'s shape at the data's size (seeded by `seed`)."""
+    model = load_pretrain(params_dir, recipe).model
+    spec = encoder_spec(model, data.image_size, augment(data).out_channels(stored_channels))
+    return random_init_encoder(spec, seed, "random-init")
 
 
 def run(method: str | None, params_dir: str | Path, overrides: list[str] | None = None, baseline: bool = False,
@@ -28,20 +48,18 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     pixels (`pixels`); every result has `knn_top1` and `linear_top1` (percent)."""
     params, data = load_with_data(params_dir, "eval", overrides)
     name = "pixels" if pixels else f"baseline-{method}" if baseline else method
-    train, test = eval_subsets(load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test"), params)
+    train, test = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
     with StageRun("evaluate", name, tags={"evaluated": method or "pixels"}) as tracker:
         tracker.log_params({"eval": params.model_dump(mode="json"), "data": data.model_dump(mode="json")})
         if pixels:
-            results = evaluate_pixels(train, test, params, data)
+            features = None
         elif baseline:
-            spec = load_pretrain(params_dir, method).model.spec(data.image_size, 3 if data.to_rgb else 1)
-            torch.manual_seed(derive_seed(params.seed, "random-init"))
-            results = evaluate_encoder(build_encoder(spec), train, test, params, data)
+            features = baseline_encoder(params_dir, method, data, train.images.shape[1], params.seed)
         else:
-            encoder_path = model_dir(method) / "encoder.safetensors"
-            tracker.set_tags({"dvc.dep.encoder": path_md5(encoder_path)})
-            encoder = load_encoder(str(encoder_path), img_size=data.image_size)  # FastMIM pre-trains smaller
-            results = evaluate_encoder(encoder, train, test, params, data)
+            path = encoder_file(method)
+            tracker.set_tags({"dvc.dep.encoder": path_md5(path)})
+            features = load_encoder(str(path), img_size=data.image_size)  # FastMIM pre-trains smaller
+        results = evaluate(features, train, test, params, data)
         tracker.log_metrics({f"eval/{m}": results[m] for m in ("knn_top1", "linear_top1")})
         metrics_path = metrics_file("evaluate", name)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")

@@ -6,12 +6,11 @@ import json
 import logging
 from pathlib import Path
 
-from mim.data import load_dataset
 from mim.data.prepared import save_prepared
-from mim.engine.checkpoint import write_text
+from mim.io import write_text
 from mim.params import DataParams, load_params
-from mim.rng import generator_for
-from mim.stages.layout import PREPARED, metrics_file
+from mim.params.bind import load_split, train_images
+from mim.project.layout import PREPARED, metrics_file
 from mim.tracking import StageRun
 
 log = logging.getLogger("mim.prepare")
@@ -22,10 +21,7 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     d = load_params(DataParams, Path(params_dir) / "data.yaml", overrides)
     with StageRun("prepare") as tracker:
         tracker.log_params(d.model_dump(mode="json"))
-        train = load_dataset(d.source, d.train_split, size=d.image_size, strict=d.strict, seed=d.seed)
-        if d.subset is not None:
-            train = train.subset(d.subset, generator_for(d.seed, "subset"))
-        test = load_dataset(d.source, d.eval_split, size=d.image_size, strict=d.strict, seed=d.seed)
+        train, test = train_images(d), load_split(d, d.eval_split)
         manifest = save_prepared(PREPARED, {"train": train, "test": test}, extra={"source": d.source})
         stats = {name: {"count": s["count"], "digest": s["digest"]} for name, s in manifest["splits"].items()}
         write_text(str(metrics_file("prepare", "data")), json.dumps(stats, indent=2) + "\n")

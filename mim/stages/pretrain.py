@@ -2,7 +2,8 @@
 
 Outputs: `models/M/` (encoder.safetensors, params.json), `metrics/pretrain/M.json`, `plots/pretrain/M/`
 (history.csv, loss.png, reconstructions.png). The training checkpoint lives under `.mim/checkpoints/`
-until the run completes, so a killed `dvc repro` resumes where it stopped.
+until the run completes, so a killed `dvc repro` resumes where it stopped. The one-off form (`mim pretrain --out DIR`)
+runs the same `mim.params.bind.pretrain_run` into another layout (`mim.project.layout.run_files`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from pathlib import Path
 
 from mim.data.prepared import load_prepared, read_manifest
 from mim.engine.distributed import shutdown_distributed
-from mim.engine.pretrain import pretrain
 from mim.params import load_pretrain
-from mim.stages.layout import PREPARED, checkpoint_url, metrics_file, model_dir, plots_dir
+from mim.params.bind import pretrain_run
+from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir, pretrain_files
 from mim.tracking import StageRun, path_md5
-
-PICTURES = ("history.csv", "loss.png", "reconstructions.png")
 
 
 def metric_names(values: dict[str, float]) -> dict[str, float]:
@@ -40,7 +39,8 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
     data = load_prepared(PREPARED, "train")
     extra_input = params.method.input_dir
     salt = path_md5(Path(extra_input)) if extra_input else ""
-    out, ckpt = model_dir(method), checkpoint_url(method, params, salt)
+    ckpt = checkpoint_url(method, params, salt)
+    files, params_file = pretrain_files(method, ckpt), model_dir(method) / PARAMS_FILE
     main = os.environ.get("RANK", "0") == "0"
     with StageRun("pretrain", method, enabled=None if main else False) as tracker:
         tracker.log_params(params.model_dump(mode="json"))
@@ -49,25 +49,15 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
                           **({f"dvc.dep.{extra_input}": salt} if extra_input else {}), **input_tags(extra_input)})
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
-        result = pretrain(params, str(out), resume=True, data=data, ckpt_url=ckpt,
-                          on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step),
-                          held_out=load_prepared(PREPARED, "test"))
+        result = pretrain_run(params, files, str(params_file), data=data, held_out=load_prepared(PREPARED, "test"),
+                       on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
         shutdown_distributed()
         if not main:
             return {}
-        plots = plots_dir("pretrain", method)
-        plots.mkdir(parents=True, exist_ok=True)
-        for name in PICTURES:
-            shutil.move(out / name, plots / name)
-        metrics_path = metrics_file("pretrain", method)
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(out / "train_metrics.json", metrics_path)
         shutil.rmtree(Path(ckpt).parent, ignore_errors=True)  # complete: the next run starts fresh
-        metrics = json.loads(metrics_path.read_text())
         tracker.log_metrics({"train/final_loss": result.final_loss, "train/wall_time_s": result.wall_time_s,
                              "train/mean_img_per_s": result.images_per_s}, result.steps)
-        tracker.set_tags({"dvc.out.models": path_md5(out)})
-        for f in (plots / "loss.png", plots / "reconstructions.png", plots / "history.csv", metrics_path,
-                  out / "params.json"):
-            tracker.log_artifact(f)
-    return metrics
+        tracker.set_tags({"dvc.out.models": path_md5(Path(files.encoder).parent)})
+        for f in (files.loss_plot, files.reconstructions, files.history, files.metrics, params_file):
+            tracker.log_artifact(Path(f))
+    return json.loads(Path(files.metrics).read_text())

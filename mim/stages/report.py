@@ -8,21 +8,19 @@ pipeline's parent run when a flow runs it). A method that has not run yet is lis
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mim.analysis import save_grouped_bars, save_image_rows, save_scatter
-from mim.analysis.pca import feature_pca_rgb
+from mim.analysis.features import feature_maps
 from mim.data.prepared import load_prepared
-from mim.models.cnn import CnnEncoder
+from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
-from mim.models.hier import HierEncoder
 from mim.params import load_with_data
-from mim.stages.graph import pipeline_methods
-from mim.stages.layout import PREPARED, model_dir, plots_dir
-from mim.stages.results import baselines, read_json, read_metrics
+from mim.project.graph import pipeline_methods
+from mim.project.layout import PREPARED, model_dir, plots_dir
+from mim.project.results import baselines, read_json, read_metrics
 from mim.tracking import StageRun, latest_run_ids
 
 REPORTS = Path("reports")
@@ -31,16 +29,6 @@ PROTOCOLS = {"knn_top1": "k-NN", "linear_top1": "linear", "finetune_top1": "fine
 
 def _pct(m: dict, key: str) -> str:
     return f"{m[key]:.2f}" if key in m else "not run"
-
-
-def encoder_tokens(encoder: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """[B, N, D] last-layer token features of any of our encoders (ViT patch tokens, hierarchical last stage,
-    CNN final map on its own grid)."""
-    if isinstance(encoder, HierEncoder):
-        return encoder.forward_tokens(x)
-    if isinstance(encoder, CnnEncoder):
-        return encoder.forward_map(x).flatten(2).transpose(1, 2)
-    return encoder.forward_features(x)[:, encoder.num_prefix_tokens:]
 
 
 def gather(root: Path, methods: list[str]) -> list[dict[str, Any]]:
@@ -101,17 +89,12 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
     return "\n".join(lines) + "\n"
 
 
-@torch.no_grad()
-def feature_maps(root: Path, methods: list[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{method: [K, 3, h, w]} PCA pictures of each exported encoder's tokens on `images` (normalized)."""
-    out = {}
+def exported_encoders(root: Path, methods: list[str], img_size: int) -> Iterator[tuple[str, Encoder]]:
+    """(method, encoder in eval mode at `img_size`) for each method that has exported one, loaded one at a time."""
     for m in methods:
         path = root / model_dir(m) / "encoder.safetensors"
         if path.is_file():
-            encoder = load_encoder(str(path), img_size=images.shape[-1]).eval()
-            tokens = encoder_tokens(encoder, images).float()
-            out[m] = feature_pca_rgb(tokens)(tokens)
-    return out
+            yield m, load_encoder(str(path), img_size=img_size).eval()
 
 
 def run(params_dir: str | Path, root: Path | None = None) -> str:
@@ -140,7 +123,8 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
                      ylabel="k-NN top-1 %")
         test = load_prepared(root / PREPARED, "test").images[:6] if (root / PREPARED).is_dir() else None
         if test is not None:
-            maps = feature_maps(root, methods, data.batch_augment().eval(test))
+            images = data.batch_augment().eval(test)
+            maps = feature_maps(exported_encoders(root, methods, images.shape[-1]), images)
             if maps:
                 save_image_rows(maps, str(REPORTS / "features.png"), title="last-layer feature PCA maps")
         text = render(rows, base_rows, run_ids, teachers)

@@ -10,9 +10,10 @@ import torch
 
 from mim.analysis import diversity_summary, token_diversity
 from mim.data.prepared import load_prepared
-from mim.engine.checkpoint import write_text
+from mim.io import write_text
 from mim.params import load_with_data
-from mim.stages.layout import PREPARED, metrics_file, model_dir
+from mim.params.bind import augment, teacher_source
+from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.targets.teacher import Teacher, teacher_manifest
 from mim.tracking import StageRun
 
@@ -20,17 +21,18 @@ from mim.tracking import StageRun
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "teacher", overrides)
     grid = d.token_grid(t.patch_size, "teacher.patch_size")
-    with StageRun("teacher", tags={"teacher.source": t.source}) as tracker:
-        augment = d.batch_augment()
-        teacher, digest = Teacher.from_spec(t, grid, augment.mean, augment.std)
+    source = teacher_source(t)
+    with StageRun("teacher", tags={"teacher.source": source.source}) as tracker:
+        transform = augment(d)
+        teacher, digest = Teacher.from_spec(source, grid, transform.mean, transform.std)
         tracker.set_tags({"teacher.digest": digest})
         tracker.log_params({"teacher": t.model_dump(mode="json")})
-        images = augment.eval(load_prepared(PREPARED, "test").images[: t.check_images])
+        images = transform.eval(load_prepared(PREPARED, "test").images[: t.check_images])
         feats = torch.cat([teacher(part) for part in images.split(64)])  # [B, N, C]
         if not torch.isfinite(feats).all():
-            raise ValueError(f"teacher {t.source}: non-finite features on held-out images")
+            raise ValueError(f"teacher {source.source}: non-finite features on held-out images")
         diversity = diversity_summary(token_diversity(feats))
-        manifest = teacher_manifest(t, teacher, digest)
+        manifest = teacher_manifest(source, teacher, digest)
         out = model_dir("teacher")
         write_text(str(out / "manifest.json"), json.dumps(manifest, indent=2) + "\n")
         metrics = {"token_diversity": diversity["mean"], "token_diversity_std": diversity["std"],

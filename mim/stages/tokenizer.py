@@ -12,10 +12,11 @@ from pathlib import Path
 
 from mim.analysis import save_codebook_grid
 from mim.data.prepared import load_prepared
-from mim.engine.checkpoint import write_text
+from mim.io import write_text
 from mim.params import load_with_data
+from mim.params.bind import augment
+from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.rng import generator_for
-from mim.stages.layout import PREPARED, metrics_file, model_dir
 from mim.targets.centroids import CentroidTokenizer, codebook_usage, sample_patch_vectors
 from mim.tracking import StageRun
 
@@ -26,8 +27,8 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "tokenizer", overrides)
     d.token_grid(t.patch_size, "tokenizer.patch_size")  # refuses a patch size that does not tile the images
     train, test = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
-    transform, out = d.batch_augment(), model_dir("tokenizer")
-    channels = 3 if d.to_rgb else train.images.shape[1]
+    transform, out = augment(d), model_dir("tokenizer")
+    channels = transform.out_channels(train.images.shape[1])
     with StageRun("tokenizer") as tracker:
         tracker.log_params({"tokenizer": t.model_dump(mode="json"), "data": d.model_dump(mode="json")})
         tracker.log_dataset("train", str(PREPARED), train.digest())

@@ -10,17 +10,16 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from mim.data.prepared import load_prepared
-from mim.engine.checkpoint import write_text
 from mim.engine.progress import history_csv
-from mim.evaluation.evaluate import eval_subsets, evaluate_encoder
+from mim.evaluation.evaluate import eval_subsets
 from mim.evaluation.finetune import finetune
-from mim.models.export import build_encoder, load_encoder
+from mim.io import write_text
+from mim.models.export import load_encoder
 from mim.params import EvalParams, load_params, load_pretrain, load_with_data
-from mim.rng import derive_seed
-from mim.stages.layout import PREPARED, checkpoint_url, metrics_file, model_dir, plots_dir
+from mim.params.bind import augment, encoder_spec, random_init_encoder
+from mim.project.layout import PREPARED, checkpoint_url, encoder_file, metrics_file, model_dir, plots_dir
+from mim.stages.evaluate import evaluate
 from mim.tracking import StageRun, path_md5
 
 
@@ -33,24 +32,23 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     with StageRun("transfer", name) as tracker:
         tracker.log_params({"transfer": params.model_dump(mode="json")})
         if method is None:
-            spec = load_pretrain(params_dir, params.scratch_of).model.spec(data.image_size, 3 if data.to_rgb else 1)
-            torch.manual_seed(derive_seed(ft.seed, "scratch-init"))
-            encoder = build_encoder(spec)
+            model = load_pretrain(params_dir, params.scratch_of).model
+            in_chans = augment(data).out_channels(train_all.images.shape[1])
+            encoder = random_init_encoder(encoder_spec(model, data.image_size, in_chans), ft.seed, "scratch-init")
             tracker.set_tags({"scratch_of": params.scratch_of})
         else:
-            path = model_dir(method) / "encoder.safetensors"
+            path = encoder_file(method)
             tracker.set_tags({"dvc.dep.encoder": path_md5(path)})
             encoder = load_encoder(str(path), img_size=data.image_size)
         results: dict = {}
         if {"knn", "linear"} & set(params.protocols):
             eval_params = load_params(EvalParams, Path(params_dir) / "eval.yaml")
-            train, test = eval_subsets(train_all, test_all, eval_params)
-            frozen = evaluate_encoder(encoder, train, test, eval_params, data)
+            frozen = evaluate(encoder, train_all, test_all, eval_params, data)
             results.update({k: frozen[k] for k in ("knn_top1", "linear_top1") if k.split("_")[0] in params.protocols})
         if "finetune" in params.protocols:
-            train, _ = eval_subsets(train_all, test_all, EvalParams(train_subset=ft.train_subset, seed=ft.seed))
+            train, _ = eval_subsets(train_all, test_all, ft.train_subset, None, ft.seed)
             ckpt = checkpoint_url(f"transfer-{name}", params, path_md5(model_dir(method)) if method else "")
-            out = finetune(encoder, train, test_all, data.batch_augment(), epochs=ft.epochs, batch_size=ft.batch_size,
+            out = finetune(encoder, train, test_all, augment(data), epochs=ft.epochs, batch_size=ft.batch_size,
                            base_lr=ft.base_lr, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
                            drop_path=ft.drop_path, label_smoothing=ft.label_smoothing, mixup=ft.mixup,
                            cutmix=ft.cutmix, warmup_fraction=ft.warmup_fraction, pool=ft.pool, amp=ft.amp,

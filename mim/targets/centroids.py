@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mim.engine.checkpoint import atomic_write_bytes, write_text
+from mim.io import atomic_write_bytes, write_text
 from mim.targets.pixels import patch_vectors
 
 log = logging.getLogger("mim.tokenizer")

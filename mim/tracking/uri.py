@@ -5,20 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mim.services import mlflow_url
+from mim.project.services import mlflow_url
+from mim.project.state import project_dir, state_dir
 
 EXPERIMENT_ENV = "MIM_EXPERIMENT"
 DEFAULT_EXPERIMENT = "mim"
 
 
-def project_dir() -> Path:
-    """The project whose `.mim/` holds local state: `MIM_PROJECT_DIR`, else the working directory."""
-    return Path(os.environ.get("MIM_PROJECT_DIR") or os.getcwd()).resolve()
-
-
 def local_store(root: Path | None = None) -> tuple[str, str]:
     """(sqlite URI, artifact root), both absolute, under `<project>/.mim/` (the same files `mim up` serves)."""
-    state = (root or project_dir()) / ".mim"
+    state = state_dir(root)
     state.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{state / 'mlflow.db'}", str(state / "mlartifacts")
 

@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mim.project.state import state_dir
+
 HOST = "127.0.0.1"
 NAMES = ("prefect", "mlflow")
 HEALTH = {"prefect": "/api/health", "mlflow": "/health"}
@@ -35,20 +37,16 @@ class ServiceState:
     log: Path
 
 
-def _state_dir(project_dir: Path) -> Path:
-    return Path(project_dir).resolve() / ".mim"
-
-
 def _read(project_dir: Path) -> dict[str, ServiceState]:
     try:
-        raw = json.loads((_state_dir(project_dir) / "services.json").read_text())
+        raw = json.loads((state_dir(project_dir) / "services.json").read_text())
         return {n: ServiceState(**{**s, "log": Path(s["log"])}) for n, s in raw.items() if n in NAMES}
     except (OSError, ValueError, TypeError, KeyError):
         return {}
 
 
 def _write(project_dir: Path, states: dict[str, ServiceState]) -> None:
-    path = _state_dir(project_dir) / "services.json"
+    path = state_dir(project_dir) / "services.json"
     tmp = path.with_suffix(f".json.tmp{os.getpid()}")
     tmp.write_text(json.dumps({n: {**asdict(s), "log": str(s.log)} for n, s in states.items()}, indent=2) + "\n")
     os.replace(tmp, path)
@@ -131,7 +129,7 @@ def _stop(state: ServiceState, wait_s: float = 15.0) -> None:
 def up(project_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
        timeout_s: float = 120) -> dict[str, ServiceState]:
     """Start the Prefect and MLflow servers unless ours already run and answer; wait until both are healthy."""
-    mim = _state_dir(project_dir)
+    mim = state_dir(project_dir)
     mim.mkdir(parents=True, exist_ok=True)
     states = _read(project_dir)
     todo = []

@@ -16,6 +16,7 @@ import torch
 
 from mim.data import load_dataset
 from mim.params import DataParams
+from mim.params.bind import augment
 from mim.rng import generator_for
 from mim.targets.centroids import CentroidTokenizer, TokenizerInfo, sample_patch_vectors
 
@@ -44,7 +45,7 @@ def bench_tokenizer(*, k: int = 1024, num_patches: int = 200_000, patch_size: in
         raise ImportError("the tokenizer benchmark compares against scikit-learn: pip install scikit-learn") from None
     data = DataParams(source=source, image_size=image_size)
     images = load_dataset(source, data.train_split, size=image_size).images
-    x = sample_patch_vectors(images, data.batch_augment(), patch_size, num_patches, generator_for(seed, "bench"))
+    x = sample_patch_vectors(images, augment(data), patch_size, num_patches, generator_for(seed, "bench"))
     channels = x.shape[1] // patch_size**2
     result: dict[str, Any] = {"k": k, "num_patches": len(x), "dim": x.shape[1], "iters": iters,
                               "threads": torch.get_num_threads()}

@@ -20,19 +20,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from mim.bench.convert_hf import convert_vitmae_state_dict
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
 from mim.engine.runtime import autocast, autocast_dtype, resolve_device
-from mim.masking import masking_from_noise
-from mim.masking._checks import count_for_ratio
+from mim.masking import count_for_ratio, masking_from_noise
 from mim.methods.mae import build_mae
 from mim.methods.simmim import build_simmim
-from mim.models.convert_hf import convert_vitmae_state_dict
 from mim.models.vit import VIT_PRESETS, ViTSpec, build_vit
 
 METHODS = ("mae", "simmim")
 PEER_NAME = "transformers"
 BASE_LR, WEIGHT_DECAY, BETAS = 1.5e-4, 0.05, (0.9, 0.95)
 _DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+# (width, depth, heads) of the official MAE decoder, also transformers' ViTMAEConfig default: the peer's shape
+MAE_PAPER_DECODER = (512, 8, 16)
 
 
 def _import_transformers() -> Any:
@@ -186,9 +189,9 @@ def bench_pretrain(
     device: str = "auto",
     amp: str = "auto",
     compile: bool = False,
-    decoder_dim: int = 512,
-    decoder_depth: int = 8,
-    decoder_heads: int = 16,
+    decoder_dim: int = MAE_PAPER_DECODER[0],
+    decoder_depth: int = MAE_PAPER_DECODER[1],
+    decoder_heads: int = MAE_PAPER_DECODER[2],
     mask_ratio: float | None = None,
     seed: int = 0,
     threads: int | None = None,

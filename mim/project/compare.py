@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mim.stages.graph import pipeline_methods
-from mim.stages.results import baselines, read_metrics
+from mim.project.graph import pipeline_methods
+from mim.project.results import baselines, read_metrics
 
 __all__ = ["comparison_table", "pipeline_methods"]
 

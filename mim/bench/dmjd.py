@@ -10,20 +10,26 @@ import tempfile
 import time
 from typing import Any
 
-from mim.data import load_dataset
-from mim.engine.pretrain import pretrain
+from mim.data import ImageTensors
+from mim.engine.trainer import TrainResult
 from mim.evaluation.evaluate import eval_subsets, evaluate_encoder
 from mim.models.export import load_encoder
 from mim.params import EvalParams, PretrainParams, load_pretrain
+from mim.params.bind import augment, load_split, pretrain_run, probe_config
+from mim.project.layout import PARAMS_FILE, run_files
+
+
+def _train(params: PretrainParams, out: str, data: ImageTensors) -> TrainResult:
+    return pretrain_run(params, run_files(out), f"{out}/{PARAMS_FILE}", data=data, resume=False)
 
 
 def _seconds_per_step(params: PretrainParams, data: Any, probe_steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         short = params.model_copy(update={"train": params.train.model_copy(update={"steps": 2})})
-        pretrain(short, tmp, data=data)  # warm-up (allocations, thread pools)
+        _train(short, tmp, data)  # warm-up (allocations, thread pools)
     with tempfile.TemporaryDirectory() as tmp:
         probe = params.model_copy(update={"train": params.train.model_copy(update={"steps": probe_steps})})
-        return pretrain(probe, tmp, data=data).wall_time_s / probe_steps
+        return _train(probe, tmp, data).wall_time_s / probe_steps
 
 
 def bench_dmjd(params_dir: str = "params", *, seconds: float = 120.0, probe_steps: int = 5,
@@ -32,10 +38,9 @@ def bench_dmjd(params_dir: str = "params", *, seconds: float = 120.0, probe_step
     multi = load_pretrain(params_dir, "dmjd", overrides)
     single = multi.model_copy(update={"method": multi.method.model_copy(update={"views": 1})})
     d = multi.data
-    data = load_dataset(d.source, d.train_split, size=d.image_size, strict=d.strict, seed=d.seed)
+    data = load_split(d, d.train_split)
     eval_params = EvalParams(train_subset=eval_train, test_subset=eval_test, linear={"epochs": 1})
-    train, test = eval_subsets(data, load_dataset(d.source, d.eval_split, size=d.image_size, seed=d.seed),
-                               eval_params)
+    train, test = eval_subsets(data, load_split(d, d.eval_split), eval_train, eval_test, eval_params.seed)
     rows = {}
     for label, params in ((f"dmjd ({multi.method.views} disjoint views)", multi), ("single view", single)):
         per_step = _seconds_per_step(params, data, probe_steps)
@@ -43,9 +48,10 @@ def bench_dmjd(params_dir: str = "params", *, seconds: float = 120.0, probe_step
         run = params.model_copy(update={"train": params.train.model_copy(update={"steps": steps})})
         with tempfile.TemporaryDirectory() as tmp:
             began = time.perf_counter()
-            result = pretrain(run, tmp, data=data)
+            result = _train(run, tmp, data)
             wall = time.perf_counter() - began
-            scores = evaluate_encoder(load_encoder(f"{tmp}/encoder.safetensors"), train, test, eval_params, d)
+            scores = evaluate_encoder(load_encoder(run_files(tmp).encoder), train, test, augment(d),
+                                      probe_config(eval_params))
         images = steps * params.train.batch_size
         rows[label] = {"steps": steps, "images": images, "train_s": result.wall_time_s, "wall_s": wall,
                        "knn_top1": scores["knn_top1"], "knn_per_min": scores["knn_top1"] / (result.wall_time_s / 60)}

@@ -8,8 +8,15 @@ import tempfile
 import time
 from typing import Any
 
-from mim.engine.pretrain import load_train_data, pretrain
+from mim.data import ImageTensors
+from mim.engine.trainer import TrainResult
 from mim.params import PretrainParams, load_pretrain
+from mim.params.bind import pretrain_run, train_images
+from mim.project.layout import PARAMS_FILE, run_files
+
+
+def _train(params: PretrainParams, out: str, data: ImageTensors) -> TrainResult:
+    return pretrain_run(params, run_files(out), f"{out}/{PARAMS_FILE}", data=data, resume=False)
 
 
 def _with(params: PretrainParams, **method: Any) -> PretrainParams:
@@ -23,15 +30,15 @@ def bench_teacher_cache(params_dir: str = "params", *, epochs: float = 3.0, subs
     whole_epochs = ["data.augment.scale=[1.0, 1.0]", f"data.subset={subset}", f"train.epochs={epochs}",
                     "train.steps=null"]
     params = load_pretrain(params_dir, "img2vec", [*(overrides or []), *whole_epochs])
-    data = load_train_data(params)
+    data = train_images(params.data)
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: allocations, thread pools
-        pretrain(_with(params, teacher_cache="never").model_copy(
-            update={"train": params.train.model_copy(update={"steps": 2})}), tmp, data=data)
+        _train(_with(params, teacher_cache="never").model_copy(
+            update={"train": params.train.model_copy(update={"steps": 2})}), tmp, data)
     rows = {}
     for label, mode in (("teacher every step", "never"), ("cached teacher features", "always")):
         with tempfile.TemporaryDirectory() as tmp:
             began = time.perf_counter()
-            result = pretrain(_with(params, teacher_cache=mode), tmp, data=data)
+            result = _train(_with(params, teacher_cache=mode), tmp, data)
             rows[label] = {"steps": result.steps, "total_s": time.perf_counter() - began,
                            "train_s": result.wall_time_s, "images_per_s": result.images_per_s,
                            "final_loss": result.final_loss}

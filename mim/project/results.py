@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mim.stages.layout import metrics_file
+from mim.project.layout import metrics_file
 
 __all__ = ["baselines", "read_json", "read_metrics"]
 

@@ -1,0 +1,25 @@
+"""What the command modules share: the `--set` and `--params-dir` options and result printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from mim.io import write_text
+from mim.params import DEFAULT_PARAMS_DIR
+
+
+def add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter by its dotted path, e.g. --set train.steps=100 (repeatable)")
+
+
+def add_params_dir(p: argparse.ArgumentParser, form: str = "") -> None:
+    p.add_argument("--params-dir", default=DEFAULT_PARAMS_DIR, help=f"{form}params directory (default params)")
+
+
+def write_json(path: str | None, result: dict[str, Any]) -> None:
+    """Also write `result` as JSON at `path` (atomically) when one was given."""
+    if path:
+        write_text(path, json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,74 @@
+"""One-off runs outside the pipeline: `mim pretrain --params FILE --out DIR` and `mim evaluate --encoder FILE`.
+They call the stages' own code (`mim.stages.pretrain.train`, `mim.stages.evaluate.evaluate`) with another layout:
+one folder (or fsspec URL) per run, no DVC, no MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+from mim.cli.common import write_json
+from mim.params import ParamsError
+
+log = logging.getLogger("mim")
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    from mim.engine.launch import needs_launch, relaunch_with_torchrun
+    from mim.params import PretrainParams, load_params, read_yaml
+
+    base = {}
+    if args.method:
+        file_method = (read_yaml(args.params).get("method") or {}).get("name") if args.params else None
+        if file_method and file_method != args.method:
+            raise ParamsError(f"{args.params}: method.name is {file_method!r} but --method is {args.method!r}")
+        base = {"method": {"name": args.method}}
+    params = load_params(PretrainParams, args.params, args.overrides, base=base)
+    if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):
+        return relaunch_with_torchrun(params.launcher.nproc_per_node, params.launcher.nnodes, args.argv)
+    from mim.params.bind import pretrain_run
+    from mim.project.layout import PARAMS_FILE, run_files
+
+    out = (args.out or f"runs/{params.method.name}").rstrip("/")
+    files = run_files(out)
+    result = pretrain_run(params, files, f"{out}/{PARAMS_FILE}", resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        log.info("done: %d steps, final loss %.4f, %.0f img/s, %.1f s; encoder at %s", result.steps,
+                 result.final_loss, result.images_per_s, result.wall_time_s, files.encoder)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from mim.models.export import load_encoder, read_metadata
+    from mim.params import DataParams, EvalParams, load_params, split_overrides, validate
+    from mim.params.bind import load_split, random_init_encoder
+    from mim.stages.evaluate import evaluate
+
+    data_sets, eval_sets = split_overrides(args.overrides, "data")
+    params = load_params(EvalParams, args.params, eval_sets)
+    meta = read_metadata(args.encoder)
+    data_base = json.loads(meta["data"]) if "data" in meta else {}
+    data = load_params(DataParams, None, data_sets, base=data_base) if data_sets else validate(
+        DataParams, data_base, f"{args.encoder} (metadata)")
+    encoder = load_encoder(args.encoder)
+    train, test = load_split(data, data.train_split), load_split(data, data.eval_split)
+    log.info("evaluating %s on %s: %d train / %d test images", args.encoder, data.source, len(train), len(test))
+    results = {"encoder": evaluate(encoder, train, test, params, data)}
+    if args.baseline:
+        results["random_init"] = evaluate(random_init_encoder(encoder.spec, params.seed, "random-init"), train, test,
+                                          params, data)
+        results["pixels"] = evaluate(None, train, test, params, data)
+    print(format_eval_table(results))
+    write_json(args.out, results)
+    return 0
+
+
+def format_eval_table(results: dict[str, dict[str, float]]) -> str:
+    names = {"encoder": "pre-trained encoder", "random_init": "random-init encoder (same shape)",
+             "pixels": "raw pixels"}
+    lines = [f"{'features':<34} {'k-NN top-1':>10} {'linear top-1':>13}"]
+    for key, m in results.items():
+        lines.append(f"{names.get(key, key):<34} {m['knn_top1']:>9.2f}% {m['linear_top1']:>12.2f}%")
+    return "\n".join(lines)

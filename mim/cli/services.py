@@ -1,0 +1,72 @@
+"""`mim up/down/status`: the project's local Prefect and MLflow servers; `mim serve`: the Prefect deployments,
+run as `python -m flows` (the orchestration layer lives in `flows/`, which `mim` never imports)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    for name, text in (("up", "start the local Prefect and MLflow servers (127.0.0.1, state in .mim/)"),
+                       ("down", "stop the servers `mim up` started"), ("status", "show the local servers")):
+        sv = sub.add_parser(name, help=text)
+        if name == "up":
+            sv.add_argument("--prefect-port", type=int, default=4200)
+            sv.add_argument("--mlflow-port", type=int, default=5000)
+        sv.set_defaults(func=cmd_services)
+    sv = sub.add_parser("serve", help="serve the Prefect deployments (pretrain/<method>, pipeline/all); blocks "
+                        "(the same as `python -m flows`)")
+    sv.set_defaults(func=cmd_serve)
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from mim.project import services
+    from mim.project.state import project_dir
+
+    root = project_dir()
+    if args.command == "up":
+        states = services.up(root, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
+        for name, st in states.items():
+            print(f"{name:<8} {st.url}  (pid {st.pid}, log {st.log})")
+        print(f"Prefect API: {_point_prefect_profile(states['prefect'].url + '/api')}")
+        print(f"MLflow UI:   {states['mlflow'].url}")
+        return 0
+    if args.command == "down":
+        stopped = services.down(root)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    for name, st in services.status(root).items():
+        print(f"{name:<8} " + (f"{st.url}  (pid {st.pid})" if st else "not running"))
+    return 0
+
+
+def _point_prefect_profile(api_url: str) -> str:
+    """Point the active Prefect profile at our server, so a plain `prefect deployment run ...` finds it."""
+    prefect = Path(sys.executable).parent / "prefect"
+    cmd = [str(prefect), "config", "set", f"PREFECT_API_URL={api_url}", "PREFECT_SERVER_ANALYTICS_ENABLED=false"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        return f"export PREFECT_API_URL={api_url}  (could not set it in the Prefect profile: {done.stderr.strip()})"
+    return f"{api_url} (set in the active Prefect profile; `prefect config unset PREFECT_API_URL` undoes it)"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Find the project's Prefect server, then replace this process by `python -m flows` (which blocks)."""
+    from mim.project import services
+    from mim.project.state import project_dir
+
+    root = project_dir()
+    env = dict(os.environ)
+    if not env.get("PREFECT_API_URL"):
+        url = services.prefect_api_url(root)
+        if url is None:
+            raise services.ServiceError("no Prefect server: run `mim up` first (or set PREFECT_API_URL)")
+        env["PREFECT_API_URL"] = url
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env["MIM_PROJECT_DIR"] = str(root)  # flow runs act on this project, wherever their process starts
+    print(f"serving deployments against {env['PREFECT_API_URL']} for {root}", flush=True)
+    os.execve(sys.executable, [sys.executable, "-m", "flows"], env)

@@ -1,0 +1,173 @@
+"""The pipeline's commands, one per `dvc.yaml` stage (`mim prepare`, `mim pretrain --method M`, ...), plus
+`mim params` and `mim compare`. `pretrain` and `evaluate` also have a one-off form (`runs`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from mim.cli import runs
+from mim.cli.common import add_params_dir, add_set
+from mim.params import DEFAULT_PARAMS_DIR, METHOD_NAMES, ParamsError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    pp = sub.add_parser("params", help="validate or print the params files")
+    psub = pp.add_subparsers(dest="params_command", required=True)
+    pc = psub.add_parser("check", help="validate every params/*.yaml against its model")
+    pc.add_argument("--dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    ps = psub.add_parser("show", help="print the resolved values (defaults filled in) of params files")
+    ps.add_argument("names", nargs="*", help="file names without .yaml (default: all)")
+    ps.add_argument("--dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    pp.set_defaults(func=cmd_params)
+
+    simple = {"prepare": "stage: read the data source once and write data/prepared/",
+              "tokenizer": "stage: k-means codebook of patch pixels -> models/tokenizer/ (CCViT)",
+              "teacher": "stage: resolve and verify the teacher -> models/teacher/manifest.json",
+              "diversity": "stage: token diversity of teachers/encoders per level -> metrics/diversity.json"}
+    for name, text in simple.items():
+        p = sub.add_parser(name, help=text)
+        add_params_dir(p)
+        add_set(p)
+        p.set_defaults(func=cmd_simple_stage)
+
+    p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method",
+                       description="Stage form (what dvc.yaml runs): `mim pretrain --method M` reads params/M.yaml and "
+                       "params/data.yaml and writes models/M/, metrics/pretrain/M.json and plots/pretrain/M/. "
+                       "One-off form: `--params FILE` and/or `--out DIR` train into DIR from one params file "
+                       "(PretrainParams, its `data:` section included; params/*.yaml are not read).")
+    p.add_argument("--method", metavar="RECIPE", help=f"a method ({', '.join(METHOD_NAMES)}) or a variant recipe "
+                   "(params/<name>.yaml naming its method, e.g. cim-resnet)")
+    add_params_dir(p, "stage form: ")
+    p.add_argument("--params", help="one-off form: YAML params file (PretrainParams, data included)")
+    p.add_argument("--out", help="one-off form: output directory or fsspec URL (default runs/<method>)")
+    p.add_argument("--resume", action="store_true",
+                   help="one-off form: continue from <out>/checkpoints/last.pt (the stage form always resumes)")
+    add_set(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    e = sub.add_parser("evaluate", help="k-NN and linear probe of a frozen encoder",
+                       description="Stage form: `mim evaluate --method M` evaluates models/M/encoder.safetensors on "
+                       "data/prepared with params/eval.yaml; `--baseline-of R` evaluates a random-init encoder of "
+                       "recipe R's shape, `--pixels` the raw pixels. One-off form: `--encoder FILE` on the data its "
+                       "metadata names (or --set data.KEY=VALUE).")
+    e.add_argument("--method", metavar="RECIPE", help="stage form: evaluate this recipe's encoder (models/RECIPE)")
+    e.add_argument("--baseline-of", metavar="RECIPE",
+                   help="stage form: a random-init encoder of RECIPE's shape -> metrics/evaluate/baseline-RECIPE.json")
+    e.add_argument("--pixels", action="store_true",
+                   help="stage form: the raw-pixel baseline -> metrics/evaluate/pixels.json")
+    add_params_dir(e, "stage form: ")
+    e.add_argument("--encoder", help="one-off form: an encoder.safetensors written by `mim pretrain`")
+    e.add_argument("--params", help="one-off form: YAML eval params file (EvalParams)")
+    e.add_argument("--baseline", action="store_true",
+                   help="one-off form: also a randomly initialised encoder of the same shape, and raw pixels")
+    e.add_argument("--out", help="one-off form: write the metrics as JSON here")
+    add_set(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("transfer", help="stage: fine-tune a pre-trained encoder (or the scratch baseline)")
+    tr.add_argument("--method", metavar="RECIPE", help="fine-tune models/RECIPE/encoder.safetensors")
+    tr.add_argument("--scratch", action="store_true", help="the same recipe from a random encoder (scratch_of)")
+    add_params_dir(tr)
+    add_set(tr)
+    tr.set_defaults(func=cmd_transfer)
+
+    rp = sub.add_parser("report", help="stage: reports/comparison.md and charts of every method and baseline")
+    add_params_dir(rp)
+    rp.set_defaults(func=cmd_report)
+
+    cmp = sub.add_parser("compare", help="table of every method's pre-training cost and accuracy (metrics files)")
+    cmp.add_argument("methods", nargs="*", help="default: every method in dvc.yaml")
+    cmp.set_defaults(func=cmd_compare)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mim.params import check_dir, load_file, resolved
+
+    if args.params_command == "check":
+        valid = check_dir(args.dir)
+        print(f"{args.dir}: {len(valid)} params files valid ({', '.join(f'{n}.yaml' for n in valid)})")
+        return 0
+    names = args.names or [p.stem for p in sorted(Path(args.dir).glob("*.yaml"))]
+    for name in names:
+        print(f"# {Path(args.dir) / name}.yaml (resolved)")
+        print(yaml.safe_dump(resolved(load_file(Path(args.dir) / f"{name}.yaml")), sort_keys=False))
+    return 0
+
+
+def cmd_simple_stage(args: argparse.Namespace) -> int:
+    """prepare, tokenizer, teacher, diversity: `mim.stages.<name>.run(params_dir, overrides)`."""
+    import importlib
+
+    result = importlib.import_module(f"mim.stages.{args.command}").run(args.params_dir, args.overrides)
+    if args.command == "teacher":
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    if args.params is not None or args.out is not None:
+        return runs.pretrain(args)
+    if not args.method:
+        raise ParamsError("mim pretrain: give --method (stage form) or --params/--out (one-off form)")
+    from mim.engine.launch import needs_launch, relaunch_with_torchrun
+    from mim.params import load_pretrain
+
+    launcher = load_pretrain(args.params_dir, args.method, args.overrides).launcher
+    if needs_launch(launcher.nproc_per_node, launcher.nnodes):
+        return relaunch_with_torchrun(launcher.nproc_per_node, launcher.nnodes, args.argv)
+    from mim.stages import pretrain
+
+    metrics = pretrain.run(args.method, args.params_dir, args.overrides)
+    if metrics:
+        logging.getLogger("mim").info("done: %d steps, final loss %.4f, %.0f img/s", metrics["steps"],
+                                      metrics["final_loss"], metrics["images_per_s"])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    stage_forms = [f for f in (args.method, args.baseline_of, args.pixels or None) if f]
+    if args.encoder is not None:
+        if stage_forms:
+            raise ParamsError("mim evaluate: --encoder (one-off form) cannot be combined with the stage form")
+        return runs.evaluate(args)
+    if len(stage_forms) != 1:
+        raise ParamsError("mim evaluate: give one of --method R, --baseline-of R or --pixels (stage form), "
+                          "or --encoder FILE (one-off form)")
+    from mim.stages import evaluate
+
+    results = evaluate.run(args.method or args.baseline_of, args.params_dir, args.overrides,
+                           baseline=args.baseline_of is not None, pixels=args.pixels)
+    label = "pixels" if args.pixels else "random_init" if args.baseline_of else "encoder"
+    print(runs.format_eval_table({label: results}))
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    if bool(args.method) == args.scratch:
+        raise ParamsError("mim transfer: give one of --method RECIPE or --scratch")
+    from mim.stages import transfer
+
+    print(json.dumps(transfer.run(args.method, args.params_dir, args.overrides), indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mim.stages import report
+
+    print(report.run(args.params_dir), end="")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mim.project.compare import comparison_table
+    from mim.project.graph import pipeline_methods
+    from mim.project.state import project_dir
+
+    root = project_dir()
+    print(comparison_table(root, args.methods or list(pipeline_methods(root))), end="")
+    return 0

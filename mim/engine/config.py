@@ -1,0 +1,58 @@
+"""What the training loop is told: plain, frozen settings (the params layer fills them in; no defaults here, so the
+params models stay the one place defaults are written)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """AdamW at `base_lr` x global batch / 256 (x the method's own `lr_factor`)."""
+
+    base_lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    clip_grad: float | None
+    fused: Literal["auto", "on", "off"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    """Linear warm-up (`warmup_steps`, else `warmup_fraction` of the run), then cosine to `min_lr_ratio` x lr."""
+
+    warmup_fraction: float
+    warmup_steps: int | None
+    min_lr_ratio: float
+
+    def warmup(self, total_steps: int) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_fraction * total_steps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One pre-training run: global batch, length (`steps`, else `epochs` over the data), precision, checkpoints,
+    progress, and `signature`, what a checkpoint must have been written with to be resumed (method, model, size)."""
+
+    batch_size: int
+    accum_steps: int
+    epochs: float
+    steps: int | None
+    seed: int
+    amp: Literal["auto", "bf16", "fp16", "off"]
+    compile: bool
+    ckpt_every: int
+    log_every_s: float
+    log_every_steps: int | None
+    on_device: Literal["auto", "always", "never"]
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    signature: str
+
+    def total_steps(self, num_samples: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * (num_samples // self.batch_size)))
