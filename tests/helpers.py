@@ -16,8 +16,11 @@ import torch
 from mim.data import ImageTensors
 from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
 from mim.methods import MIMMethod
-from mim.params import PretrainParams, bind, load_params
-from mim.project.layout import PARAMS_FILE, run_files
+from mim.params import PretrainParams, load_params
+from mim.params.bind import methods, training
+from mim.params.bind.data import augment
+from mim.project.layout import PARAMS_FILE
+from mim.project.runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,18 +109,18 @@ def run_mim(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
 
 
 def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
-    return bind.build_method(params, in_chans)
+    return methods.build_method(params, in_chans)
 
 
 def pretrain(params: PretrainParams, out: str, *, data: ImageTensors | None = None, resume: bool = False,
              held_out: ImageTensors | None = None, on_metrics: MetricsCallback | None = None) -> TrainResult:
     """A one-off run into `out` (the layout of `mim pretrain --out`), what the CLI's one-off form runs."""
     out = str(out).rstrip("/")
-    return bind.pretrain_run(params, run_files(out), f"{out}/{PARAMS_FILE}", data=data, held_out=held_out,
+    return training.pretrain_run(params, run_files(out), f"{out}/{PARAMS_FILE}", data=data, held_out=held_out,
                              resume=resume, on_metrics=on_metrics)
 
 
 def make_trainer(method: MIMMethod, data: ImageTensors, params: PretrainParams, out: str) -> Trainer:
     """A CPU `Trainer` for `params` writing its checkpoint under `out`, as a one-off run would."""
-    return Trainer(method, data, bind.augment(params.data, params.image_size), bind.train_config(params),
+    return Trainer(method, data, augment(params.data, params.image_size), training.train_config(params),
                    run_files(str(out)).checkpoint, torch.device("cpu"))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,8 @@ from tests.helpers import ROOT
 SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 METHODS = next(v["methods"] for v in SPEC["vars"] if "methods" in v)
 BASELINES = next(v["baselines"] for v in SPEC["vars"] if "baselines" in v)
-# Code that records or launches but cannot change a stage's outputs.
-NOT_OUTPUT_CODE = ("mim/tracking/", "mim/services.py", "mim/cli.py")
+# Code that records, locates or launches but cannot change a stage's outputs.
+NOT_OUTPUT_CODE = ("mim/tracking/", "mim/project/services.py", "mim/project/state.py", "mim/cli/")
 STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.tokenizer", "teacher": "mim.stages.teacher",
                  "diversity": "mim.stages.diversity",
                  "transfer": "mim.stages.transfer", "report": "mim.stages.report",
@@ -83,14 +82,50 @@ def test_declared_params_exist_in_the_models(stage):
                 assert field_exists(model, key), f"{stage}: {file}: {key} is not a field of {model.__name__}"
 
 
+def module_file(name: str) -> Path | None:
+    """The file of module `name` in this repository (a package's `__init__.py`), None outside it."""
+    base = ROOT / name.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every absolute module name `path` imports, at the top or inside functions (`from a import b` also names
+    `a.b`, in case b is a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
 @functools.cache
 def imported_code(module: str) -> list[str]:
-    """The project files a fresh interpreter loads to import `module`."""
-    probe = (f"import sys, {module}; "
-             "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))")
-    files = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
-    return sorted({p.relative_to(ROOT).as_posix() for p in map(Path, files) if p.is_relative_to(ROOT / "mim")})
+    """The `mim/` files that importing `module` and calling its functions can load: the static closure of its
+    imports, those inside functions included, with every parent package's `__init__.py`."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+            path = module_file(".".join(parts[:i]))
+            if path is not None and path not in seen and path.is_relative_to(ROOT / "mim"):
+                seen.add(path)
+                todo.extend(_imported_names(path))
+    return sorted(p.relative_to(ROOT).as_posix() for p in seen)
+
+
+def test_the_import_closure_sees_imports_inside_functions():
+    """The probe behind the deps test: `mim.cli.stages` imports the stage modules only inside its functions."""
+    code = imported_code("mim.cli.stages")
+    assert "mim/stages/report.py" in code and "mim/stages/prepare.py" in code
+    assert "mim/stages/report.py" not in imported_code("mim.stages.prepare")
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -101,11 +136,20 @@ def test_stages_depend_on_the_code_they_import(stage):
     missing = [f for f in code if not f.startswith(NOT_OUTPUT_CODE)
                and not any(f == d or f.startswith(d + "/") for d in deps)]
     assert not missing, f"{stage} imports code that is not among its deps: {missing}"
+    unused = [d for d in deps if d.startswith("mim/") and not any(f == d or f.startswith(d + "/") for f in code)]
+    assert not unused, f"{stage} depends on code it never imports (edits there would re-run it): {unused}"
     outputs = {o if isinstance(o, str) else next(iter(o)) for st in STAGES.values()
                for section in ("outs", "metrics", "plots") for o in st.get(section, [])}
     for dep in deps:
         produced = any(dep == o or dep.startswith(o + "/") or o.startswith(dep + "/") for o in outputs)
         assert produced or (ROOT / dep).exists(), f"{stage}: dep {dep} is neither in the repository nor an output"
+
+
+def test_prepare_does_not_depend_on_models_or_training_code():
+    """An edit of a ViT block, a method or the engine must not re-run `prepare` (nor the tokenizer)."""
+    for stage in ("prepare", "tokenizer"):
+        code = imported_code(STAGE_MODULES[stage])
+        assert not [f for f in code if f.startswith(("mim/models/", "mim/methods/", "mim/engine/trainer"))], stage
 
 
 def test_every_output_is_declared_once():

@@ -9,7 +9,8 @@ from mim.evaluation import evaluate_encoder, knn_accuracy, knn_predict, linear_p
 from mim.evaluation.evaluate import evaluate_pixels
 from mim.models.vit import ViTSpec, build_vit
 from mim.params import DataParams, EvalParams
-from mim.params.bind import augment, probe_config
+from mim.params.bind.data import augment
+from mim.params.bind.evaluation import probe_config
 
 
 def _clusters(n_per: int, dim: int = 16, classes: int = 4, seed: int = 0, spread: float = 0.1):

@@ -13,13 +13,15 @@ import torch
 from mim.analysis import diversity_by_level, token_diversity
 from mim.models.export import export_encoder
 from mim.models.vit import ViTSpec, build_vit
-from mim.params import TeacherSpec, bind
+from mim.params import TeacherSpec
+from mim.params.bind.data import augment as data_augment
+from mim.params.bind.targets import teacher_source
 from mim.rng import generator_for
 from mim.targets.teacher import Teacher, TeacherSource, load_teacher_dir, teacher_manifest
 from tests.helpers import build_method, pretrain, tiny_params, tiny_teacher_dir
 
 STATS = {"student_mean": (0.5,) * 3, "student_std": (0.5,) * 3}
-TINY_TEACHER = bind.teacher_source(TeacherSpec(name="efficientnet_lite0", weights="random", level=1,
+TINY_TEACHER = teacher_source(TeacherSpec(name="efficientnet_lite0", weights="random", level=1,
                                                input_size=32))  # 8x8 maps
 
 
@@ -79,7 +81,7 @@ def test_an_encoder_of_ours_is_a_teacher_on_every_block(tmp_path):
     export_encoder(encoder, str(tmp_path / "encoder.safetensors"))
     spec = TeacherSpec(kind="encoder", weights=str(tmp_path / "encoder.safetensors"), level=2, input_size=None,
                        token_norm=False)
-    teacher, _ = Teacher.from_spec(bind.teacher_source(spec), (4, 4), **STATS)
+    teacher, _ = Teacher.from_spec(teacher_source(spec), (4, 4), **STATS)
     images = torch.randn(3, 3, 16, 16)
     levels = teacher.levels(images)
     assert teacher.input_size == 16 and len(levels) == 3 and all(f.shape == (3, 16, 32) for f in levels)
@@ -163,7 +165,7 @@ def test_teacher_cache_is_skipped_or_refused_when_crops_change_the_input(teacher
 
     images = torch.randint(0, 256, (8, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     params = img2vec_params(teacher_dir)  # the default augmentation: random-resized crops
-    method, augment = build_method(params), bind.augment(params.data)
+    method, augment = build_method(params), data_augment(params.data)
     method.teacher_cache = "auto"
     method.prepare_data(images, augment, torch.device("cpu"))
     assert method.cache is None

@@ -5,7 +5,7 @@ import torch
 
 from mim.data import make_synthetic
 from mim.masking import masking_from_noise, unit_masking
-from mim.params.bind import METHOD_BUILDERS as METHODS
+from mim.params.bind.methods import METHOD_BUILDERS as METHODS
 from mim.targets import normalize_patches, patchify, unpatchify
 from tests.helpers import build_method, tiny_params
 

@@ -17,7 +17,7 @@ from mim.models.export import export_encoder, load_encoder
 from mim.models.hier import HierEncoder, HierSpec
 from mim.models.vit import ViTSpec, build_vit
 from mim.params import DataParams
-from mim.params.bind import augment
+from mim.params.bind.data import augment
 from mim.project.results import baselines
 from mim.stages.report import gather, render
 

@@ -15,8 +15,11 @@ from mim.engine.trainer import TrainResult
 from mim.evaluation.evaluate import eval_subsets, evaluate_encoder
 from mim.models.export import load_encoder
 from mim.params import EvalParams, PretrainParams, load_pretrain
-from mim.params.bind import augment, load_split, pretrain_run, probe_config
-from mim.project.layout import PARAMS_FILE, run_files
+from mim.params.bind.data import augment, load_split
+from mim.params.bind.evaluation import probe_config
+from mim.params.bind.training import pretrain_run
+from mim.project.layout import PARAMS_FILE
+from mim.project.runs import run_files
 
 
 def _train(params: PretrainParams, out: str, data: ImageTensors) -> TrainResult:

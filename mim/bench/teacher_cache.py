@@ -11,8 +11,10 @@ from typing import Any
 from mim.data import ImageTensors
 from mim.engine.trainer import TrainResult
 from mim.params import PretrainParams, load_pretrain
-from mim.params.bind import pretrain_run, train_images
-from mim.project.layout import PARAMS_FILE, run_files
+from mim.params.bind.data import train_images
+from mim.params.bind.training import pretrain_run
+from mim.project.layout import PARAMS_FILE
+from mim.project.runs import run_files
 
 
 def _train(params: PretrainParams, out: str, data: ImageTensors) -> TrainResult:

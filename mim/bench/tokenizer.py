@@ -16,7 +16,7 @@ import torch
 
 from mim.data import load_dataset
 from mim.params import DataParams
-from mim.params.bind import augment
+from mim.params.bind.data import augment
 from mim.rng import generator_for
 from mim.targets.centroids import CentroidTokenizer, TokenizerInfo, sample_patch_vectors
 

@@ -28,8 +28,9 @@ def pretrain(args: argparse.Namespace) -> int:
     params = load_params(PretrainParams, args.params, args.overrides, base=base)
     if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):
         return relaunch_with_torchrun(params.launcher.nproc_per_node, params.launcher.nnodes, args.argv)
-    from mim.params.bind import pretrain_run
-    from mim.project.layout import PARAMS_FILE, run_files
+    from mim.params.bind.training import pretrain_run
+    from mim.project.layout import PARAMS_FILE
+    from mim.project.runs import run_files
 
     out = (args.out or f"runs/{params.method.name}").rstrip("/")
     files = run_files(out)
@@ -43,7 +44,8 @@ def pretrain(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from mim.models.export import load_encoder, read_metadata
     from mim.params import DataParams, EvalParams, load_params, split_overrides, validate
-    from mim.params.bind import load_split, random_init_encoder
+    from mim.params.bind.data import load_split
+    from mim.params.bind.encoders import random_init_encoder
     from mim.stages.evaluate import evaluate
 
     data_sets, eval_sets = split_overrides(args.overrides, "data")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from mim.engine.files import PretrainFiles
 from mim.project.state import STATE
 
 PREPARED = Path("data/prepared")
@@ -30,23 +29,6 @@ def metrics_file(stage: str, name: str) -> Path:
 
 def plots_dir(stage: str, name: str) -> Path:
     return Path("plots") / stage / name
-
-
-def pretrain_files(recipe: str, checkpoint: str) -> PretrainFiles:
-    """The pretrain stage's outputs: the model in `models/<recipe>/`, the pictures and history DVC plots in
-    `plots/pretrain/<recipe>/`, the metrics in `metrics/pretrain/<recipe>.json`."""
-    plots = plots_dir("pretrain", recipe)
-    return PretrainFiles(checkpoint=checkpoint, encoder=str(encoder_file(recipe)), history=str(plots / "history.csv"),
-                         metrics=str(metrics_file("pretrain", recipe)), loss_plot=str(plots / "loss.png"),
-                         reconstructions=str(plots / "reconstructions.png"))
-
-
-def run_files(out: str) -> PretrainFiles:
-    """A one-off run's folder (any fsspec URL): everything side by side, the checkpoint under `checkpoints/`."""
-    out = out.rstrip("/")
-    return PretrainFiles(checkpoint=f"{out}/checkpoints/last.pt", encoder=f"{out}/{ENCODER_FILE}",
-                         history=f"{out}/history.csv", metrics=f"{out}/train_metrics.json",
-                         loss_plot=f"{out}/loss.png", reconstructions=f"{out}/reconstructions.png")
 
 
 def checkpoint_url(name: str, params: BaseModel, salt: str = "") -> str:

@@ -11,7 +11,8 @@ from mim.analysis import diversity_by_level, save_bar_chart, save_level_curves
 from mim.data.prepared import load_prepared
 from mim.io import write_text
 from mim.params import load_with_data
-from mim.params.bind import augment, teacher_source
+from mim.params.bind.data import augment
+from mim.params.bind.targets import teacher_source
 from mim.project.layout import PREPARED
 from mim.targets.teacher import Teacher
 from mim.tracking import StageRun

@@ -17,7 +17,9 @@ from mim.io import write_text
 from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
 from mim.params import DataParams, EvalParams, load_pretrain, load_with_data
-from mim.params.bind import augment, encoder_spec, probe_config, random_init_encoder
+from mim.params.bind.data import augment
+from mim.params.bind.encoders import encoder_spec, random_init_encoder
+from mim.params.bind.evaluation import probe_config
 from mim.project.layout import PREPARED, encoder_file, metrics_file, plots_dir
 from mim.tracking import StageRun, path_md5
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from mim.data.prepared import save_prepared
 from mim.io import write_text
 from mim.params import DataParams, load_params
-from mim.params.bind import load_split, train_images
+from mim.params.bind.data import load_split, train_images
 from mim.project.layout import PREPARED, metrics_file
 from mim.tracking import StageRun
 

@@ -3,7 +3,7 @@
 Outputs: `models/M/` (encoder.safetensors, params.json), `metrics/pretrain/M.json`, `plots/pretrain/M/`
 (history.csv, loss.png, reconstructions.png). The training checkpoint lives under `.mim/checkpoints/`
 until the run completes, so a killed `dvc repro` resumes where it stopped. The one-off form (`mim pretrain --out DIR`)
-runs the same `mim.params.bind.pretrain_run` into another layout (`mim.project.layout.run_files`).
+runs the same `mim.params.bind.training.pretrain_run` into another layout (`mim.project.runs.run_files`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 from mim.data.prepared import load_prepared, read_manifest
 from mim.engine.distributed import shutdown_distributed
 from mim.params import load_pretrain
-from mim.params.bind import pretrain_run
-from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir, pretrain_files
+from mim.params.bind.training import pretrain_run
+from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir
+from mim.project.runs import stage_files
 from mim.tracking import StageRun, path_md5
 
 
@@ -40,7 +41,7 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
     extra_input = params.method.input_dir
     salt = path_md5(Path(extra_input)) if extra_input else ""
     ckpt = checkpoint_url(method, params, salt)
-    files, params_file = pretrain_files(method, ckpt), model_dir(method) / PARAMS_FILE
+    files, params_file = stage_files(method, ckpt), model_dir(method) / PARAMS_FILE
     main = os.environ.get("RANK", "0") == "0"
     with StageRun("pretrain", method, enabled=None if main else False) as tracker:
         tracker.log_params(params.model_dump(mode="json"))

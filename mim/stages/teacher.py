@@ -12,7 +12,8 @@ from mim.analysis import diversity_summary, token_diversity
 from mim.data.prepared import load_prepared
 from mim.io import write_text
 from mim.params import load_with_data
-from mim.params.bind import augment, teacher_source
+from mim.params.bind.data import augment
+from mim.params.bind.targets import teacher_source
 from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.targets.teacher import Teacher, teacher_manifest
 from mim.tracking import StageRun

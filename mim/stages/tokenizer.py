@@ -14,7 +14,7 @@ from mim.analysis import save_codebook_grid
 from mim.data.prepared import load_prepared
 from mim.io import write_text
 from mim.params import load_with_data
-from mim.params.bind import augment
+from mim.params.bind.data import augment
 from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.rng import generator_for
 from mim.targets.centroids import CentroidTokenizer, codebook_usage, sample_patch_vectors

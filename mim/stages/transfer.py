@@ -17,7 +17,8 @@ from mim.evaluation.finetune import finetune
 from mim.io import write_text
 from mim.models.export import load_encoder
 from mim.params import EvalParams, load_params, load_pretrain, load_with_data
-from mim.params.bind import augment, encoder_spec, random_init_encoder
+from mim.params.bind.data import augment
+from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.project.layout import PREPARED, checkpoint_url, encoder_file, metrics_file, model_dir, plots_dir
 from mim.stages.evaluate import evaluate
 from mim.tracking import StageRun, path_md5
