@@ -4,7 +4,6 @@ stays in its own package, and the library imports none of the orchestration tool
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
@@ -96,7 +95,8 @@ def test_core_library_takes_no_params(path):
 def test_the_checks_can_fail(tmp_path):
     """Controls: an upward import and a params import are seen, inside a function too."""
     probe = ROOT / "mim" / "engine" / "_probe_layers.py"
-    probe.write_text("def f():\n    from mim.stages import report\n    import mlflow\n    from mim.params import bind\n")
+    probe.write_text("def f():\n    from mim.stages import report\n    import mlflow\n"
+                     "    from mim.params import bind\n")
     try:
         path = probe.relative_to(ROOT).as_posix()
         with pytest.raises(AssertionError, match="imports mim.stages.report"):

@@ -101,9 +101,10 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def cmd_simple_stage(args: argparse.Namespace) -> int:
     """prepare, tokenizer, teacher, diversity: `mim.stages.<name>.run(params_dir, overrides)`."""
-    import importlib
+    from mim.stages import diversity, prepare, teacher, tokenizer
 
-    result = importlib.import_module(f"mim.stages.{args.command}").run(args.params_dir, args.overrides)
+    stage = {"prepare": prepare, "tokenizer": tokenizer, "teacher": teacher, "diversity": diversity}[args.command]
+    result = stage.run(args.params_dir, args.overrides)
     if args.command == "teacher":
         print(json.dumps(result, indent=2))
     return 0

@@ -18,8 +18,9 @@ from mim.data.prepared import load_prepared
 from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
 from mim.params import load_with_data
+from mim.params.bind.data import augment
 from mim.project.graph import pipeline_methods
-from mim.project.layout import PREPARED, model_dir, plots_dir
+from mim.project.layout import PARAMS_FILE, PREPARED, encoder_file, model_dir, plots_dir
 from mim.project.results import baselines, read_json, read_metrics
 from mim.tracking import StageRun, latest_run_ids
 
@@ -37,15 +38,15 @@ def gather(root: Path, methods: list[str]) -> list[dict[str, Any]]:
     rows = []
     for m in methods:
         meta = {}
-        params = read_json(root / model_dir(m) / "params.json")
+        params = read_json(root / model_dir(m) / PARAMS_FILE)
         if params:
             model = params["model"]
             meta["encoder"] = {"vit": f"ViT-{model.get('size')}/{model.get('patch_size')}",
                                "cnn": model.get("name"), "hier": f"hier-{model.get('size')}"}[model.get("arch", "vit")]
             meta["method"] = params["method"]["name"]
-        encoder_file = root / model_dir(m) / "encoder.safetensors"
-        if encoder_file.is_file():
-            meta["params_m"] = sum(p.numel() for p in load_encoder(str(encoder_file)).parameters()) / 1e6
+        exported = root / encoder_file(m)
+        if exported.is_file():
+            meta["params_m"] = sum(p.numel() for p in load_encoder(str(exported)).parameters()) / 1e6
         td = diversity.get(f"{m}-encoder", {}).get("token_diversity")
         stages = {stage: read_metrics(root, stage, m) for stage in ("pretrain", "evaluate", "transfer")}
         rows.append({"name": m, **meta, **stages, "td": td})
@@ -92,7 +93,7 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
 def exported_encoders(root: Path, methods: list[str], img_size: int) -> Iterator[tuple[str, Encoder]]:
     """(method, encoder in eval mode at `img_size`) for each method that has exported one, loaded one at a time."""
     for m in methods:
-        path = root / model_dir(m) / "encoder.safetensors"
+        path = root / encoder_file(m)
         if path.is_file():
             yield m, load_encoder(str(path), img_size=img_size).eval()
 
@@ -123,7 +124,7 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
                      ylabel="k-NN top-1 %")
         test = load_prepared(root / PREPARED, "test").images[:6] if (root / PREPARED).is_dir() else None
         if test is not None:
-            images = data.batch_augment().eval(test)
+            images = augment(data).eval(test)
             maps = feature_maps(exported_encoders(root, methods, images.shape[-1]), images)
             if maps:
                 save_image_rows(maps, str(REPORTS / "features.png"), title="last-layer feature PCA maps")
