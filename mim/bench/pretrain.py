@@ -270,12 +270,13 @@ def _bench(
         torch.manual_seed(seed)
         ours = build_mae(
             build_vit(spec), mask_ratio=ratio, norm_pix_loss=True,
-            decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
+            decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads, target=None, views=1,
         )
     else:
         ratio = 0.6 if mask_ratio is None else mask_ratio
         torch.manual_seed(seed)
-        ours = build_simmim(build_vit(spec), mask_ratio=ratio)
+        ours = build_simmim(build_vit(spec), mask_ratio=ratio, mask_unit_size=2 * spec.patch_size, target=None,
+                            views=1)  # 2 patches: 8 px at patch 4, the paper's 32 px at patch 16
         notes.append("simmim: no transformers peer (HF has no SimMIM pre-training model); ours only")
 
     hf = None

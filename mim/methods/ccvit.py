@@ -31,9 +31,8 @@ class CCViT(MIMMethod):
     name = "ccvit"
 
     def __init__(self, encoder: MaskedViT, tokenizer: CentroidTokenizer, *, mean: tuple[float, ...],
-                 std: tuple[float, ...], mask_ratio: float = 0.38, min_block: int = 4, replace_ratio: float = 0.1,
-                 pixel_layer: int | None = None, pixel_depth: int = 2, ce_weight: float = 1.0,
-                 mse_weight: float = 1.0) -> None:
+                 std: tuple[float, ...], mask_ratio: float, min_block: int, replace_ratio: float,
+                 pixel_layer: int | None, pixel_depth: int, ce_weight: float, mse_weight: float) -> None:
         super().__init__()
         p, c = encoder.patch_size, encoder.spec.in_chans
         tokenizer.check_fits(p, c)

@@ -55,10 +55,10 @@ class CIM(MIMMethod):
 
     def __init__(self, encoder: Encoder, generator: MaskedViT, tokenizer: CentroidTokenizer, *,
                  mean: tuple[float, ...], std: tuple[float, ...], patch_size: int,
-                 objective: Literal["revdet", "respix"] = "revdet", mask_ratio: float = 0.4, min_block: int = 4,
-                 temperature: float = 1.0, decode_all: bool = False, window: int = 7,
-                 enhancer_weight: float = 1.0, generator_lr_scale: float = 1.0,
-                 generator_weight_decay: float | None = None) -> None:
+                 objective: Literal["revdet", "respix"], mask_ratio: float, min_block: int,
+                 temperature: float, decode_all: bool, window: int,
+                 enhancer_weight: float, generator_lr_scale: float,
+                 generator_weight_decay: float | None) -> None:
         super().__init__()
         c = generator.spec.in_chans
         if generator.patch_size != patch_size:

@@ -35,10 +35,10 @@ log = logging.getLogger("mim.img2vec")
 class Img2Vec(MAE):
     name = "img2vec"
 
-    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, teacher: Teacher, *, mask_ratio: float = 0.75,
-                 loss: Literal["smooth_l1", "mse"] = "smooth_l1", beta: float = 1.0,
-                 teacher_cache: Literal["auto", "always", "never"] = "never", teacher_cache_mb: int = 2048) -> None:
-        super().__init__(encoder, decoder, mask_ratio, norm_pix_loss=False)
+    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, teacher: Teacher, *, mask_ratio: float,
+                 loss: Literal["smooth_l1", "mse"], beta: float, teacher_cache: Literal["auto", "always", "never"],
+                 teacher_cache_mb: int) -> None:
+        super().__init__(encoder, decoder, mask_ratio, norm_pix_loss=False, target=None, views=1)
         if tuple(teacher.grid) != tuple(encoder.grid):
             raise ValueError(f"teacher features are on a {list(teacher.grid)} grid, the encoder's tokens on "
                              f"{list(encoder.grid)}: build the teacher for the model's patch size")
@@ -97,9 +97,9 @@ class Img2Vec(MAE):
                 "teacher features": panels["target"], "prediction": panels["prediction"]}
 
 
-def build_img2vec(encoder: MaskedViT, teacher: Teacher, *, mask_ratio: float = 0.75, loss: str = "smooth_l1",
-                  beta: float = 1.0, decoder_dim: int = 64, decoder_depth: int = 1, decoder_heads: int = 2,
-                  teacher_cache: str = "never", teacher_cache_mb: int = 2048) -> Img2Vec:
+def build_img2vec(encoder: MaskedViT, teacher: Teacher, *, mask_ratio: float, loss: str, beta: float,
+                  decoder_dim: int, decoder_depth: int, decoder_heads: int, teacher_cache: str,
+                  teacher_cache_mb: int) -> Img2Vec:
     """Img2Vec around `encoder` with a decoder predicting the teacher's feature width per token."""
     decoder = MaeDecoder(encoder.grid, encoder.embed_dim, teacher.dim, decoder_dim, decoder_depth, decoder_heads,
                          norm_eps=encoder.spec.norm_eps)

@@ -25,8 +25,8 @@ from mim.targets import normalize_patches, patchify, unpatchify
 class MAE(MIMMethod):
     name = "mae"
 
-    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, mask_ratio: float = 0.75, norm_pix_loss: bool = True,
-                 target: nn.Module | None = None, views: int = 1):
+    def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, mask_ratio: float, norm_pix_loss: bool,
+                 target: nn.Module | None, views: int):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -85,13 +85,13 @@ class MAE(MIMMethod):
 def build_mae(
     encoder: MaskedViT,
     *,
-    mask_ratio: float = 0.75,
-    norm_pix_loss: bool = True,
-    decoder_dim: int = 128,
-    decoder_depth: int = 2,
-    decoder_heads: int = 4,
-    target: nn.Module | None = None,
-    views: int = 1,
+    mask_ratio: float,
+    norm_pix_loss: bool,
+    decoder_dim: int,
+    decoder_depth: int,
+    decoder_heads: int,
+    target: nn.Module | None,
+    views: int,
 ) -> MAE:
     """MAE around `encoder` with a decoder of its own width/depth predicting p*p*C values per patch (or the
     target module's `dim`)."""

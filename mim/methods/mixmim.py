@@ -55,8 +55,7 @@ class MixDecoder(nn.Module):
 class MixMIM(MIMMethod):
     name = "mixmim"
 
-    def __init__(self, encoder: HierEncoder, decoder: MixDecoder, mask_ratio: float = 0.5,
-                 norm_pix_loss: bool = True) -> None:
+    def __init__(self, encoder: HierEncoder, decoder: MixDecoder, mask_ratio: float, norm_pix_loss: bool) -> None:
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
@@ -96,8 +95,8 @@ class MixMIM(MIMMethod):
                 "partner": images.flip(0), "partner prediction": recon.flip(0)}
 
 
-def build_mixmim(encoder: HierEncoder, *, mask_ratio: float = 0.5, norm_pix_loss: bool = True,
-                 decoder_dim: int = 64, decoder_depth: int = 1, decoder_heads: int = 2) -> MixMIM:
+def build_mixmim(encoder: HierEncoder, *, mask_ratio: float, norm_pix_loss: bool, decoder_dim: int, decoder_depth: int,
+                 decoder_heads: int) -> MixMIM:
     p, c = encoder.patch_size, encoder.spec.in_chans
     decoder = MixDecoder(encoder.grid, encoder.embed_dim, p * p * c, decoder_dim, decoder_depth, decoder_heads,
                          norm_eps=encoder.spec.norm_eps)

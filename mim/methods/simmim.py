@@ -25,8 +25,8 @@ from mim.models.vit import MaskedViT, init_mae_weights
 class SimMIM(MIMMethod):
     name = "simmim"
 
-    def __init__(self, encoder: MaskedViT, mask_ratio: float = 0.6, mask_unit_size: int = 8,
-                 target: nn.Module | None = None, views: int = 1):
+    def __init__(self, encoder: MaskedViT, mask_ratio: float, mask_unit_size: int, target: nn.Module | None,
+                 views: int):
         super().__init__()
         if mask_unit_size % encoder.patch_size:
             raise ValueError(f"mask_unit_size {mask_unit_size} is not a multiple of patch_size {encoder.patch_size}")
@@ -93,6 +93,6 @@ class SimMIM(MIMMethod):
         return {"input": images * (1 - pix), "prediction": pred, "composite": images * (1 - pix) + pred * pix}
 
 
-def build_simmim(encoder: MaskedViT, *, mask_ratio: float = 0.6, mask_unit_size: int = 8,
-                 target: nn.Module | None = None, views: int = 1) -> SimMIM:
+def build_simmim(encoder: MaskedViT, *, mask_ratio: float, mask_unit_size: int, target: nn.Module | None,
+                 views: int) -> SimMIM:
     return SimMIM(encoder, mask_ratio, mask_unit_size, target, views)
