@@ -54,7 +54,8 @@ def test_mae_against_transformers():
 @pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install transformers)")
 def test_param_counts_match_at_default_decoder():
     transformers = pytest.importorskip("transformers")
-    from mim.bench.pretrain import count_params, hf_vitmae_config
+    from mim.bench.pretrain import hf_vitmae_config
+    from mim.bench.timing import count_params
     from mim.methods.mae import build_mae
     from mim.models.vit import ViTSpec, build_vit
 

@@ -13,16 +13,14 @@ first on odd ones), so that machine noise hits both alike, and the median over r
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from mim.bench.convert_hf import convert_vitmae_state_dict
+from mim.bench.timing import StepRunner, count_params, device_name
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
-from mim.engine.runtime import autocast, autocast_dtype, resolve_device
+from mim.engine.runtime import autocast_dtype, resolve_device
 from mim.masking import count_for_ratio, masking_from_noise
 from mim.methods.mae import build_mae
 from mim.methods.simmim import build_simmim
@@ -86,96 +84,6 @@ def hf_vitmae_config(spec: ViTSpec, decoder_dim: int, decoder_depth: int, decode
         norm_pix_loss=True,
         attn_implementation="sdpa",
     )
-
-
-def count_params(model: nn.Module) -> dict[str, int]:
-    """Total and trainable (requires_grad) parameter counts."""
-    params = list(model.parameters())
-    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
-
-
-def _resident_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Bytes a model keeps between steps: parameters, buffers and optimizer state (grads are set to None)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    tensors += [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _Runner:
-    """One model's training step plus what the benchmark records about it."""
-
-    def __init__(
-        self,
-        name: str,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        forward: Callable[[nn.Module], torch.Tensor],
-        device: torch.device,
-        dtype: torch.dtype | None,
-    ) -> None:
-        self.name, self.model, self.optimizer, self.forward = name, model, optimizer, forward
-        self.device, self.dtype = device, dtype
-        self.first_loss: torch.Tensor | None = None  # loss of the very first step (initial weights)
-        self.last_loss: torch.Tensor | None = None
-        self.step_s: list[float] = []  # mean seconds per step of each timed round
-        self.peak_bytes = 0  # largest transient allocation of a round (CUDA only)
-
-    def step(self) -> torch.Tensor:
-        """One full training step; returns the detached loss (no host sync)."""
-        with autocast(self.device, self.dtype):
-            loss = self.forward(self.model)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    def run(self, steps: int, timed: bool) -> None:
-        """`steps` steps; when timed, one timing (and CUDA peak memory) record for the block."""
-        cuda = self.device.type == "cuda"
-        if timed and cuda:  # measure this model's memory in isolation from the other one's transients
-            _sync(self.device)
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-        before = torch.cuda.memory_allocated(self.device) if cuda else 0
-        _sync(self.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.last_loss = self.step()
-            if self.first_loss is None:
-                self.first_loss = self.last_loss
-        _sync(self.device)
-        elapsed = time.perf_counter() - start
-        if timed:
-            self.step_s.append(elapsed / steps)
-            if cuda:
-                self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device) - before)
-
-    def summary(self, batch: int) -> dict[str, Any]:
-        """img/s, median step time, peak memory and first/last loss."""
-        median = statistics.median(self.step_s)
-        peak = None
-        if self.device.type == "cuda":
-            peak = round((self.peak_bytes + _resident_bytes(self.model, self.optimizer)) / 2**20, 1)
-        return {
-            "img_per_s": batch / median,
-            "step_ms_median": median * 1e3,
-            "step_ms_min": min(self.step_s) * 1e3,
-            "step_ms_rounds": [round(s * 1e3, 3) for s in self.step_s],
-            "peak_mem_mb": peak,
-            "loss_first": float(self.first_loss),
-            "loss_last": float(self.last_loss),
-        }
 
 
 def bench_pretrain(
@@ -303,7 +211,7 @@ def _bench(
     else:
         simmim_mask = ours.sample_masks(batch, torch.Generator().manual_seed(seed + 1)).to(dev)
         ours_forward = lambda m: m({"images": images, "mask": simmim_mask})["loss"]
-    runners = [_Runner("ours", ours_module, ours_opt, ours_forward, dev, dtype)]
+    runners = [StepRunner("ours", ours_module, ours_opt, ours_forward, dev, dtype)]
 
     if hf is not None:
         hf.to(dev).train()
@@ -312,7 +220,7 @@ def _bench(
         )
         hf_module = torch.compile(hf) if compile else hf
         hf_forward = lambda m: m(pixel_values=images, noise=noise).loss
-        runners.append(_Runner("peer", hf_module, hf_opt, hf_forward, dev, dtype))
+        runners.append(StepRunner("peer", hf_module, hf_opt, hf_forward, dev, dtype))
 
     if warmup:
         for runner in runners:
@@ -346,7 +254,7 @@ def _bench(
         "encoder": spec.resolved(),
         "decoder": {"dim": decoder_dim, "depth": decoder_depth, "heads": decoder_heads} if method == "mae" else None,
         "mask_ratio": ratio,
-        "device": _device_name(dev),
+        "device": device_name(dev),
         "amp": _DTYPE_NAMES[dtype],
         "compile": compile,
         "peer_name": f"{PEER_NAME}.ViTMAEForPreTraining" if hf is not None else None,

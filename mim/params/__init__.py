@@ -12,26 +12,28 @@ from mim.params.files import (
     split_overrides,
 )
 from mim.params.loading import ParamsError, apply_overrides, load_params, read_yaml, validate
-from mim.params.models import (
+from mim.params.methods import (
     METHOD_NAMES,
-    AugmentParams,
     CCViTParams,
     CimParams,
-    CnnParams,
-    DataParams,
     DecoderParams,
     DmjdParams,
-    HierParams,
     HogParams,
     Img2VecParams,
-    LauncherParams,
     MaeParams,
     MixMimParams,
+    SimMimParams,
+)
+from mim.params.models import (
+    AugmentParams,
+    CnnParams,
+    DataParams,
+    HierParams,
+    LauncherParams,
     OptimParams,
     PretrainParams,
     RecipeParams,
     ScheduleParams,
-    SimMimParams,
     TrainParams,
     ViTParams,
 )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from mim.params.models import Fraction, PositiveInt, Strict
+from mim.params.base import Fraction, PositiveInt, Strict
 
 
 class KnnParams(Strict):

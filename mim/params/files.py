@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from mim.params.evaluation import EvalParams, TransferParams
 from mim.params.loading import ParamsError, load_params, read_yaml
-from mim.params.models import METHOD_NAMES, DataParams, PretrainParams, RecipeParams
+from mim.params.methods import METHOD_NAMES
+from mim.params.models import DataParams, PretrainParams, RecipeParams
 from mim.params.targets import DiversityParams, TeacherParams, TokenizerParams
 
 DEFAULT_PARAMS_DIR = "params"

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mim.params.models import METHOD_NAMES
+from mim.params.methods import METHOD_NAMES
 
 M = TypeVar("M", bound=BaseModel)
 # Discriminated-union tags pydantic puts into error locations (method.mae.mask_ratio -> method.mask_ratio,

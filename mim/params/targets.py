@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from mim.params.models import PositiveInt, Strict
+from mim.params.base import PositiveInt, Strict
 
 
 class TokenizerParams(Strict):

@@ -24,7 +24,8 @@ from mim.methods import (
 from mim.models.export import build_encoder
 from mim.models.vit import MaskedViT, ViTSpec, build_vit
 from mim.params.bind.encoders import encoder_spec
-from mim.params.models import METHOD_NAMES, CimParams, CnnParams, HierParams, PretrainParams, ViTParams
+from mim.params.methods import METHOD_NAMES, CimParams
+from mim.params.models import CnnParams, HierParams, PretrainParams, ViTParams
 from mim.targets.centroids import CentroidTokenizer
 from mim.targets.hog import HogTarget
 from mim.targets.teacher import load_teacher_dir
