@@ -61,3 +61,16 @@ def test_pretrain_then_evaluate_with_baselines(tmp_path):
     assert "pre-trained encoder" in r.stdout and "random-init encoder" in r.stdout
     r = run_mim("evaluate", "--encoder", str(out / "encoder.safetensors"), "--set", "knn.k=0")
     assert r.returncode == 2 and "knn.k" in r.stderr
+
+
+def test_version_names_the_installed_package():
+    from importlib.metadata import version
+
+    r = run_mim("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"mim {version('mim')}"
+
+
+def test_serve_without_a_server_is_one_line(tmp_path):
+    """`mim serve` looks for the project's Prefect server before handing over to `python -m flows`."""
+    r = run_mim("serve", env={"MIM_PROJECT_DIR": str(tmp_path), "PREFECT_API_URL": ""})
+    assert r.returncode == 1 and "no Prefect server: run `mim up` first" in r.stderr and "Traceback" not in r.stderr

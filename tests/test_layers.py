@@ -118,3 +118,10 @@ def test_no_module_is_named_private_but_imported_from_outside():
             if private and name.split(".")[0] == "mim":
                 owner = "/".join(parts[: private[0]])
                 assert f.startswith(owner + "/"), f"{f}:{line} imports private {name}"
+
+
+def test_mim_never_imports_the_flows_or_tasks():
+    """`mim serve` runs `python -m flows`; nothing under mim/ imports the orchestration packages above it."""
+    for f in FILES:
+        used = {name.split(".")[0] for _, name in imports(f)}
+        assert not used & {"flows", "tasks"}, f"{f} imports {sorted(used & {'flows', 'tasks'})}"

@@ -51,7 +51,7 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
         result = pretrain_run(params, files, str(params_file), data=data, held_out=load_prepared(PREPARED, "test"),
-                       on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
+                              resume=True, on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
         shutdown_distributed()
         if not main:
             return {}
