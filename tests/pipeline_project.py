@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tasks.params_edit import edit_yaml_text
+from mim.params.edit import edit_yaml_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

@@ -445,7 +445,10 @@ def test_load_dataset_sources(tmp_path: Path) -> None:
     assert load_dataset(str(tmp_path / "split"), "test", size=4).labels.tolist() == [0]
     assert load_dataset(str(tmp_path / "split"), "train", size=4).classes == ["a", "b"]
     flat = make_folder(tmp_path / "flat", {"a/x.png": png_bytes(RED)})
-    assert len(load_dataset(str(flat), "test", size=4)) == 1  # no split folder: the root itself
+    with pytest.raises(FileNotFoundError, match=r"has no 'test' sub-folder \(it has: a\)"):
+        load_dataset(str(flat), "test", size=4)  # never silently the same images for two splits
+    assert len(load_dataset(str(flat), ".", size=4)) == 1  # '.': the folder is itself the split
+    assert load_dataset(str(tmp_path / "split"), "train", size=4).classes == ["a", "b"]
 
     (tmp_path / "fm").mkdir()
     write_idx(tmp_path / "fm" / "t10k-images-idx3-ubyte.gz", np.zeros((3, 28, 28), np.uint8))
@@ -454,7 +457,7 @@ def test_load_dataset_sources(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="size"):
         load_dataset(str(flat))
-    with pytest.raises(ValueError, match="'validation'"):
+    with pytest.raises(ValueError, match="'validation' of synthetic"):
         load_dataset("synthetic", "validation")
     with pytest.raises(ValueError, match="'abc'"):
         load_dataset("synthetic:abc")

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from mim.params import ParamsError, RecipeParams, check_dir, load_pretrain
-from tasks.params_edit import edit_yaml_text
+from mim.params import ParamsError, RecipeParams, check_dir, load_file, load_pretrain
+from mim.params.edit import edit_yaml_text
 from tests.helpers import ROOT, run_mim
 
 
@@ -111,3 +111,33 @@ def test_token_grid_names_the_field_that_does_not_tile():
     assert DataParams(image_size=28).token_grid(4, "tokenizer.patch_size") == (7, 7)
     with pytest.raises(ValueError, match="tokenizer.patch_size 8 does not divide data.image_size 28"):
         DataParams(image_size=28).token_grid(8, "tokenizer.patch_size")
+
+
+def test_the_cpu_demo_set_is_the_default_params():
+    """`mim params use cpu-demo` restores exactly what the repository ships in params/."""
+    shipped = {p.name: p.read_text() for p in (ROOT / "params").glob("*.yaml")}
+    demo = {p.name: p.read_text() for p in (ROOT / "params" / "sets" / "cpu-demo").glob("*.yaml")}
+    assert demo == shipped, "params/sets/cpu-demo/ and params/*.yaml differ: copy the change into both"
+
+
+def test_use_set_switches_validates_and_sets_the_source(tmp_path):
+    from mim.params.edit import use_set
+
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    written = use_set(params, "in1k-vit-b16", source="/data/imagenet")
+    assert "mae.yaml" in written and "data.yaml" in written
+    data = load_file(params / "data.yaml")
+    assert data.source == "/data/imagenet" and data.image_size == 224
+    assert load_file(params / "mae.yaml").model.size == "base"
+    assert "#" in (params / "mae.yaml").read_text()  # comments kept
+    use_set(params, "cpu-demo")
+    assert (params / "data.yaml").read_text() == (ROOT / "params" / "data.yaml").read_text()
+    bad = params / "sets" / "broken"
+    shutil.copytree(params / "sets" / "cpu-demo", bad)
+    (bad / "mae.yaml").write_text("train:\n  batch_sise: 3\n")
+    with pytest.raises(ParamsError, match="batch_sise"):
+        use_set(params, "broken")
+    assert (params / "data.yaml").read_text() == (ROOT / "params" / "data.yaml").read_text()  # nothing changed
+    with pytest.raises(ParamsError, match="no params set 'nope'"):
+        use_set(params, "nope")

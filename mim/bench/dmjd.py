@@ -41,9 +41,10 @@ def bench_dmjd(params_dir: str = "params", *, seconds: float = 120.0, probe_step
     multi = load_pretrain(params_dir, "dmjd", overrides)
     single = multi.model_copy(update={"method": multi.method.model_copy(update={"views": 1})})
     d = multi.data
-    data = load_split(d, d.train_split)
+    data = load_split(d, "train")
     eval_params = EvalParams(train_subset=eval_train, test_subset=eval_test, linear={"epochs": 1})
-    train, test = eval_subsets(data, load_split(d, d.eval_split), eval_train, eval_test, eval_params.seed)
+    train, test = eval_subsets(load_split(d, "eval_train"), load_split(d, "test"), eval_train, eval_test,
+                               eval_params.seed)
     rows = {}
     for label, params in ((f"dmjd ({multi.method.views} disjoint views)", multi), ("single view", single)):
         per_step = _seconds_per_step(params, data, probe_steps)

@@ -47,11 +47,37 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bc.add_argument("--subset", type=int, default=10000, help="training images")
     bc.add_argument("--json", help="also write the result as JSON here")
     add_set(bc)
+    bdata = bsub.add_parser("data", help="shard loader img/s vs torchvision ImageFolder + DataLoader (same JPEGs, "
+                            "transform, batch, workers); prepare time per 10k images")
+    bdata.add_argument("--folder", help="an image folder (class sub-folders); default: --images synthetic JPEGs")
+    bdata.add_argument("--images", type=int, default=2000, help="synthetic JPEGs of mixed sizes to write")
+    bdata.add_argument("--size", type=int, default=224)
+    bdata.add_argument("--batch", type=int, default=64)
+    bdata.add_argument("--workers", type=int, default=4)
+    bdata.add_argument("--steps", type=int, default=20, help="timed batches per loader")
+    bdata.add_argument("--json", help="also write the result as JSON here")
+    bm = bsub.add_parser("masks", help="time to draw each method's masks for one global batch (host CPU)")
+    bm.add_argument("--batch", type=int, default=2048)
+    bm.add_argument("--image-size", type=int, default=224)
+    bm.add_argument("--patch-size", type=int, default=16)
+    bm.add_argument("--step-ms", type=float, help="a model step time to compare with (from `mim bench pretrain`)")
+    bm.add_argument("--json", help="also write the result as JSON here")
     b.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.bench == "teacher-cache":
+    if args.bench == "masks":
+        from mim.bench.masks import bench_masks, format_masks_bench
+
+        result = bench_masks(args.batch, args.image_size, args.patch_size, step_ms=args.step_ms)
+        text = format_masks_bench(result)
+    elif args.bench == "data":
+        from mim.bench.data import bench_data, format_data_bench
+
+        result = bench_data(args.folder, images=args.images, size=args.size, batch=args.batch, workers=args.workers,
+                            steps=args.steps)
+        text = format_data_bench(result)
+    elif args.bench == "teacher-cache":
         from mim.bench.teacher_cache import bench_teacher_cache, format_cache_bench
 
         result = bench_teacher_cache(args.params_dir, epochs=args.epochs, subset=args.subset,

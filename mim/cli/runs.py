@@ -8,9 +8,14 @@ import argparse
 import json
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from mim.cli.common import write_json
 from mim.params import ParamsError
+
+if TYPE_CHECKING:
+    from mim.data.shards import ShardSplit
+    from mim.params import DataParams
 
 log = logging.getLogger("mim")
 
@@ -26,19 +31,43 @@ def pretrain(args: argparse.Namespace) -> int:
             raise ParamsError(f"{args.params}: method.name is {file_method!r} but --method is {args.method!r}")
         base = {"method": {"name": args.method}}
     params = load_params(PretrainParams, args.params, args.overrides, base=base)
+    out = (args.out or f"runs/{params.method.name}").rstrip("/")
+    data = one_off_data(params.data, out, prepare_here=os.environ.get("RANK") is None)  # before any re-launch
     if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):
         return relaunch_with_torchrun(params.launcher.nproc_per_node, params.launcher.nnodes, args.argv)
     from mim.params.bind.training import pretrain_run
     from mim.project.layout import PARAMS_FILE
     from mim.project.runs import run_files
 
-    out = (args.out or f"runs/{params.method.name}").rstrip("/")
     files = run_files(out)
-    result = pretrain_run(params, files, f"{out}/{PARAMS_FILE}", resume=args.resume)
+    result = pretrain_run(params, files, f"{out}/{PARAMS_FILE}", data=data, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
         log.info("done: %d steps, final loss %.4f, %.0f img/s, %.1f s; encoder at %s", result.steps,
                  result.final_loss, result.images_per_s, result.wall_time_s, files.encoder)
     return 0
+
+
+PREPARED_DIR = "prepared"
+
+
+def one_off_data(data_params: DataParams, out: str, prepare_here: bool) -> ShardSplit | None:
+    """The training data of a one-off run: None (loaded in memory) for the array form; for shards, the train split
+    written once under `<out>/prepared/` (reused while the data params are the same; the ranks of a re-launched
+    run only open it), then streamed."""
+    from mim.data.prepared import open_prepared, read_manifest
+    from mim.params.bind.data import prepare, storage_form
+
+    if storage_form(data_params, "train") != "shards":
+        return None
+    root = f"{out}/{PREPARED_DIR}"
+    wanted = data_params.model_dump(mode="json")
+    try:
+        ready = read_manifest(root).get("data") == wanted
+    except (FileNotFoundError, ValueError):
+        ready = False
+    if not ready and prepare_here:
+        prepare(data_params, root, splits=("train",))
+    return open_prepared(root, "train")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -55,7 +84,7 @@ def evaluate(args: argparse.Namespace) -> int:
     data = load_params(DataParams, None, data_sets, base=data_base) if data_sets else validate(
         DataParams, data_base, f"{args.encoder} (metadata)")
     encoder = load_encoder(args.encoder)
-    train, test = load_split(data, data.train_split), load_split(data, data.eval_split)
+    train, test = load_split(data, "eval_train"), load_split(data, "test")
     log.info("evaluating %s on %s: %d train / %d test images", args.encoder, data.source, len(train), len(test))
     results = {"encoder": evaluate(encoder, train, test, params, data)}
     if args.baseline:

@@ -21,6 +21,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ps = psub.add_parser("show", help="print the resolved values (defaults filled in) of params files")
     ps.add_argument("names", nargs="*", help="file names without .yaml (default: all)")
     ps.add_argument("--dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    pu = psub.add_parser("use", help="make a params set (params/sets/<name>/) the active params",
+                         description="Copy every file of params/sets/NAME/ over params/ after validating them, e.g. "
+                         "`mim params use in1k-vit-b16 --source /data/imagenet` for ViT-B/16 at 224 px at the "
+                         "papers' scale, `mim params use cpu-demo` for the CPU demo (docs/recipes.md).")
+    pu.add_argument("name", help="the set's folder name under params/sets/")
+    pu.add_argument("--source", help="also set data.source (an image folder or fsspec URL)")
+    pu.add_argument("--dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
     pp.set_defaults(func=cmd_params)
 
     simple = {"prepare": "stage: read the data source once and write data/prepared/",
@@ -88,6 +95,13 @@ def cmd_params(args: argparse.Namespace) -> int:
 
     from mim.params import check_dir, load_file, resolved
 
+    if args.params_command == "use":
+        from mim.params.edit import use_set
+
+        written = use_set(args.dir, args.name, args.source)
+        print(f"{args.dir}: now the {args.name!r} set ({len(written)} files: {', '.join(written)})"
+              + (f"; data.source = {args.source}" if args.source else ""))
+        return 0
     if args.params_command == "check":
         valid = check_dir(args.dir)
         print(f"{args.dir}: {len(valid)} params files valid ({', '.join(f'{n}.yaml' for n in valid)})")

@@ -181,6 +181,14 @@ class BatchAugment:
         """Whole-image resize + normalize (no randomness), for evaluation."""
         return self(images, full_crops(images.shape[0]))
 
+    def normalize_uint8(self, images: Tensor) -> Tensor:
+        """[B, C, out_size, out_size] uint8 already cropped (by the shard loader) -> the normalized model input
+        (grey repeated to RGB when `to_rgb`)."""
+        x = images.float().div_(255)
+        if self.to_rgb and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.normalize(x)
+
     def denormalize(self, x: Tensor) -> Tensor:
         """Normalized [B, C, H, W] -> pixels in [0, 1] (before normalization)."""
         return x * self._stat(self.std, x) + self._stat(self.mean, x)

@@ -26,6 +26,7 @@ class ImageTensors:
     labels: Tensor  # [N] int64, -1 = unlabeled
     classes: list[str]
     source: str
+    skipped: list[str] = dataclasses.field(default_factory=list)  # files that could not be decoded
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -49,9 +50,18 @@ class ImageTensors:
         return self.images.shape[0]
 
     @property
+    def channels(self) -> int:
+        """Channels the images are stored with (1 grey, 3 RGB)."""
+        return self.images.shape[1]
+
+    @property
     def is_labeled(self) -> bool:
         """True when every sample has a class label (none is -1)."""
         return bool((self.labels >= 0).all())
+
+    def in_memory(self) -> ImageTensors:
+        """Self (a `ShardSplit` decodes itself here)."""
+        return self
 
     def to(self, device: torch.device | str) -> ImageTensors:
         """A copy with images and labels on `device` (self when already there)."""

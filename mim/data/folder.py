@@ -6,7 +6,6 @@ directly in `root` with no class folders give an unlabeled one (labels -1).
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import warnings
@@ -19,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mim.data.dataset import UNLABELED, ImageTensors
+from mim.data.decode import decode_bytes
 from mim.data.errors import CorruptImageError, CorruptImageWarning, EmptyDatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -27,31 +27,24 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.Decompressio
 _SHOWN_CORRUPT = 5
 
 
-def load_image_folder(url: str, *, size: int, channels: int = 3, strict: bool = False) -> ImageTensors:
-    """Decode every image under `url` to [N, channels, size, size] uint8 (shorter side resized, then center crop).
+def load_image_folder(url: str, *, size: int, channels: int = 3, strict: bool = False,
+                      background: tuple[int, int, int] = (255, 255, 255)) -> ImageTensors:
+    """Decode every image under `url` to [N, channels, size, size] uint8 (shorter side resized, then center crop),
+    upright (EXIF), transparency composited onto `background`, 16-bit and CMYK images converted.
 
-    Unreadable files are skipped and reported in one `CorruptImageWarning`; with `strict=True` the
-    first one raises `CorruptImageError` instead.
+    Unreadable files are skipped, reported in one `CorruptImageWarning` and named in the result's `skipped`; with
+    `strict=True` the first one raises `CorruptImageError` instead.
     """
     if channels not in _MODES:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    fs, root = fsspec.core.url_to_fs(url)
-    root = root.rstrip("/") or "/"
-    if not fs.exists(root):
-        raise FileNotFoundError(f"image folder {url!r} does not exist")
-    if not fs.isdir(root):
-        raise NotADirectoryError(f"image folder {url!r} is a file, not a folder")
-
-    paths, labels, classes = _list_images(fs, root, url)
-    if not paths:
-        raise EmptyDatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {url!r}")
+    fs, paths, labels, classes = list_image_folder(url)
 
     pixels = np.empty((len(paths), size, size, channels), dtype=np.uint8)  # [N, H, W, C] uint8
     ok = np.ones(len(paths), dtype=bool)
     failures: list[tuple[str, str]] = []
-    decode = partial(_read_and_decode, fs, size=size, mode=_MODES[channels])
+    decode = partial(_read_and_decode, fs, size=size, mode=_MODES[channels], background=tuple(background))
     pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4))
     try:
         for i, (path, result) in enumerate(zip(paths, pool.map(decode, paths), strict=True)):
@@ -83,7 +76,28 @@ def load_image_folder(url: str, *, size: int, channels: int = 3, strict: bool = 
         labels=torch.tensor(labels, dtype=torch.int64)[keep],  # [N] int64
         classes=classes,
         source=url,
+        skipped=[_display(fs, p) for p, _ in failures],
     )
+
+
+def list_image_folder(url: str) -> tuple[fsspec.AbstractFileSystem, list[str], list[int], list[str]]:
+    """(filesystem, sorted image paths, their labels, class names) of the image folder at `url`; clear errors for a
+    missing folder, a file, or a folder without images."""
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/") or "/"
+    if not fs.exists(root):
+        raise FileNotFoundError(f"image folder {url!r} does not exist")
+    if not fs.isdir(root):
+        raise NotADirectoryError(f"image folder {url!r} is a file, not a folder")
+    paths, labels, classes = _list_images(fs, root, url)
+    if not paths:
+        raise EmptyDatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {url!r}")
+    return fs, paths, labels, classes
+
+
+def display_path(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """`path` as the user would write it: plain for local files, a full URL otherwise."""
+    return _display(fs, path)
 
 
 def _list_images(fs: fsspec.AbstractFileSystem, root: str, url: str) -> tuple[list[str], list[int], list[str]]:
@@ -131,14 +145,11 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _read_and_decode(fs: fsspec.AbstractFileSystem, path: str, size: int, mode: str) -> np.ndarray | str:
+def _read_and_decode(fs: fsspec.AbstractFileSystem, path: str, size: int, mode: str,
+                     background: tuple[int, int, int]) -> np.ndarray | str:
     """[size, size, C] uint8 pixels of one file, or the reason it could not be read (a string)."""
     try:
-        data = fs.cat_file(path)
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft(mode, (size, size))  # JPEG: let the decoder downscale by a power of two first
-            img = img.convert(mode)
-            return _resize_center_crop(img, size)
+        return _resize_center_crop(decode_bytes(fs.cat_file(path), mode, background, draft=size), size)
     except UnidentifiedImageError:
         return "not a recognized image format (unknown, empty or badly truncated file)"
     except _DECODE_ERRORS as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 import fsspec
 
 from mim.data.dataset import ImageTensors
@@ -23,6 +25,7 @@ def load_dataset(
     strict: bool = False,
     synthetic_size: int = 512,
     seed: int = 0,
+    background: tuple[int, int, int] = (255, 255, 255),
 ) -> ImageTensors:
     """Load split `split` of the data set named by `source`.
 
@@ -33,16 +36,17 @@ def load_dataset(
     - anything else: a local path or fsspec URL of an image folder; `<url>/<split>` is used when it exists,
       else the folder itself. `size` is required.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     name, _, arg = source.partition(":")
+    if name in ("fashion-mnist", "synthetic") and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} of {name}; expected one of {SPLITS}")
     if name == "fashion-mnist":
         return load_fashion_mnist(arg or DEFAULT_FASHION_MNIST, split=split)  # type: ignore[arg-type]
     if name == "synthetic":
         return _synthetic(arg, split, size=size, channels=channels, default_n=synthetic_size, seed=seed)
     if size is None:
         raise ValueError(f"image folder source {source!r} needs an image size (size=...)")
-    return load_image_folder(_split_folder(source, split), size=size, channels=channels, strict=strict)
+    return load_image_folder(split_folder(source, split), size=size, channels=channels, strict=strict,
+                             background=background)
 
 
 def _synthetic(arg: str, split: str, *, size: int | None, channels: int, default_n: int, seed: int) -> ImageTensors:
@@ -58,10 +62,18 @@ def _synthetic(arg: str, split: str, *, size: int | None, channels: int, default
     )
 
 
-def _split_folder(url: str, split: str) -> str:
-    """`<url>/<split>` when that folder exists, else `url`."""
+def split_folder(url: str, split: str) -> str:
+    """`<url>/<split>`; `url` itself when `split` is "." (a folder that is one split, e.g. unlabeled photos for
+    pre-training). A missing split folder is an error: a folder is never silently used as two splits."""
+    if split in (".", ""):
+        return url
     fs, root = fsspec.core.url_to_fs(url)
     candidate = root.rstrip("/") + "/" + split
     if fs.isdir(candidate):
         return url.rstrip("/") + "/" + split
-    return url
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"image folder {url!r} does not exist")
+    subs = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False) if fs.isdir(p))
+    raise FileNotFoundError(f"image folder {url!r} has no {split!r} sub-folder (it has: {', '.join(subs) or 'none'}); "
+                            f"name the splits it has (data.train_split, data.eval_split, data.eval_train_split), or "
+                            f"'.' for a folder that is itself one split")

@@ -48,6 +48,7 @@ class TrainConfig:
     log_every_s: float
     log_every_steps: int | None
     on_device: Literal["auto", "always", "never"]
+    num_workers: int | Literal["auto"]
     optim: OptimConfig
     schedule: ScheduleConfig
     signature: str

@@ -19,6 +19,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mim.data import BatchAugment, ImageTensors, StepBatches
+from mim.data.shards import ShardSplit
+from mim.data.stream import ShardSteps, step_loader, worker_count
 from mim.engine.checkpoint import (
     CheckpointError,
     checkpoint_exists,
@@ -54,10 +56,21 @@ class TrainResult:
     resumed_from: int | None = None
 
 
+def keep_on_device(images: torch.Tensor, placement: str, device: torch.device) -> bool:
+    """Whether the uint8 training array goes to the GPU: `always`; or `auto` on CUDA when it takes at most a quarter
+    of the free GPU memory (the rest is for the model, activations and the allocator)."""
+    if placement == "always":
+        return True
+    if placement == "never" or device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() <= free // 4
+
+
 class Trainer:
     """Owns the model, optimizer, schedule and checkpoints of one pre-training run."""
 
-    def __init__(self, method: MIMMethod, data: ImageTensors, augment: BatchAugment, config: TrainConfig,
+    def __init__(self, method: MIMMethod, data: ImageTensors | ShardSplit, augment: BatchAugment, config: TrainConfig,
                  ckpt_url: str, device: torch.device, dist: DistInfo | None = None,
                  on_metrics: MetricsCallback | None = None) -> None:
         dist = dist or DistInfo()
@@ -68,14 +81,16 @@ class Trainer:
         self.config, self.ckpt_url, self.device, self.dist = config, ckpt_url, device, dist
         self.on_metrics = on_metrics if dist.is_main else None
         self.method = method.to(device)
-        keep_on_device = t.on_device == "always" or (t.on_device == "auto" and device.type == "cuda")
-        self.images = data.images.to(device) if keep_on_device else data.images
         self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
         self.total_steps = t.total_steps(len(data))
         self.augment = augment
         self.amp_dtype = autocast_dtype(t.amp, device)
-        with autocast(device, self.amp_dtype):  # per-image targets in the precision training would compute them
-            self.method.prepare_data(self.images, self.augment, device)
+        self.shards = data if isinstance(data, ShardSplit) else None
+        self._stream: Any = None  # the loader's iterator while `fit` runs
+        if self.shards is None:
+            self.images = data.images.to(device) if keep_on_device(data.images, t.on_device, device) else data.images
+            with autocast(device, self.amp_dtype):  # per-image targets in the precision training computes them
+                self.method.prepare_data(self.images, self.augment, device)
         o = t.optim
         self.lr = scaled_lr(o.base_lr, t.batch_size) * self.method.lr_factor
         self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused,
@@ -147,12 +162,22 @@ class Trainer:
         out = []
         for a in range(t.accum_steps):
             lo = self.dist.rank * share + a * micro
-            sel = idx[lo : lo + micro]
-            raw = self.images[sel.to(self.images.device)].to(self.device, non_blocking=True)
-            out.append({"images": self.augment(raw, crops.slice(lo, lo + micro)),
-                        "mask": masks.slice(lo, lo + micro).to(self.device),
-                        "indices": sel, "flip": crops.flip[lo : lo + micro]})
+            if self.shards is not None:  # cropped from the full images by the loader's workers
+                item = next(self._stream) if self._stream is not None else self._shard_steps(step).micro_batch(step, a)
+                if item["step"] != step:
+                    raise RuntimeError(f"the shard loader is at step {item['step']}, training at step {step}")
+                images = self.augment.normalize_uint8(item["images"].to(self.device, non_blocking=True))
+            else:
+                raw = self.images[idx[lo : lo + micro].to(self.images.device)].to(self.device, non_blocking=True)
+                images = self.augment(raw, crops.slice(lo, lo + micro))
+            out.append({"images": images, "mask": masks.slice(lo, lo + micro).to(self.device),
+                        "indices": idx[lo : lo + micro], "flip": crops.flip[lo : lo + micro]})
         return out
+
+    def _shard_steps(self, start: int) -> ShardSteps:
+        return ShardSteps(self.shards, self.batches, self.augment, seed=self.config.seed, rank=self.dist.rank,
+                          world_size=self.dist.world_size, accum_steps=self.config.accum_steps, start=start,
+                          stop=self.total_steps)
 
     def train_step(self, step: int) -> torch.Tensor:
         t = self.config
@@ -194,6 +219,10 @@ class Trainer:
         began = last_record = time.perf_counter()
         last_record_step = start
         self.method.train()
+        if self.shards is not None:
+            workers = worker_count(t.num_workers, self.dist.world_size)
+            self._stream = iter(step_loader(self._shard_steps(start), workers, pin_memory=self.device.type == "cuda"))
+            log.info("streaming shards: %d DataLoader workers on this rank", workers)
         for step in range(start, self.total_steps):
             loss = self.train_step(step)
             bad_now = ~torch.isfinite(loss)
@@ -226,6 +255,7 @@ class Trainer:
                 self.log_sums = {}
             if ckpt_due:
                 self.save()
+        self._stream = None
         wall = time.perf_counter() - began
         done = self.total_steps - start
         return TrainResult(

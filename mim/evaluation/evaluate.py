@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from mim.data import BatchAugment, ImageTensors
+from mim.data.shards import ShardSplit
 from mim.engine.runtime import resolve_device
 from mim.evaluation.features import extract_features, pixel_features
 from mim.evaluation.knn import knn_accuracy
@@ -34,14 +35,15 @@ class ProbeConfig:
     linear_optimizer: Literal["adamw", "sgd", "lars"]
 
 
-def eval_subsets(train: ImageTensors, test: ImageTensors, train_subset: int | None, test_subset: int | None,
-                 seed: int) -> tuple[ImageTensors, ImageTensors]:
-    """Check both splits are labelled and cut the seeded subsets asked for (None = the whole split)."""
+def eval_subsets(train: ImageTensors | ShardSplit, test: ImageTensors | ShardSplit, train_subset: int | None,
+                 test_subset: int | None, seed: int) -> tuple[ImageTensors, ImageTensors]:
+    """Check both splits are labelled and cut the seeded subsets asked for (None = the whole split), in memory
+    (a shard split decodes only the images drawn)."""
     out = []
     for split, ds, n in (("train", train, train_subset), ("test", test, test_subset)):
         if not ds.is_labeled:
             raise ValueError(f"{ds.source} ({split}): evaluation needs class labels (class sub-folders)")
-        out.append(ds.subset(n, generator_for(seed, "eval", split)) if n else ds)
+        out.append((ds.subset(n, generator_for(seed, "eval", split)) if n else ds).in_memory())
     return out[0], out[1]
 
 

@@ -81,17 +81,36 @@ class AugmentParams(Strict):
 
 class DataParams(Strict):
     source: str = "fashion-mnist"
-    train_split: str = "train"
-    eval_split: str = "test"
+    train_split: str = Field("train", description="pre-training split: a sub-folder of source ('.' = source itself)")
+    eval_source: str | None = Field(None, description="labeled evaluation data (null = source): pre-train on "
+                                    "unlabeled photos, evaluate on a labeled set")
+    eval_train_split: str = Field("train", description="the eval source's split evaluation fits on (k-NN, probe)")
+    eval_split: str = Field("test", description="the eval source's split evaluation scores on")
     image_size: PositiveInt = 32
     to_rgb: bool = True
     subset: PositiveInt | None = Field(None, description="train on a seeded random subset of this many images")
     seed: int = Field(0, description="seeds the subset and synthetic data")
     strict: bool = Field(False, description="corrupt image files are errors instead of skipped with a warning")
+    background: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)],
+                      Annotated[int, Field(ge=0, le=255)]] = Field(
+        (255, 255, 255), description="RGB colour that transparent pixels (PNG alpha, GIF transparency) are laid on")
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[Annotated[float, Field(gt=0)], ...] = (0.5, 0.5, 0.5)
     augment: AugmentParams = AugmentParams()
-    on_device: Literal["auto", "always", "never"] = "auto"
+    on_device: Literal["auto", "always", "never"] = Field(
+        "auto", description="array form: keep the uint8 training set on the GPU (auto: on CUDA when it takes at "
+                            "most a quarter of the free GPU memory)")
+    storage: Literal["auto", "array", "shards"] = Field(
+        "auto", description="array: decoded at image_size in one memory-mapped uint8 array; shards: encoded images "
+                            "streamed by DataLoader workers, random crops from the full image; auto: array when it "
+                            "takes at most array_max_gb")
+    array_max_gb: Annotated[float, Field(gt=0)] = Field(8.0, description="auto storage: the largest array kept")
+    max_side: PositiveInt | None = Field(512, description="shards: images whose shorter side is longer are "
+                                         "re-encoded once at this shorter side (null = original bytes)")
+    shards_url: str | None = Field(None, description="shards: write them under this fsspec URL (s3://, gs://) "
+                                   "instead of data/prepared; lineage is then the manifest's digest")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="shards: DataLoader workers per rank decoding and cropping (auto: CPUs / ranks, <= 8)")
 
     def token_grid(self, patch_size: int, field: str) -> tuple[int, int]:
         """The (rows, cols) token grid of `patch_size` patches; `field` names the param in the error."""

@@ -25,7 +25,7 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     p, d = load_with_data(params_dir, "diversity", overrides)
     grid = d.token_grid(p.patch_size, "diversity.patch_size")
     transform = augment(d)
-    images = transform.eval(load_prepared(PREPARED, "test").images[: p.images])
+    images = transform.eval(load_prepared(PREPARED, "test", limit=p.images).images)
     results: dict[str, dict] = {}
     with StageRun("diversity") as tracker:
         tracker.log_params({"diversity": p.model_dump(mode="json")})

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from mim.data import ImageTensors
-from mim.data.prepared import load_prepared
+from mim.data.prepared import open_prepared
 from mim.evaluation.evaluate import eval_subsets, evaluate_encoder, evaluate_pixels
 from mim.io import write_text
 from mim.models.encoder import Encoder
@@ -50,13 +50,13 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     pixels (`pixels`); every result has `knn_top1` and `linear_top1` (percent)."""
     params, data = load_with_data(params_dir, "eval", overrides)
     name = "pixels" if pixels else f"baseline-{method}" if baseline else method
-    train, test = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
+    train, test = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
     with StageRun("evaluate", name, tags={"evaluated": method or "pixels"}) as tracker:
         tracker.log_params({"eval": params.model_dump(mode="json"), "data": data.model_dump(mode="json")})
         if pixels:
             features = None
         elif baseline:
-            features = baseline_encoder(params_dir, method, data, train.images.shape[1], params.seed)
+            features = baseline_encoder(params_dir, method, data, train.channels, params.seed)
         else:
             path = encoder_file(method)
             tracker.set_tags({"dvc.dep.encoder": path_md5(path)})

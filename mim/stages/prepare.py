@@ -1,4 +1,5 @@
-"""`mim prepare`: read the data source named in `params/data.yaml` once and write it to `data/prepared/`."""
+"""`mim prepare`: read the data source named in `params/data.yaml` once and write it to `data/prepared/`, each
+split as a memory-mapped array or as streaming shards (`storage`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from mim.data.prepared import save_prepared
 from mim.io import write_text
 from mim.params import DataParams, load_params
-from mim.params.bind.data import load_split, train_images
+from mim.params.bind.data import prepare
 from mim.project.layout import PREPARED, metrics_file
 from mim.tracking import StageRun
 
@@ -17,18 +17,25 @@ log = logging.getLogger("mim.prepare")
 
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    """Load the train split (seeded subset if `subset`) and the eval split; write them and a manifest."""
+    """Write the train split (seeded subset if `subset`) and the eval split, and a manifest."""
     d = load_params(DataParams, Path(params_dir) / "data.yaml", overrides)
     with StageRun("prepare") as tracker:
         tracker.log_params(d.model_dump(mode="json"))
-        train, test = train_images(d), load_split(d, d.eval_split)
-        manifest = save_prepared(PREPARED, {"train": train, "test": test}, extra={"source": d.source})
-        stats = {name: {"count": s["count"], "digest": s["digest"]} for name, s in manifest["splits"].items()}
+        manifest = prepare(d, str(PREPARED))
+        splits = manifest["splits"]
+        stats = {name: {"count": s["count"], "digest": s["digest"], "form": s["form"],
+                        "skipped": s["skipped"]["count"]} for name, s in splits.items()}
         write_text(str(metrics_file("prepare", "data")), json.dumps(stats, indent=2) + "\n")
-        for name, s in manifest["splits"].items():
+        for name, s in splits.items():
             tracker.log_dataset(f"{d.source}:{name}", d.source, s["digest"], context=name)
-        tracker.log_metrics({"data/train_count": len(train), "data/test_count": len(test)})
+            if s["skipped"]["count"]:
+                tracker.set_tags({f"data.{name}.skipped": ", ".join(s["skipped"]["files"][:20])[:4000]})
+        tracker.log_metrics({f"data/{name}_{key}": s[field] if key == "count" else s["skipped"]["count"]
+                             for name, s in splits.items() for key, field in (("count", "count"),
+                                                                              ("skipped", "skipped"))})
         tracker.log_artifact(PREPARED / "manifest.json")
-    log.info("prepared %s: %d train / %d test images %s -> %s", d.source, len(train), len(test),
-             list(train.images.shape[1:]), PREPARED)
+    for name, s in splits.items():
+        log.info("prepared %s: %d %s images as %s%s", d.source, s["count"], name, s["form"],
+                 f", {s['skipped']['count']} skipped (named in {PREPARED}/manifest.json)" if s["skipped"]["count"]
+                 else "")
     return manifest

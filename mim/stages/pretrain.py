@@ -13,10 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from mim.data.prepared import load_prepared, read_manifest
+from mim.data.prepared import load_prepared, open_prepared, read_manifest
 from mim.engine.distributed import shutdown_distributed
 from mim.params import load_pretrain
-from mim.params.bind.training import pretrain_run
+from mim.params.bind.training import PICTURE_COUNT, pretrain_run
 from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir
 from mim.project.runs import stage_files
 from mim.tracking import StageRun, path_md5
@@ -37,7 +37,7 @@ def input_tags(folder: str | None) -> dict[str, str]:
 
 def run(method: str, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     params = load_pretrain(params_dir, method, overrides)
-    data = load_prepared(PREPARED, "train")
+    data = open_prepared(PREPARED, "train")
     extra_input = params.method.input_dir
     salt = path_md5(Path(extra_input)) if extra_input else ""
     ckpt = checkpoint_url(method, params, salt)
@@ -50,8 +50,9 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
                           **({f"dvc.dep.{extra_input}": salt} if extra_input else {}), **input_tags(extra_input)})
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
-        result = pretrain_run(params, files, str(params_file), data=data, held_out=load_prepared(PREPARED, "test"),
-                              resume=True, on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
+        result = pretrain_run(params, files, str(params_file), data=data, resume=True,
+                              held_out=load_prepared(PREPARED, "test", limit=PICTURE_COUNT),
+                              on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
         shutdown_distributed()
         if not main:
             return {}

@@ -122,7 +122,7 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
                       if r["pretrain"] and "knn_top1" in r["evaluate"]}, str(REPORTS / "accuracy_vs_time.png"),
                      title="k-NN accuracy against pre-training time", xlabel="pre-training wall-clock (s)",
                      ylabel="k-NN top-1 %")
-        test = load_prepared(root / PREPARED, "test").images[:6] if (root / PREPARED).is_dir() else None
+        test = load_prepared(root / PREPARED, "test", limit=6).images if (root / PREPARED).is_dir() else None
         if test is not None:
             images = augment(data).eval(test)
             maps = feature_maps(exported_encoders(root, methods, images.shape[-1]), images)

@@ -28,7 +28,7 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
         teacher, digest = Teacher.from_spec(source, grid, transform.mean, transform.std)
         tracker.set_tags({"teacher.digest": digest})
         tracker.log_params({"teacher": t.model_dump(mode="json")})
-        images = transform.eval(load_prepared(PREPARED, "test").images[: t.check_images])
+        images = transform.eval(load_prepared(PREPARED, "test", limit=t.check_images).images)
         feats = torch.cat([teacher(part) for part in images.split(64)])  # [B, N, C]
         if not torch.isfinite(feats).all():
             raise ValueError(f"teacher {source.source}: non-finite features on held-out images")

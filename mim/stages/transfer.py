@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from mim.data.prepared import load_prepared
+from mim.data.prepared import open_prepared
 from mim.engine.progress import history_csv
 from mim.evaluation.evaluate import eval_subsets
 from mim.evaluation.finetune import finetune
@@ -28,13 +28,13 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     """Transfer `method`'s encoder, or (`method` None) the scratch baseline."""
     params, data = load_with_data(params_dir, "transfer", overrides)
     name = method or "scratch"
-    train_all, test_all = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
+    train_all, test_all = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
     ft = params.finetune
     with StageRun("transfer", name) as tracker:
         tracker.log_params({"transfer": params.model_dump(mode="json")})
         if method is None:
             model = load_pretrain(params_dir, params.scratch_of).model
-            in_chans = augment(data).out_channels(train_all.images.shape[1])
+            in_chans = augment(data).out_channels(train_all.channels)
             encoder = random_init_encoder(encoder_spec(model, data.image_size, in_chans), ft.seed, "scratch-init")
             tracker.set_tags({"scratch_of": params.scratch_of})
         else:
@@ -47,9 +47,9 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
             frozen = evaluate(encoder, train_all, test_all, eval_params, data)
             results.update({k: frozen[k] for k in ("knn_top1", "linear_top1") if k.split("_")[0] in params.protocols})
         if "finetune" in params.protocols:
-            train, _ = eval_subsets(train_all, test_all, ft.train_subset, None, ft.seed)
+            train, test = eval_subsets(train_all, test_all, ft.train_subset, None, ft.seed)
             ckpt = checkpoint_url(f"transfer-{name}", params, path_md5(model_dir(method)) if method else "")
-            out = finetune(encoder, train, test_all, augment(data), epochs=ft.epochs, batch_size=ft.batch_size,
+            out = finetune(encoder, train, test, augment(data), epochs=ft.epochs, batch_size=ft.batch_size,
                            base_lr=ft.base_lr, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
                            drop_path=ft.drop_path, label_smoothing=ft.label_smoothing, mixup=ft.mixup,
                            cutmix=ft.cutmix, warmup_fraction=ft.warmup_fraction, pool=ft.pool, amp=ft.amp,

@@ -1,10 +1,26 @@
-"""Data params -> the augmentation and the image splits."""
+"""Data params -> the augmentation, the image splits, and the prepared data set.
+
+Prepared splits: `train` (pre-training: `source` / `train_split`, may be unlabeled), `test` (evaluation:
+`eval_source` / `eval_split`) and `eval_train` (the labeled split evaluation fits on: `eval_source` /
+`eval_train_split`; an alias of `train` when both name the same images).
+"""
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
+
 from mim.data import BatchAugment, ImageTensors, load_dataset
+from mim.data.folder import list_image_folder
+from mim.data.prepared import alias_entry, save_manifest, save_split, shard_entry
+from mim.data.shards import PNG_SOURCES, shard_source
+from mim.data.sources import split_folder
 from mim.params.models import DataParams
 from mim.rng import generator_for
+
+log = logging.getLogger("mim.prepare")
+PREPARED_SPLITS = ("train", "eval_train", "test")
 
 
 def augment(data: DataParams, image_size: int | None = None) -> BatchAugment:
@@ -15,12 +31,86 @@ def augment(data: DataParams, image_size: int | None = None) -> BatchAugment:
                         mean=data.mean, std=data.std, to_rgb=data.to_rgb)
 
 
+def split_source(data: DataParams, split: str) -> tuple[str, str]:
+    """(source, split name in it) behind prepared split `split`."""
+    if split == "train":
+        return data.source, data.train_split
+    return data.eval_source or data.source, data.eval_train_split if split == "eval_train" else data.eval_split
+
+
+def is_alias(data: DataParams, split: str) -> bool:
+    """True when prepared `eval_train` names exactly the pre-training images (stored once)."""
+    return split == "eval_train" and split_source(data, split) == split_source(data, "train")
+
+
 def load_split(data: DataParams, split: str) -> ImageTensors:
-    """One split of `data.source`, decoded at `data.image_size`."""
-    return load_dataset(data.source, split, size=data.image_size, strict=data.strict, seed=data.seed)
+    """Prepared split `split` ("train", "eval_train" or "test") of the data, decoded at `data.image_size`."""
+    source, name = split_source(data, split)
+    return load_dataset(source, name, size=data.image_size, strict=data.strict, seed=data.seed,
+                        background=data.background)
 
 
 def train_images(data: DataParams) -> ImageTensors:
-    """The training split, cut to the seeded `subset` when one is asked for (what `mim prepare` stores)."""
-    train = load_split(data, data.train_split)
+    """The pre-training split, cut to the seeded `subset` when one is asked for (what `mim prepare` stores)."""
+    train = load_split(data, "train")
     return train.subset(data.subset, generator_for(data.seed, "subset")) if data.subset is not None else train
+
+
+def storage_form(data: DataParams, split: str) -> str:
+    """"array" or "shards" for `split`: as asked, or (auto) an array when it would take at most `array_max_gb`.
+    In-memory sources (Fashion-MNIST, synthetic) are arrays under auto."""
+    if data.storage != "auto":
+        return data.storage
+    source, name = split_source(data, split)
+    if source.partition(":")[0] in PNG_SOURCES:
+        return "array"
+    _, paths, _, _ = list_image_folder(split_folder(source, name))
+    channels = 3 if data.to_rgb else 1
+    return "array" if len(paths) * channels * data.image_size**2 <= data.array_max_gb * 2**30 else "shards"
+
+
+def write_split(data: DataParams, split: str, root: str, form: str) -> tuple[dict, np.ndarray | None]:
+    """Prepare `split` in `form` under `root`; returns its manifest entry and, for shards, the labels to store."""
+    if form == "array":
+        return save_split(root, split, train_images(data) if split == "train" else load_split(data, split)), None
+    if split == "train" and data.subset is not None:
+        raise ValueError("data.subset: not supported with storage: shards (prepare a smaller folder instead)")
+    source, name = split_source(data, split)
+    url = f"{(data.shards_url or root).rstrip('/')}/{split}"
+    channels = 3 if data.to_rgb else 1
+    labels, classes, skipped, digest = shard_source(
+        source, name, url, max_side=data.max_side, mode="RGB" if channels == 3 else "L", background=data.background,
+        strict=data.strict, size=data.image_size, seed=data.seed)
+    return shard_entry(url, labels, classes, source, skipped, digest, data.image_size, channels, data.max_side,
+                       data.background), labels
+
+
+def check_classes(entries: dict[str, dict]) -> None:
+    """The labeled evaluation splits name the same classes (so label i means one class in both)."""
+    fit, test = entries.get("eval_train", {}), entries.get("test", {})
+    fit = entries.get(fit.get("alias"), fit)
+    if not (fit.get("labeled") and test.get("labeled")) or fit["classes"] == test["classes"]:
+        return
+    only_fit, only_test = sorted(set(fit["classes"]) - set(test["classes"])), sorted(set(test["classes"]) -
+                                                                                      set(fit["classes"]))
+    raise ValueError(f"the evaluation splits name different classes: {fit['source']} has "
+                     f"{only_fit or 'no others'} that {test['source']} lacks, and it has {only_test or 'no others'}; "
+                     "give both splits the same class folders")
+
+
+def prepare(data: DataParams, root: str, splits: tuple[str, ...] = PREPARED_SPLITS) -> dict:
+    """Write `splits` of `data` under `root`, each in its storage form, and the manifest (which also records the
+    data params, so a one-off run can reuse what it prepared)."""
+    entries, labels = {}, {}
+    for split in splits:
+        if is_alias(data, split):
+            entries[split] = alias_entry("train")
+            continue
+        form = storage_form(data, split)
+        log.info("preparing %s (%s of %s) as %s ...", split, split_source(data, split)[1],
+                 split_source(data, split)[0], form)
+        entries[split], stored = write_split(data, split, root, form)
+        if stored is not None:
+            labels[split] = stored
+    check_classes(entries)
+    return save_manifest(root, entries, labels, extra={"source": data.source, "data": data.model_dump(mode="json")})

@@ -7,6 +7,7 @@ import json
 import torch
 
 from mim.data import ImageTensors
+from mim.data.shards import ShardSplit
 from mim.engine.config import OptimConfig, ScheduleConfig, TrainConfig
 from mim.engine.distributed import init_distributed
 from mim.engine.files import PretrainFiles
@@ -29,17 +30,15 @@ def train_config(params: PretrainParams) -> TrainConfig:
     return TrainConfig(
         batch_size=t.batch_size, accum_steps=t.accum_steps, epochs=t.epochs, steps=t.steps, seed=t.seed, amp=t.amp,
         compile=t.compile, ckpt_every=t.ckpt_every, log_every_s=t.log_every_s, log_every_steps=t.log_every_steps,
-        on_device=params.data.on_device, signature=signature,
+        on_device=params.data.on_device, num_workers=params.data.num_workers, signature=signature,
         optim=OptimConfig(base_lr=o.base_lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
                           clip_grad=o.clip_grad, fused=o.fused),
         schedule=ScheduleConfig(warmup_fraction=s.warmup_fraction, warmup_steps=s.warmup_steps,
                                 min_lr_ratio=s.min_lr_ratio))
 
-
-
-def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str, *, data: ImageTensors | None = None,
-          held_out: ImageTensors | None = None, resume: bool,
-          on_metrics: MetricsCallback | None = None) -> TrainResult:
+def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str, *,
+                 data: ImageTensors | ShardSplit | None = None, held_out: ImageTensors | None = None, resume: bool,
+                 on_metrics: MetricsCallback | None = None) -> TrainResult:
     """One pre-training run from params, the same for the pipeline stage and a one-off run: set up the device
     (and DDP), build `params`' method and train it on `data` (default: `params.data`'s training split), writing
     `files` and the resolved params to `params_file`. The reconstruction grid shows `held_out`'s first images
@@ -53,10 +52,12 @@ def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str,
     data = data if data is not None else train_images(params.data)
     aug = augment(params.data, params.image_size)
     torch.manual_seed(derive_seed(t.seed, "init"))  # same initial weights on every rank
-    method = build_method(params, aug.out_channels(data.images.shape[1]))
+    method = build_method(params, aug.out_channels(data.channels))
     if dist.is_main:
         write_text(params_file, params.model_dump_json(indent=2) + "\n")
-    pictures = (held_out if held_out is not None else data).images[:PICTURE_COUNT]
+    shown = held_out if held_out is not None else data
+    pictures = (shown.tensors(params.data.image_size, range(PICTURE_COUNT)) if isinstance(shown, ShardSplit)
+                else shown).images[:PICTURE_COUNT]
     return pretrain(method, data, aug, train_config(params), files, device=device, dist=dist, resume=resume,
                     picture_images=pictures, on_metrics=on_metrics,
                     export_metadata={"data": params.data.model_dump_json(), "data_digest": data.digest()})
