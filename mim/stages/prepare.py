@@ -22,20 +22,18 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     with StageRun("prepare") as tracker:
         tracker.log_params(d.model_dump(mode="json"))
         manifest = prepare(d, str(PREPARED))
-        splits = manifest["splits"]
+        stored = {name: s for name, s in manifest["splits"].items() if "alias" not in s}  # an alias names another
         stats = {name: {"count": s["count"], "digest": s["digest"], "form": s["form"],
-                        "skipped": s["skipped"]["count"]} for name, s in splits.items()}
+                        "skipped": s["skipped"]["count"]} for name, s in stored.items()}
         write_text(str(metrics_file("prepare", "data")), json.dumps(stats, indent=2) + "\n")
-        for name, s in splits.items():
-            tracker.log_dataset(f"{d.source}:{name}", d.source, s["digest"], context=name)
+        for name, s in stored.items():
+            tracker.log_dataset(f"{s['source']}:{name}", s["source"], s["digest"], context=name)
             if s["skipped"]["count"]:
                 tracker.set_tags({f"data.{name}.skipped": ", ".join(s["skipped"]["files"][:20])[:4000]})
-        tracker.log_metrics({f"data/{name}_{key}": s[field] if key == "count" else s["skipped"]["count"]
-                             for name, s in splits.items() for key, field in (("count", "count"),
-                                                                              ("skipped", "skipped"))})
+        tracker.log_metrics({f"data/{name}_{key}": stats[name][key] for name in stats for key in ("count", "skipped")})
         tracker.log_artifact(PREPARED / "manifest.json")
-    for name, s in splits.items():
-        log.info("prepared %s: %d %s images as %s%s", d.source, s["count"], name, s["form"],
+    for name, s in stored.items():
+        log.info("prepared %s: %d images from %s as %s%s", name, s["count"], s["source"], s["form"],
                  f", {s['skipped']['count']} skipped (named in {PREPARED}/manifest.json)" if s["skipped"]["count"]
                  else "")
     return manifest
