@@ -62,11 +62,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--patch-size", type=int, default=16)
     bm.add_argument("--step-ms", type=float, help="a model step time to compare with (from `mim bench pretrain`)")
     bm.add_argument("--json", help="also write the result as JSON here")
+    bmem = bsub.add_parser("memory", help="peak RSS of a training process on shards of 20k vs 200k images")
+    bmem.add_argument("--json", help="also write the result as JSON here")
     b.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.bench == "masks":
+    if args.bench == "memory":
+        from mim.bench.memory import bench_memory, format_memory_bench
+
+        result = bench_memory()
+        text = format_memory_bench(result)
+    elif args.bench == "masks":
         from mim.bench.masks import bench_masks, format_masks_bench
 
         result = bench_masks(args.batch, args.image_size, args.patch_size, step_ms=args.step_ms)

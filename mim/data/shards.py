@@ -116,7 +116,7 @@ class ShardSplit:
         if self._reader is None:
             from litdata import StreamingDataset
 
-            self._reader = StreamingDataset(self.url)
+            self._reader = StreamingDataset(self.url, batch_decode=0)  # random access: decode one item, not a window
         return self._reader[int(i)]["image"]
 
     def image(self, i: int, draft: int | None = None) -> Image.Image:
