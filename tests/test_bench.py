@@ -17,7 +17,8 @@ TINY = dict(
     model="tiny", image_size=32, patch_size=4, batch=4, steps=1, warmup=1, rounds=2, device="cpu",
     depth=2, embed_dim=48, decoder_dim=32, decoder_depth=1, decoder_heads=2,
 )
-RUN_KEYS = {"img_per_s", "step_ms_median", "step_ms_min", "step_ms_rounds", "peak_mem_mb", "loss_first", "loss_last"}
+RUN_KEYS = {"img_per_s", "step_ms_median", "step_ms_min", "step_ms_rounds", "peak_mem_mb", "loss_first", "loss_last",
+            "tflops_per_step", "achieved_tflops", "mfu"}
 
 
 def _check_run(run: dict, rounds: int) -> None:
@@ -25,6 +26,7 @@ def _check_run(run: dict, rounds: int) -> None:
     assert run["img_per_s"] > 0 and run["step_ms_median"] > 0
     assert len(run["step_ms_rounds"]) == rounds
     assert run["peak_mem_mb"] is None  # CPU: not measured
+    assert run["tflops_per_step"] > 0 and run["mfu"] is None  # no peak known for a CPU
     assert math.isfinite(run["loss_first"]) and math.isfinite(run["loss_last"])
     assert run["loss_last"] != run["loss_first"], "the optimizer did not change the model"
 
@@ -45,6 +47,8 @@ def test_mae_against_transformers():
     assert result["ours"]["loss_first"] == pytest.approx(result["peer"]["loss_first"], abs=1e-5)
     assert result["ratio"] == pytest.approx(result["ours"]["img_per_s"] / result["peer"]["img_per_s"])
     assert result["ratio_paired"] > 0
+    # the same computation counts the same FLOPs (MFU compares like with like); attention is counted for both
+    assert result["ours"]["tflops_per_step"] == pytest.approx(result["peer"]["tflops_per_step"], rel=0.02)
     assert any("not measured on cpu" in n for n in result["notes"])
     text = format_bench(result)
     assert "ratio ours/transformers: " in text and text.rstrip().count("\n") >= 5

@@ -3,6 +3,7 @@ uninterrupted run; 2 gloo processes follow the same loss trajectory as 1 process
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,3 +87,30 @@ def test_two_processes_with_accumulation_match_too(tmp_path):
     r2 = run_mim("pretrain", "--out", str(two), *_sets(*common, "launcher.nproc_per_node=2", "train.accum_steps=2"))
     assert r2.returncode == 0, r2.stderr
     assert _history(two) == pytest.approx(_history(one), rel=1e-4, abs=1e-5)
+
+
+def test_fsdp_two_processes_match_one_process_and_resume(tmp_path):
+    """launcher.strategy: fsdp shards the model over 2 gloo processes: the same losses and weights as one process;
+    its checkpoints are whole, and a run continued from one ends where the uninterrupted run does."""
+    common = tiny_overrides("mae", **{"train.steps": 8, "train.batch_size": 16, "train.ckpt_every": 4})
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_mim("pretrain", "--out", str(one), *_sets(*common)).returncode == 0
+    fsdp = ("launcher.nproc_per_node=2", "launcher.strategy=fsdp")
+    r2 = run_mim("pretrain", "--out", str(two), *_sets(*common, *fsdp))
+    assert r2.returncode == 0, r2.stderr + r2.stdout
+    assert _history(two) == pytest.approx(_history(one), rel=1e-4, abs=1e-5)
+    a, b = _weights(one), _weights(two)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+    ckpt = torch.load(two / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["strategy"] == "fsdp" and ckpt["model"]["encoder.pos_embed"].shape == a["pos_embed"].shape  # whole
+
+    continued = tmp_path / "continued"  # an fsdp checkpoint (whole) loads back into a sharded model
+    shutil.copytree(two, continued)
+    more = _sets(*tiny_overrides("mae", **{"train.steps": 12, "train.batch_size": 16, "train.ckpt_every": 4}), *fsdp)
+    r3 = run_mim("pretrain", "--out", str(continued), "--resume", *more)
+    assert r3.returncode == 0, r3.stderr
+    assert "at step 8" in r3.stderr and len(_history(continued)) == 12
+    shutil.copytree(two / "checkpoints", tmp_path / "mixed" / "checkpoints")  # and is refused by DDP, clearly
+    r4 = run_mim("pretrain", "--out", str(tmp_path / "mixed"), "--resume", *_sets(*common, "launcher.nproc_per_node=2"))
+    assert r4.returncode == 1 and "written with launcher.strategy fsdp" in r4.stderr

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from mim.bench.convert_hf import convert_vitmae_state_dict
-from mim.bench.timing import StepRunner, count_params, device_name
+from mim.bench.timing import StepRunner, count_params, device_name, peak_tflops
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
 from mim.engine.runtime import autocast_dtype, resolve_device
 from mim.masking import count_for_ratio, masking_from_noise
@@ -222,6 +222,7 @@ def _bench(
         hf_forward = lambda m: m(pixel_values=images, noise=noise).loss
         runners.append(StepRunner("peer", hf_module, hf_opt, hf_forward, dev, dtype))
 
+    flops = {runner.name: runner.count_flops() for runner in runners}
     if warmup:
         for runner in runners:
             runner.run(warmup, timed=False)
@@ -242,6 +243,12 @@ def _bench(
             )
     result_ours = runners[0].summary(batch)
     result_peer = runners[1].summary(batch) if len(runners) > 1 else None
+    peak = peak_tflops(device_name(dev)) if dev.type == "cuda" else None
+    for runner, result in zip(runners, (result_ours, result_peer), strict=False):
+        result["tflops_per_step"] = flops[runner.name] / 1e12
+        achieved = flops[runner.name] / (result["step_ms_median"] / 1e3)
+        result["achieved_tflops"] = achieved / 1e12
+        result["mfu"] = achieved / (peak * 1e12) if peak else None
     return {
         "method": method,
         "model": model,
@@ -286,14 +293,16 @@ def format_bench(result: dict[str, Any]) -> str:
     def mem(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1f}"
 
-    rows = [("model", "params", "trainable", "img/s", "step ms", "min ms", "peak MB", "loss first->last")]
+    rows = [("model", "params", "trainable", "img/s", "step ms", "min ms", "peak MB", "TFLOP/s", "MFU",
+             "loss first->last")]
     for key, label in (("ours", "ours"), ("peer", PEER_NAME)):
         r, p = result.get(key), result["params"].get(key)
         if r is None:
             continue
         rows.append((
             label, f"{p['total']:,}", f"{p['trainable']:,}", f"{r['img_per_s']:.1f}", f"{r['step_ms_median']:.2f}",
-            f"{r['step_ms_min']:.2f}", mem(r["peak_mem_mb"]), f"{r['loss_first']:.4f}->{r['loss_last']:.4f}",
+            f"{r['step_ms_min']:.2f}", mem(r["peak_mem_mb"]), f"{r['achieved_tflops']:.2f}",
+            "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%", f"{r['loss_first']:.4f}->{r['loss_last']:.4f}",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [head, ""]

@@ -27,6 +27,16 @@ def resident_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+# Dense bf16 tensor-core peaks (TFLOP/s) by device name, for model FLOP utilisation; `--peak-tflops` overrides.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100": 756.0,
+                    "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
+
+
+def peak_tflops(name: str) -> float | None:
+    """The table's peak for the first key found in the device name (None: unknown or a CPU)."""
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -56,6 +66,18 @@ class StepRunner:
         self.last_loss: torch.Tensor | None = None
         self.step_s: list[float] = []  # mean seconds per step of each timed round
         self.peak_bytes = 0  # largest transient allocation of a round (CUDA only)
+
+    def count_flops(self) -> int:
+        """FLOPs of one forward + backward (`torch.utils.flop_counter`: matmuls, convolutions, attention); the
+        optimizer step is not counted, as in the usual model-FLOP-utilisation figure."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter, autocast(self.device, self.dtype):
+            loss = self.forward(self.model)
+        with FlopCounterMode(display=False) as backward:
+            loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        return counter.get_total_flops() + backward.get_total_flops()
 
     def step(self) -> torch.Tensor:
         """One full training step; returns the detached loss (no host sync)."""

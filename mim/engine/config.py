@@ -49,6 +49,7 @@ class TrainConfig:
     log_every_steps: int | None
     on_device: Literal["auto", "always", "never"]
     num_workers: int | Literal["auto"]
+    strategy: Literal["ddp", "fsdp"]
     optim: OptimConfig
     schedule: ScheduleConfig
     signature: str

@@ -16,6 +16,7 @@ from mim.engine.config import TrainConfig
 from mim.engine.distributed import DistInfo
 from mim.engine.files import PretrainFiles
 from mim.engine.progress import history_csv
+from mim.engine.sharding import full_state
 from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
 from mim.io import write_text
 from mim.methods import MIMMethod
@@ -58,6 +59,12 @@ def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, confi
         else:
             log.info("no checkpoint at %s yet: starting from step 0", trainer.ckpt_url)
     result = trainer.fit()
+    if trainer.fsdp:  # gather the shards (every rank), then export and draw from the unsharded copy on rank 0
+        whole, _ = full_state(method, trainer.optimizer)
+        method = trainer.template
+        if dist.is_main:
+            method.load_state_dict(whole)
+            method.to(device)
     if dist.is_main:
         export_encoder(method.encoder, files.encoder,
                        extra={"method": method.name, "steps": str(result.steps), **export_metadata})

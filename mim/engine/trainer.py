@@ -34,6 +34,7 @@ from mim.engine.optim import build_adamw, scaled_lr
 from mim.engine.progress import Progress
 from mim.engine.runtime import autocast, autocast_dtype
 from mim.engine.schedule import build_scheduler
+from mim.engine.sharding import full_state, load_full_state, set_gradient_sync, shard
 from mim.methods.base import MIMMethod
 from mim.rng import derive_seed, generator_for
 
@@ -91,6 +92,8 @@ class Trainer:
             self.images = data.images.to(device) if keep_on_device(data.images, t.on_device, device) else data.images
             with autocast(device, self.amp_dtype):  # per-image targets in the precision training computes them
                 self.method.prepare_data(self.images, self.augment, device)
+        self.fsdp = dist.enabled and t.strategy == "fsdp"
+        self.template = shard(self.method) if self.fsdp else None  # the unsharded copy export and pictures use
         o = t.optim
         self.lr = scaled_lr(o.base_lr, t.batch_size) * self.method.lr_factor
         self.optimizer = build_adamw(self.method, self.lr, o.weight_decay, o.betas, o.eps, o.fused,
@@ -99,7 +102,7 @@ class Trainer:
                                          t.schedule.min_lr_ratio)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         model: torch.nn.Module = self.method
-        if dist.enabled:
+        if dist.enabled and not self.fsdp:
             model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.model = torch.compile(model) if t.compile else model
         self.step = 0
@@ -109,13 +112,17 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs; with FSDP a collective (the shards are gathered): call it on every rank."""
+        model, optimizer = (full_state(self.method, self.optimizer) if self.fsdp
+                            else (self.method.state_dict(), self.optimizer.state_dict()))
         return {
             "format": CKPT_FORMAT,
             "method": self.method.name,
             "signature": self.config.signature,
+            "strategy": "fsdp" if self.fsdp else "ddp",
             "step": self.step,
-            "model": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
@@ -123,8 +130,9 @@ class Trainer:
         }
 
     def save(self) -> None:
+        state = self.state() if self.fsdp or self.dist.is_main else None
         if self.dist.is_main:
-            save_checkpoint(self.state(), self.ckpt_url)
+            save_checkpoint(state, self.ckpt_url)
         self.last_ckpt_step = self.step
 
     def resume(self, url: str | None = None) -> bool:
@@ -140,8 +148,15 @@ class Trainer:
                 f"{url}: written by another model or method ({ckpt['method']}: {ckpt['signature']}); "
                 f"this run is {self.method.name}: {self.config.signature}. "
                 "Use another output directory, or drop --resume to start over.")
-        load_state_strict(self.method, ckpt["model"], url)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        strategy = "fsdp" if self.fsdp else "ddp"
+        if ckpt.get("strategy", "ddp") != strategy:
+            raise CheckpointError(f"{url}: written with launcher.strategy {ckpt.get('strategy', 'ddp')}, this run uses "
+                                  f"{strategy}; resume with the strategy that wrote it")
+        if self.fsdp:
+            load_full_state(self.method, self.optimizer, ckpt["model"], ckpt["optimizer"])
+        else:
+            load_state_strict(self.method, ckpt["model"], url)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"].cpu())
@@ -187,7 +202,9 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             # gradients are all-reduced once per optimizer step, on the last micro-batch
-            with contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync():
+            if self.fsdp:
+                set_gradient_sync(self.method, last)
+            with contextlib.nullcontext() if last or not self.dist.enabled or self.fsdp else self.model.no_sync():
                 with autocast(self.device, self.amp_dtype):
                     out = self.model(batch)
                 loss = out["loss"].float() / len(micro_batches)

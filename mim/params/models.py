@@ -160,6 +160,8 @@ class TrainParams(Strict):
 class LauncherParams(Strict):
     nproc_per_node: PositiveInt | Literal["auto"] = 1
     nnodes: PositiveInt = 1
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a whole model per rank; fsdp: parameters, "
+                                             "gradients and optimizer state sharded across ranks (large models)")
 
 
 class RecipeParams(Strict):

@@ -30,7 +30,8 @@ def train_config(params: PretrainParams) -> TrainConfig:
     return TrainConfig(
         batch_size=t.batch_size, accum_steps=t.accum_steps, epochs=t.epochs, steps=t.steps, seed=t.seed, amp=t.amp,
         compile=t.compile, ckpt_every=t.ckpt_every, log_every_s=t.log_every_s, log_every_steps=t.log_every_steps,
-        on_device=params.data.on_device, num_workers=params.data.num_workers, signature=signature,
+        on_device=params.data.on_device, num_workers=params.data.num_workers, strategy=params.launcher.strategy,
+        signature=signature,
         optim=OptimConfig(base_lr=o.base_lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
                           clip_grad=o.clip_grad, fused=o.fused),
         schedule=ScheduleConfig(warmup_fraction=s.warmup_fraction, warmup_steps=s.warmup_steps,
