@@ -119,3 +119,27 @@ def test_killed_run_on_shards_resumes_to_identical_weights(folder, tmp_path):
     a, b = load_file(str(ref / "encoder.safetensors")), load_file(str(out / "encoder.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_masks_are_drawn_in_the_workers_as_the_trainer_would(folder, tmp_path):
+    """With shards the loader's workers draw the step's masks (off the training loop), the same ones the
+    in-memory path draws in the main process: the generator of (seed, step) after the crops."""
+    from mim.rng import generator_for
+    from tests.helpers import build_method, tiny_params
+
+    prepare(DataParams(source=str(folder), image_size=16, storage="shards"), str(tmp_path / "p"), ("train",))
+    shards = open_prepared(tmp_path / "p", "train")
+    method = build_method(tiny_params("mae"))
+    augment = BatchAugment(out_size=16)
+    batches = StepBatches(len(shards), 8, seed=1)
+    steps = ShardSteps(shards, batches, augment, seed=1, rank=1, world_size=2, accum_steps=2, start=3, stop=5,
+                       sample_masks=method.sample_masks)
+    items = list(step_loader(steps, 2, pin_memory=False))
+    for k, item in enumerate(items):
+        step, micro = 3 + k // 2, k % 2
+        gen = generator_for(1, "step", step)
+        augment.sample(8, gen)
+        expected = method.sample_masks(8, gen).slice(4 + 2 * micro, 6 + 2 * micro)  # rank 1's half, micro-batch
+        assert torch.equal(item["mask"].mask, expected.mask) and torch.equal(item["mask"].ids_keep,
+                                                                             expected.ids_keep)
+    assert not torch.equal(items[0]["mask"].mask, items[2]["mask"].mask)  # control: another step, other masks

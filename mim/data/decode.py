@@ -14,7 +14,9 @@ HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 def normalize_image(img: Image.Image, mode: str, background: tuple[int, int, int]) -> Image.Image:
     """`img` upright, in 8-bit `mode`: EXIF rotation applied, alpha (RGBA, LA, palette transparency) composited
     onto `background`, 16-bit grey scaled to 8 bits (not clipped), CMYK converted to RGB."""
-    img = ImageOps.exif_transpose(img)
+    img.load()
+    upright = ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img  # copy only to rotate
+    img = upright if upright is not None else img
     if img.mode in HIGH_BIT_MODES:  # 16-bit PNG/TIFF grey: keep the top 8 bits of the 16
         img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8), "L")
     elif img.mode == "F":  # float TIFF: taken as [0, 1]

@@ -9,6 +9,7 @@ workers, and a run resumed at step s starts the loader at step s, without replay
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,14 @@ MAX_AUTO_WORKERS = 8
 
 
 class ShardSteps(Dataset):
-    """Micro-batches [m, C, size, size] uint8 (+ `indices`, `flip`, `step`) of steps `start`..`stop - 1`."""
+    """Micro-batches [m, C, size, size] uint8 (+ `indices`, `flip`, `step`, and `mask` when given a sampler) of
+    steps `start`..`stop - 1`."""
 
     def __init__(self, shards: ShardSplit, batches: StepBatches, augment: BatchAugment, *, seed: int, rank: int,
-                 world_size: int, accum_steps: int, start: int, stop: int) -> None:
+                 world_size: int, accum_steps: int, start: int, stop: int,
+                 sample_masks: Callable[[int, torch.Generator], Any] | None = None) -> None:
         self.shards, self.batches, self.augment, self.seed = shards, batches, augment, seed
+        self.sample_masks = sample_masks  # drawn here, in the workers, off the training loop's critical path
         self.rank, self.world_size, self.accum_steps, self.start, self.stop = rank, world_size, accum_steps, start, stop
 
     def __len__(self) -> int:
@@ -42,7 +46,9 @@ class ShardSteps(Dataset):
         """Micro-batch `micro` of this rank at `step`: the crops are those `augment.sample` draws first from
         `generator_for(seed, "step", step)` for the global batch, as the in-memory path draws them."""
         idx = self.batches.indices(step)
-        crops = self.augment.sample(len(idx), generator_for(self.seed, "step", step))
+        gen = generator_for(self.seed, "step", step)
+        crops = self.augment.sample(len(idx), gen)
+        masks = self.sample_masks(len(idx), gen) if self.sample_masks is not None else None
         share = len(idx) // self.world_size
         size = share // self.accum_steps
         lo = self.rank * share + micro * size
@@ -52,8 +58,11 @@ class ShardSteps(Dataset):
         pixels = np.empty((len(sel), size_px, size_px, channels), dtype=np.uint8)  # [m, S, S, C], filled in place
         for row, (i, b, f) in enumerate(zip(sel.tolist(), boxes, flips, strict=True)):
             pixels[row] = self.shards.crop(int(i), tuple(b), size_px, f)
-        return {"images": torch.from_numpy(pixels).permute(0, 3, 1, 2), "indices": sel,  # [m, C, S, S] view
+        item = {"images": torch.from_numpy(pixels).permute(0, 3, 1, 2), "indices": sel,  # [m, C, S, S] view
                 "flip": crops.flip[lo : lo + size], "step": step}
+        if masks is not None:  # the global batch's masks, sliced as the in-memory path slices them
+            item["mask"] = masks.slice(lo, lo + size)
+        return item
 
 
 def worker_count(requested: int | str, world_size: int) -> int:

@@ -171,7 +171,7 @@ class Trainer:
         gen = generator_for(t.seed, "step", step)
         idx = self.batches.indices(step)
         crops = self.augment.sample(len(idx), gen)
-        masks = self.method.sample_masks(len(idx), gen)
+        masks = self.method.sample_masks(len(idx), gen) if self.shards is None else None  # shards: the workers'
         share = len(idx) // self.dist.world_size
         micro = share // t.accum_steps
         out = []
@@ -182,17 +182,19 @@ class Trainer:
                 if item["step"] != step:
                     raise RuntimeError(f"the shard loader is at step {item['step']}, training at step {step}")
                 images = self.augment.normalize_uint8(item["images"].to(self.device, non_blocking=True))
+                mask = item["mask"]
             else:
                 raw = self.images[idx[lo : lo + micro].to(self.images.device)].to(self.device, non_blocking=True)
                 images = self.augment(raw, crops.slice(lo, lo + micro))
-            out.append({"images": images, "mask": masks.slice(lo, lo + micro).to(self.device),
+                mask = masks.slice(lo, lo + micro)
+            out.append({"images": images, "mask": mask.to(self.device),
                         "indices": idx[lo : lo + micro], "flip": crops.flip[lo : lo + micro]})
         return out
 
     def _shard_steps(self, start: int) -> ShardSteps:
         return ShardSteps(self.shards, self.batches, self.augment, seed=self.config.seed, rank=self.dist.rank,
                           world_size=self.dist.world_size, accum_steps=self.config.accum_steps, start=start,
-                          stop=self.total_steps)
+                          stop=self.total_steps, sample_masks=self.method.sample_masks)
 
     def train_step(self, step: int) -> torch.Tensor:
         t = self.config
