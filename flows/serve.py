@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from prefect import serve
 
 from flows.common import project
@@ -9,15 +12,22 @@ from flows.pipeline import pipeline_flow
 from flows.pretrain import pretrain_flow
 from mim.project.graph import pipeline_methods
 
+FLOWS = {"pretrain": pretrain_flow, "pipeline": pipeline_flow}
+
+
+def deployment_specs(root: Path) -> list[dict[str, Any]]:
+    """One `pretrain/<recipe>` per entry of dvc.yaml's methods map (methods and variants like cim-resnet), and
+    `pipeline/all`: what `mim serve` serves and `python -m flows.deploy` registers on a work pool."""
+    pretrain = [{"flow": "pretrain", "name": m, "parameters": {"method": m}, "tags": ["mim", m],
+                 "description": f"prepare -> pretrain@{m} -> evaluate@{m} (dvc repro)"} for m in pipeline_methods(root)]
+    return [*pretrain, {"flow": "pipeline", "name": "all", "parameters": {}, "tags": ["mim"],
+                        "description": "every method, the baseline, then the rest of dvc.yaml"}]
+
 
 def deployments() -> list:
-    """One `pretrain/<recipe>` per entry of dvc.yaml's methods map (methods and variants like cim-resnet), and
-    `pipeline/all`."""
-    pretrain = [pretrain_flow.to_deployment(name=m, parameters={"method": m}, tags=["mim", m],
-                                            description=f"prepare -> pretrain@{m} -> evaluate@{m} (dvc repro)")
-                for m in pipeline_methods(project())]
-    return [*pretrain, pipeline_flow.to_deployment(name="all", tags=["mim"],
-                                                   description="every method, the baseline, then the rest of dvc.yaml")]
+    """The deployments `mim serve` runs in this process."""
+    return [FLOWS[s["flow"]].to_deployment(name=s["name"], parameters=s["parameters"] or None, tags=s["tags"],
+                                           description=s["description"]) for s in deployment_specs(project())]
 
 
 def serve_all() -> None:

@@ -45,12 +45,12 @@ def git(project: Path, *args: str) -> str:
 
 
 def make_project(dest: Path) -> Path:
-    """Copy the pipeline into `dest`, shrink its params, commit it to a new git repository."""
+    """Copy the pipeline (code, flows, params) into `dest`, shrink its params, commit it to a new git repository."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(ROOT / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("params", "mim", ".dvc"):
+    for name in ("params", "mim", "flows", "tasks", ".dvc"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__", "*.pyc")
                         if name == ".dvc" else ignore)
     for name, updates in TINY.items():

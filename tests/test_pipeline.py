@@ -174,3 +174,34 @@ def test_one_deployment_per_recipe_and_the_pipeline(monkeypatch):
     assert set(METHOD_NAMES) <= recipes and "cim-resnet" in recipes
     mae = next(d for d in deployments() if d.name == "mae")
     assert mae.parameters == {"method": "mae"}
+
+
+def test_deployments_on_a_work_pool_run_on_its_worker(prefect_harness, project):
+    """`python -m flows.deploy --pool P` registers the deployments on a process pool; a worker started with
+    `prefect worker start --pool P` (as on a GPU node) picks the flow run and runs the stages in the project."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.deploy import deploy_all
+
+    names = deploy_all("mim-test-pool", project)
+    assert "pretrain/mae" in names and "pipeline/all" in names
+    run = run_deployment("pretrain/mae", parameters={"evaluate": False}, timeout=0)  # scheduled, not run here
+    assert run.state.is_scheduled()
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    worker = subprocess.run([str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool",
+                             "mim-test-pool", "--run-once"], env=env, cwd="/", capture_output=True, text=True,
+                            timeout=600)
+    assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state.is_completed(), (state, worker.stdout[-3000:], worker.stderr[-3000:])
+    assert (project / "models" / "mae" / "encoder.safetensors").is_file()  # the worker ran the stage in the project

@@ -21,6 +21,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sv = sub.add_parser("serve", help="serve the Prefect deployments (pretrain/<method>, pipeline/all); blocks "
                         "(the same as `python -m flows`)")
     sv.set_defaults(func=cmd_serve)
+    dp = sub.add_parser("deploy", help="register the deployments on a Prefect work pool, so a worker on a GPU node "
+                        "runs them (the same as `python -m flows.deploy`)")
+    dp.add_argument("--pool", required=True, help="work pool name (created as a process pool if missing)")
+    dp.set_defaults(func=cmd_deploy)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -54,8 +58,8 @@ def _point_prefect_profile(api_url: str) -> str:
     return f"{api_url} (set in the active Prefect profile; `prefect config unset PREFECT_API_URL` undoes it)"
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Find the project's Prefect server, then replace this process by `python -m flows` (which blocks)."""
+def _flows_env() -> dict[str, str]:
+    """This environment plus the project's Prefect server (`PREFECT_API_URL`, unless set) and the project folder."""
     from mim.project import services
     from mim.project.state import project_dir
 
@@ -68,5 +72,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env["PREFECT_API_URL"] = url
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env["MIM_PROJECT_DIR"] = str(root)  # flow runs act on this project, wherever their process starts
-    print(f"serving deployments against {env['PREFECT_API_URL']} for {root}", flush=True)
+    return env
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Find the project's Prefect server, then replace this process by `python -m flows` (which blocks)."""
+    env = _flows_env()
+    print(f"serving deployments against {env['PREFECT_API_URL']} for {env['MIM_PROJECT_DIR']}", flush=True)
     os.execve(sys.executable, [sys.executable, "-m", "flows"], env)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """`python -m flows.deploy --pool NAME` against the project's Prefect server."""
+    env = _flows_env()
+    return subprocess.call([sys.executable, "-m", "flows.deploy", "--pool", args.pool], env=env)
