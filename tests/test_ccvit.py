@@ -28,8 +28,9 @@ def test_assignment_is_the_brute_force_nearest_centroid():
     x = _patches(500, seed=1)
     brute = torch.cdist(x.double(), tok.centroids.double()).argmin(dim=1)
     assert torch.equal(tok.assign(x), brute)
-    assert torch.equal(nearest_centroid(x, tok.centroids, chunk=64), brute)  # chunks, the last one partial
-    assert torch.equal(nearest_centroid(x, tok.centroids, chunk=7), brute)
+    assert torch.equal(nearest_centroid(x, tok.centroids, backend="faiss"), brute)  # the CPU's
+    assert torch.equal(nearest_centroid(x, tok.centroids, chunk=64, backend="matmul"), brute)  # a GPU's, in chunks
+    assert torch.equal(nearest_centroid(x, tok.centroids, chunk=7, backend="matmul"), brute)
     assert tok.assign(x.view(5, 100, 48)).shape == (5, 100)
 
 
