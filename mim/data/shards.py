@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -93,13 +94,17 @@ class ShardSplit:
                  background: tuple[int, int, int], digest: str, image_size: int) -> None:
         self.url, self.labels, self.classes, self.source = url, labels, classes, source
         self.mode, self.background, self._digest, self.image_size = mode, tuple(background), digest, image_size
-        self._reader: Any = None
+        self._local = threading.local()
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_reader": None}
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     @property
     def is_labeled(self) -> bool:
@@ -115,11 +120,12 @@ class ShardSplit:
 
     def encoded(self, i: int) -> bytes:
         """The stored bytes of image `i` (stored order)."""
-        if self._reader is None:
-            from litdata import StreamingDataset
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # one litdata reader per thread and process: it is not
+            from litdata import StreamingDataset  # thread-safe, and a forked worker must not share its parent's
 
-            self._reader = StreamingDataset(self.url, batch_decode=0)  # random access: decode one item, not a window
-        return self._reader[int(i)]["image"].tobytes()
+            local.reader, local.pid = StreamingDataset(self.url, batch_decode=0), os.getpid()
+        return local.reader[int(i)]["image"].tobytes()
 
     def image(self, i: int, draft: int | None = None) -> Image.Image:
         """Image `i` decoded, upright, in the split's mode (`draft`: a JPEG may be decoded smaller, shorter
