@@ -121,3 +121,14 @@ def test_killed_run_on_shards_resumes_to_identical_weights(folder, tmp_path):
     a, b = load_file(str(ref / "encoder.safetensors")), load_file(str(out / "encoder.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_shards_and_arrays_show_the_same_evaluation_view(folder, tmp_path):
+    """Both storage forms decode and center-crop with one rule, so evaluation sees the same pixels; shards'
+    `images` decode only the images indexed."""
+    for form in ("array", "shards"):
+        prepare(DataParams(source=str(folder), image_size=16, storage=form, max_side=None), str(tmp_path / form))
+    array, shards = load_prepared(tmp_path / "array", "test"), load_prepared(tmp_path / "shards", "test")
+    assert torch.equal(array.images, shards.images) and torch.equal(array.labels, shards.labels)
+    lazy = open_prepared(tmp_path / "shards", "train").images
+    assert len(lazy) == 12 and torch.equal(lazy[torch.tensor([5, 0])], lazy[:6][[5, 0]])

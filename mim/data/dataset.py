@@ -14,6 +14,12 @@ from mim.data.errors import EmptyDatasetError
 UNLABELED = -1
 
 
+def subset_indices(total: int, n: int, generator: torch.Generator) -> Tensor:
+    """[n] int64 indices of `total` drawn without replacement, in ascending order: the one rule for seeded subsets
+    (in-memory sets and shards draw the same images for the same generator)."""
+    return torch.randperm(total, generator=generator)[:n].sort().values
+
+
 @dataclass
 class ImageTensors:
     """Images, labels and class names of a data set, plus where they came from.
@@ -79,7 +85,7 @@ class ImageTensors:
             raise ValueError(f"{self.source}: subset size must be >= 1, got {n}")
         if n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=generator)[:n].sort().values  # [n] int64, CPU
+        idx = subset_indices(len(self), n, generator)
         return dataclasses.replace(
             self,
             images=self.images[idx.to(self.images.device)],

@@ -149,14 +149,14 @@ def _read_and_decode(fs: fsspec.AbstractFileSystem, path: str, size: int, mode: 
                      background: tuple[int, int, int]) -> np.ndarray | str:
     """[size, size, C] uint8 pixels of one file, or the reason it could not be read (a string)."""
     try:
-        return _resize_center_crop(decode_bytes(fs.cat_file(path), mode, background, draft=size), size)
+        return resize_center_crop(decode_bytes(fs.cat_file(path), mode, background, draft=size), size)
     except UnidentifiedImageError:
         return "not a recognized image format (unknown, empty or badly truncated file)"
     except _DECODE_ERRORS as e:
         return f"{type(e).__name__}: {e}"
 
 
-def _resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
+def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
     """Resize the shorter side to `size` (bilinear, antialiased), center-crop to size x size."""
     w, h = img.size
     scale = size / min(w, h)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mim.data.dataset import ImageTensors
+from mim.data.dataset import ImageTensors, subset_indices
 from mim.data.decode import decode_bytes
+from mim.data.folder import resize_center_crop
 
 CHUNK_BYTES = "64MB"
 PNG_SOURCES = ("fashion-mnist", "synthetic")  # in-memory sources: their images are stored losslessly
@@ -146,12 +147,9 @@ class ShardSplit:
         return pixels[:, ::-1] if flip else pixels
 
     def center(self, i: int, size: int) -> np.ndarray:
-        """[size, size, C] uint8: shorter side resized to `size`, center crop (the evaluation view)."""
-        img = self.image(i, draft=size)
-        w, h = img.size
-        s = min(w, h)
-        box = ((w - s) / 2 / w, (h - s) / 2 / h, (w + s) / 2 / w, (h + s) / 2 / h)
-        return self.crop(i, box, size, False) if (w, h) != (size, size) else _as_hwc(img)
+        """[size, size, C] uint8: shorter side resized to `size`, center crop (the evaluation view, the same as
+        the array form's)."""
+        return resize_center_crop(self.image(i, draft=size), size)
 
     def tensors(self, size: int, indices: Iterable[int] | None = None, threads: int | None = None) -> ImageTensors:
         """Images `indices` (default all) as one [N, C, size, size] uint8 set at the evaluation view: for the
@@ -167,8 +165,13 @@ class ShardSplit:
         the evaluation view: evaluation reads only the images it uses."""
         if n >= len(self):
             return self.tensors(self.image_size)
-        idx = torch.randperm(len(self), generator=generator)[:n].sort().values
-        return self.tensors(self.image_size, idx.tolist())
+        return self.tensors(self.image_size, subset_indices(len(self), n, generator).tolist())
+
+    @property
+    def images(self) -> ShardImages:
+        """The images as a lazily decoded [N, C, image_size, image_size] uint8 sequence: code that indexes an
+        in-memory image tensor (`images[idx]`, `images[:k]`, `len`) reads only the images it asks for."""
+        return ShardImages(self)
 
     def in_memory(self) -> ImageTensors:
         return self.tensors(self.image_size)
@@ -177,9 +180,18 @@ class ShardSplit:
         return (self.encoded(i) for i in range(len(self)))
 
 
-def _as_hwc(img: Image.Image) -> np.ndarray:
-    pixels = np.asarray(img, dtype=np.uint8)
-    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+class ShardImages:
+    """`ShardSplit.images`: indexing decodes just those images at the evaluation view."""
+
+    def __init__(self, split: ShardSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: torch.Tensor | slice | list[int]) -> torch.Tensor:
+        chosen = range(len(self.split))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
+        return self.split.tensors(self.split.image_size, chosen).images
 
 
 def shard_source(source: str, split: str, url: str, *, max_side: int | None, mode: str,

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from mim.analysis import save_codebook_grid
-from mim.data.prepared import load_prepared
+from mim.data.prepared import open_prepared
 from mim.io import write_text
 from mim.params import load_with_data
 from mim.params.bind.data import augment
@@ -26,9 +26,9 @@ log = logging.getLogger("mim.tokenizer")
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "tokenizer", overrides)
     d.token_grid(t.patch_size, "tokenizer.patch_size")  # refuses a patch size that does not tile the images
-    train, test = load_prepared(PREPARED, "train"), load_prepared(PREPARED, "test")
+    train, test = open_prepared(PREPARED, "train"), open_prepared(PREPARED, "test")  # shards: decoded as sampled
     transform, out = augment(d), model_dir("tokenizer")
-    channels = transform.out_channels(train.images.shape[1])
+    channels = transform.out_channels(train.channels)
     with StageRun("tokenizer") as tracker:
         tracker.log_params({"tokenizer": t.model_dump(mode="json"), "data": d.model_dump(mode="json")})
         tracker.log_dataset("train", str(PREPARED), train.digest())

@@ -163,8 +163,9 @@ def sample_patch_vectors(images: Tensor, transform: Any, patch_size: int, max_ve
                          generator: torch.Generator, batch_size: int = 1024) -> Tensor:
     """Patch vectors [M <= max_vectors, C*p*p] in [0, 1] from randomly chosen whole images (seeded).
 
-    `images` is a uint8 [N, C, H, W] data set; `transform` a `BatchAugment` (its `eval` resize and
-    `denormalize`), so the patches are exactly what the model sees before normalization.
+    `images` is a uint8 [N, C, H, W] data set, or shards' lazily decoded `images` (only the sampled images are
+    read); `transform` a `BatchAugment` (its `eval` resize and `denormalize`), so the patches are exactly what the
+    model sees before normalization.
     """
     probe = transform.eval(images[:1])
     per_image = (probe.shape[-2] // patch_size) * (probe.shape[-1] // patch_size)
