@@ -1,0 +1,1 @@
+"""Faults and bad input made to happen for real (docs/faults.md lists what the user sees)."""
