@@ -6,8 +6,11 @@ goes through `atomic_write_bytes`, so a reader (or a resumed run) sees the old f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
+from pathlib import Path
 
 import fsspec
 
@@ -49,3 +52,22 @@ def read_bytes(url: str, what: str = "file") -> bytes:
         raise FileNotFoundError(f"{url}: no {what} there")
     with fs.open(path, "rb") as f:
         return f.read()
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def path_md5(path: Path) -> str:
+    """md5 of a file; for a directory, md5 of its sorted (relative path, md5) listing, suffixed `.dir` like DVC."""
+    if path.is_file():
+        return file_md5(path)
+    if not path.is_dir():
+        return "missing"
+    listing = [{"md5": file_md5(p), "relpath": p.relative_to(path).as_posix()}
+               for p in sorted(path.rglob("*")) if p.is_file()]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"

@@ -112,7 +112,7 @@ def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
     return methods.build_method(params, in_chans)
 
 
-def pretrain(params: PretrainParams, out: str, *, data: ImageTensors | None = None, resume: bool = False,
+def pretrain(params: PretrainParams, out: str, *, data: ImageTensors | None = None, resume: str = "never",
              held_out: ImageTensors | None = None, on_metrics: MetricsCallback | None = None) -> TrainResult:
     """A one-off run into `out` (the layout of `mim pretrain --out`), what the CLI's one-off form runs."""
     out = str(out).rstrip("/")
@@ -122,5 +122,5 @@ def pretrain(params: PretrainParams, out: str, *, data: ImageTensors | None = No
 
 def make_trainer(method: MIMMethod, data: ImageTensors, params: PretrainParams, out: str) -> Trainer:
     """A CPU `Trainer` for `params` writing its checkpoint under `out`, as a one-off run would."""
-    return Trainer(method, data, augment(params.data, params.image_size), training.train_config(params),
+    return Trainer(method, data, augment(params.data, params.image_size), training.train_config(params, data.digest()),
                    run_files(str(out)).checkpoint, torch.device("cpu"))

@@ -3,6 +3,7 @@ uninterrupted run; 2 gloo processes follow the same loss trajectory as 1 process
 
 import csv
 import os
+import json
 import shutil
 import signal
 import subprocess
@@ -108,9 +109,13 @@ def test_fsdp_two_processes_match_one_process_and_resume(tmp_path):
     continued = tmp_path / "continued"  # an fsdp checkpoint (whole) loads back into a sharded model
     shutil.copytree(two, continued)
     more = _sets(*tiny_overrides("mae", **{"train.steps": 12, "train.batch_size": 16, "train.ckpt_every": 4}), *fsdp)
-    r3 = run_mim("pretrain", "--out", str(continued), "--resume", *more)
+    refused = run_mim("pretrain", "--out", str(continued), "--resume", *more)  # a longer schedule is another run
+    assert refused.returncode == 1 and "train.steps: 8 -> 12" in refused.stderr, refused.stderr
+    r3 = run_mim("pretrain", "--out", str(continued), "--resume", "force", *more)
     assert r3.returncode == 0, r3.stderr
     assert "at step 8" in r3.stderr and len(_history(continued)) == 12
+    forced = json.loads((continued / "train_metrics.json").read_text())["resume_changes"]
+    assert forced == ["train.steps: 8 -> 12"]
     shutil.copytree(two / "checkpoints", tmp_path / "mixed" / "checkpoints")  # and is refused by DDP, clearly
     r4 = run_mim("pretrain", "--out", str(tmp_path / "mixed"), "--resume", *_sets(*common, "launcher.nproc_per_node=2"))
     assert r4.returncode == 1 and "written with launcher.strategy fsdp" in r4.stderr

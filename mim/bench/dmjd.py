@@ -23,7 +23,7 @@ from mim.project.runs import run_files
 
 
 def _train(params: PretrainParams, out: str, data: ImageTensors) -> TrainResult:
-    return pretrain_run(params, run_files(out), f"{out}/{PARAMS_FILE}", data=data, resume=False)
+    return pretrain_run(params, run_files(out), f"{out}/{PARAMS_FILE}", data=data, resume="never")
 
 
 def _seconds_per_step(params: PretrainParams, data: Any, probe_steps: int) -> float:

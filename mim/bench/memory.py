@@ -24,7 +24,7 @@ root, out = sys.argv[1], sys.argv[2]
 params = PretrainParams.model_validate({"data": {"source": "synthetic", "image_size": 64, "num_workers": 2},
     "model": {"patch_size": 16}, "train": {"steps": 20, "batch_size": 32, "ckpt_every": 1000}})
 data = open_prepared(root, "train")
-pretrain_run(params, run_files(out), out + "/params.json", data=data, resume=False)
+pretrain_run(params, run_files(out), out + "/params.json", data=data, resume="never")
 print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

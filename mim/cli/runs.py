@@ -40,7 +40,7 @@ def pretrain(args: argparse.Namespace) -> int:
     from mim.project.runs import run_files
 
     files = run_files(out)
-    result = pretrain_run(params, files, f"{out}/{PARAMS_FILE}", data=data, resume=args.resume)
+    result = pretrain_run(params, files, f"{out}/{PARAMS_FILE}", data=data)
     if os.environ.get("RANK", "0") == "0":
         log.info("done: %d steps, final loss %.4f, %.0f img/s, %.1f s; encoder at %s", result.steps,
                  result.final_loss, result.images_per_s, result.wall_time_s, files.encoder)

@@ -50,8 +50,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_params_dir(p, "stage form: ")
     p.add_argument("--params", help="one-off form: YAML params file (PretrainParams, data included)")
     p.add_argument("--out", help="one-off form: output directory or fsspec URL (default runs/<method>)")
-    p.add_argument("--resume", action="store_true",
-                   help="one-off form: continue from <out>/checkpoints/last.pt (the stage form always resumes)")
+    p.add_argument("--resume", nargs="?", const="auto", choices=("auto", "never", "force"),
+                   help="sets train.resume (default auto: continue the checkpoint of a killed run when the same run "
+                   "made it, refuse one made with other params, data, inputs or code; never: start over; force: "
+                   "continue it anyway, recorded)")
     add_set(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -125,6 +127,8 @@ def cmd_simple_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    if args.resume:
+        args.overrides = [*args.overrides, f"train.resume={args.resume}"]
     if args.params is not None or args.out is not None:
         return runs.pretrain(args)
     if not args.method:

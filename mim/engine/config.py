@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from mim.engine.identity import RunIdentity
+
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
@@ -35,7 +37,8 @@ class ScheduleConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One pre-training run: global batch, length (`steps`, else `epochs` over the data), precision, checkpoints,
-    progress, and `signature`, what a checkpoint must have been written with to be resumed (method, model, size)."""
+    progress, `signature` (method, model, size: a checkpoint of another signature is another model) and `identity`
+    (everything that made the run: a checkpoint of another identity is another run)."""
 
     batch_size: int
     accum_steps: int
@@ -45,6 +48,7 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"]
     compile: bool
     ckpt_every: int
+    ckpt_every_s: float | None
     log_every_s: float
     log_every_steps: int | None
     on_device: Literal["auto", "always", "never"]
@@ -53,6 +57,7 @@ class TrainConfig:
     optim: OptimConfig
     schedule: ScheduleConfig
     signature: str
+    identity: RunIdentity
 
     def total_steps(self, num_samples: int) -> int:
         if self.steps is not None:

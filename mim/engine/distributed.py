@@ -50,3 +50,13 @@ def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)
         value /= dist.get_world_size()
     return value
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any (`flag` itself in one process); `device` is where the
+    backend reduces (the GPU under NCCL)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        value = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+    return flag

@@ -15,6 +15,7 @@ from mim.data import BatchAugment, ImageTensors
 from mim.engine.config import TrainConfig
 from mim.engine.distributed import DistInfo
 from mim.engine.files import PretrainFiles
+from mim.engine.identity import ResumePolicy
 from mim.engine.progress import history_csv
 from mim.engine.sharding import full_state
 from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
@@ -39,10 +40,11 @@ def save_pictures(method: MIMMethod, images: torch.Tensor, augment: BatchAugment
 
 
 def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, config: TrainConfig, files: PretrainFiles,
-             *, device: torch.device, dist: DistInfo, resume: bool, picture_images: torch.Tensor,
+             *, device: torch.device, dist: DistInfo, resume: ResumePolicy, picture_images: torch.Tensor,
              export_metadata: dict[str, str], on_metrics: MetricsCallback | None) -> TrainResult:
-    """Train `method` on `data` and, on rank 0, export its encoder and write the run's files; with `resume`,
-    continue from `files.checkpoint` when it exists.
+    """Train `method` on `data` and, on rank 0, export its encoder and write the run's files. With `resume` `auto`
+    continue from `files.checkpoint` when it exists and was made by the same run (`config.identity`), with `force`
+    whatever made it; with `never` start at step 0.
 
     `picture_images` (uint8, the same held-out images for every method) are shown in the reconstruction grid;
     `export_metadata` goes into the encoder file beside the architecture; `on_metrics(step, {"loss", "lr",
@@ -53,8 +55,8 @@ def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, confi
         log.info("%s: %d encoder params, %d images, %d steps of %d, lr %.2e, device %s%s", method.name,
                  sum(p.numel() for p in method.encoder.parameters()), len(data), trainer.total_steps,
                  config.batch_size, trainer.lr, device, f", {dist.world_size} processes" if dist.enabled else "")
-    if resume:
-        if trainer.resume():
+    if resume != "never":
+        if trainer.resume(resume):
             log.info("resumed from %s at step %d", trainer.ckpt_url, trainer.step)
         else:
             log.info("no checkpoint at %s yet: starting from step 0", trainer.ckpt_url)
@@ -70,7 +72,8 @@ def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, confi
                        extra={"method": method.name, "steps": str(result.steps), **export_metadata})
         write_text(files.history, history_csv(result.history))
         metrics = {"steps": result.steps, "final_loss": result.final_loss, "wall_time_s": result.wall_time_s,
-                   "images_per_s": result.images_per_s, "resumed_from": result.resumed_from}
+                   "images_per_s": result.images_per_s, "resumed_from": result.resumed_from,
+                   "resume_changes": result.resume_changes}
         write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
         save_pictures(method, picture_images, augment, files, result, config.seed, device)
     return result

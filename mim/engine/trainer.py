@@ -29,7 +29,8 @@ from mim.engine.checkpoint import (
     save_checkpoint,
 )
 from mim.engine.config import TrainConfig
-from mim.engine.distributed import DistInfo, mean_across_ranks
+from mim.engine.distributed import DistInfo, any_rank, mean_across_ranks
+from mim.engine.identity import ResumePolicy, check_resume
 from mim.engine.optim import build_adamw, scaled_lr
 from mim.engine.progress import Progress
 from mim.engine.runtime import autocast, autocast_dtype
@@ -55,6 +56,7 @@ class TrainResult:
     images_per_s: float
     history: dict[str, list[float]] = field(default_factory=dict)
     resumed_from: int | None = None
+    resume_changes: list[str] = field(default_factory=list)  # what differed from the checkpoint (`force` only)
 
 
 def keep_on_device(images: torch.Tensor, placement: str, device: torch.device) -> bool:
@@ -109,6 +111,9 @@ class Trainer:
         self.log_sums: dict[str, torch.Tensor] = {}  # method logs summed since the last recorded step
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
         self.last_ckpt_step: int | None = None
+        self.elapsed_before = 0.0  # training seconds of the earlier parts of a resumed run
+        self.began = self.last_ckpt_time = time.perf_counter()
+        self.resume_changes: list[str] = []
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -127,18 +132,27 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
             "history": self.history,
+            "identity": self.config.identity.to_state(),
+            "elapsed_s": self.elapsed_s(),
         }
+
+    def elapsed_s(self) -> float:
+        """Training seconds so far, the parts before a resume included."""
+        return self.elapsed_before + time.perf_counter() - self.began
 
     def save(self) -> None:
         state = self.state() if self.fsdp or self.dist.is_main else None
         if self.dist.is_main:
             save_checkpoint(state, self.ckpt_url)
+            del state
         self.last_ckpt_step = self.step
+        self.last_ckpt_time = time.perf_counter()
 
-    def resume(self, url: str | None = None) -> bool:
-        """Restore everything from the last checkpoint; False when there is none yet."""
+    def resume(self, policy: ResumePolicy = "auto", url: str | None = None) -> bool:
+        """Restore everything from the last checkpoint; False when there is none yet. A checkpoint made by another
+        run (params, data, inputs or code: `TrainConfig.identity`) is refused unless `policy` is `force`."""
         url = url or self.ckpt_url
-        if not checkpoint_exists(url):
+        if policy == "never" or not checkpoint_exists(url):
             return False
         ckpt = load_checkpoint(url, map_location=self.device)
         if ckpt.get("format") != CKPT_FORMAT:
@@ -152,6 +166,10 @@ class Trainer:
         if ckpt.get("strategy", "ddp") != strategy:
             raise CheckpointError(f"{url}: written with launcher.strategy {ckpt.get('strategy', 'ddp')}, this run uses "
                                   f"{strategy}; resume with the strategy that wrote it")
+        self.resume_changes = check_resume(url, ckpt.get("identity"), self.config.identity, policy, "train.resume")
+        if self.resume_changes:
+            log.warning("train.resume=force: continuing %s although it was made by a different run: %s", url,
+                        "; ".join(self.resume_changes))
         if self.fsdp:
             load_full_state(self.method, self.optimizer, ckpt["model"], ckpt["optimizer"])
         else:
@@ -161,6 +179,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"].cpu())
         self.step, self.history = int(ckpt["step"]), ckpt["history"]
+        self.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         self.last_ckpt_step = self.step
         return True
 
@@ -235,7 +254,7 @@ class Trainer:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         window = torch.zeros((), device=self.device)
         window_n = 0
-        began = last_record = time.perf_counter()
+        self.began = self.last_ckpt_time = last_record = time.perf_counter()
         last_record_step = start
         self.method.train()
         if self.shards is not None:
@@ -250,7 +269,8 @@ class Trainer:
             window_n += 1
             self.step = step + 1
             recording = self.step % record_every == 0 or self.step == self.total_steps
-            ckpt_due = self.step % t.ckpt_every == 0 or self.step == self.total_steps
+            ckpt_due = self.step % t.ckpt_every == 0 or self.step == self.total_steps or (
+                recording and self._time_for_checkpoint())
             if recording or ckpt_due or progress.due(step):
                 self._check_finite(first_bad)
                 mean_loss = float(mean_across_ranks(window / window_n))
@@ -275,16 +295,24 @@ class Trainer:
             if ckpt_due:
                 self.save()
         self._stream = None
-        wall = time.perf_counter() - began
-        done = self.total_steps - start
+        wall = self.elapsed_s()  # the whole training, the parts before a resume included
         return TrainResult(
             steps=self.total_steps,
             final_loss=self.history["loss"][-1] if self.history["loss"] else float("nan"),
             wall_time_s=wall,
-            images_per_s=done * t.batch_size / max(wall, 1e-9),
+            images_per_s=self.total_steps * t.batch_size / max(wall, 1e-9),
             history=self.history,
             resumed_from=resumed,
+            resume_changes=self.resume_changes,
         )
+
+    def _time_for_checkpoint(self) -> bool:
+        """`ckpt_every_s` seconds since the last checkpoint, on rank 0's clock (every rank must agree: an FSDP
+        checkpoint is a collective)."""
+        every = self.config.ckpt_every_s
+        if every is None:
+            return False
+        return any_rank(self.dist.is_main and time.perf_counter() - self.last_ckpt_time >= every, self.device)
 
     def _check_finite(self, first_bad: torch.Tensor) -> None:
         bad = int(first_bad)

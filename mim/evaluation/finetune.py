@@ -21,6 +21,7 @@ from torch import nn
 from mim.data import BatchAugment, ImageTensors
 from mim.engine.checkpoint import checkpoint_exists, load_checkpoint, load_state_strict, save_checkpoint
 from mim.engine.distributed import init_distributed, mean_across_ranks
+from mim.engine.identity import ResumePolicy, RunIdentity, check_resume
 from mim.engine.optim import scaled_lr
 from mim.engine.progress import Progress
 from mim.engine.runtime import autocast, autocast_dtype, resolve_device
@@ -86,8 +87,11 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
              layer_decay: float = 0.75, drop_path: float = 0.1, label_smoothing: float = 0.1, mixup: float = 0.0,
              cutmix: float = 0.0, warmup_fraction: float = 0.1, pool: Literal["cls", "mean"] = "mean",
              betas: tuple[float, float] = (0.9, 0.999), amp: str = "auto", device: str = "auto", seed: int = 0,
-             ckpt_url: str | None = None, ckpt_every: int = 200) -> FinetuneResult:
-    """Fine-tune `encoder` with a new head on labelled `train`, report top-1 on `test`."""
+             ckpt_url: str | None = None, ckpt_every: int = 200, ckpt_every_s: float | None = None,
+             identity: RunIdentity | None = None, resume: ResumePolicy = "auto") -> FinetuneResult:
+    """Fine-tune `encoder` with a new head on labelled `train`, report top-1 on `test`. With `ckpt_url`, checkpoint
+    every `ckpt_every` steps or `ckpt_every_s` seconds, and continue a checkpoint there per `resume`
+    (`identity` says what makes this run; a checkpoint made by another is refused unless `resume` is force)."""
     if (train.labels < 0).any() or (test.labels < 0).any():
         raise ValueError("fine-tuning needs class labels on both splits (class sub-folders)")
     dev = resolve_device(device)
@@ -114,19 +118,24 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
                       num_classes=num_classes)
     trained = model if not dist.enabled else nn.parallel.DistributedDataParallel(
         model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    start, history = 0, {"step": [], "loss": [], "lr": []}
-    if ckpt_url and checkpoint_exists(ckpt_url):
+    start, history, elapsed_before = 0, {"step": [], "loss": [], "lr": []}, 0.0
+    if ckpt_url and resume != "never" and checkpoint_exists(ckpt_url):
         ckpt = load_checkpoint(ckpt_url)
+        if identity is not None and (changes := check_resume(ckpt_url, ckpt.get("identity"), identity, resume,
+                                                              "finetune.resume")):
+            log.warning("finetune.resume=force: continuing %s although it was made by a different run: %s",
+                        ckpt_url, "; ".join(changes))
         load_state_strict(model, ckpt["model"], ckpt_url)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start, history = int(ckpt["step"]), ckpt["history"]
+        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         log.info("fine-tuning resumed from %s at step %d", ckpt_url, start)
     dtype = autocast_dtype(amp, dev)
     progress = Progress(steps, batch_size, start, enabled=dist.is_main)
     share = batch_size // dist.world_size
     record_every = max(1, steps // 100)
-    began = time.perf_counter()
+    began = last_ckpt = time.perf_counter()
     model.train()
     for step in range(start, steps):
         torch.manual_seed(derive_seed(seed, "ft-step", step, dist.rank))  # drop path, mixup
@@ -157,11 +166,15 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
             if recording:
                 for k, v in (("step", step + 1), ("loss", value), ("lr", scheduler.get_last_lr()[-1])):
                     history[k].append(v)
-        if ckpt_url and dist.is_main and ((step + 1) % ckpt_every == 0 and step + 1 < steps):
+        due = (step + 1) % ckpt_every == 0 or (ckpt_every_s is not None and recording
+                                                and time.perf_counter() - last_ckpt >= ckpt_every_s)
+        if ckpt_url and dist.is_main and due and step + 1 < steps:
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "step": step + 1, "history": history}, ckpt_url)
-    wall = time.perf_counter() - began
+                             "scheduler": scheduler.state_dict(), "step": step + 1, "history": history,
+                             "elapsed_s": elapsed_before + time.perf_counter() - began,
+                             **({"identity": identity.to_state()} if identity is not None else {})}, ckpt_url)
+            last_ckpt = time.perf_counter()
+    wall = elapsed_before + time.perf_counter() - began  # the whole fine-tuning, the parts before a resume included
     top1 = classify_top1(model, test, augment, dev)
-    done = max(1, steps - start)
-    return FinetuneResult(top1=top1, steps=steps, wall_time_s=wall, images_per_s=done * batch_size / max(wall, 1e-9),
+    return FinetuneResult(top1=top1, steps=steps, wall_time_s=wall, images_per_s=steps * batch_size / max(wall, 1e-9),
                           history=history)

@@ -45,6 +45,10 @@ class FinetuneParams(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     ckpt_every: PositiveInt = 200
+    ckpt_every_s: Annotated[float, Field(gt=0)] | None = Field(
+        300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)")
+    resume: Literal["auto", "never", "force"] = Field(
+        "auto", description="as train.resume: continue a killed run's checkpoint when the same run made it")
 
 
 class TransferParams(Strict):

@@ -153,6 +153,12 @@ class TrainParams(Strict):
     compile: bool = False
     deterministic: bool = False
     ckpt_every: PositiveInt = 200
+    ckpt_every_s: Annotated[float, Field(gt=0)] | None = Field(
+        300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)")
+    resume: Literal["auto", "never", "force"] = Field(
+        "auto", description="auto: continue a checkpoint made by the same run (params, data, inputs, code) and "
+                            "refuse one made by another, naming what changed; never: start at step 0; force: "
+                            "continue it anyway (the changes are logged and recorded)")
     log_every_s: Annotated[float, Field(gt=0)] = 10.0
     log_every_steps: PositiveInt | None = None
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-
-from pydantic import BaseModel
 
 from mim.project.state import STATE
 
@@ -31,9 +28,8 @@ def plots_dir(stage: str, name: str) -> Path:
     return Path("plots") / stage / name
 
 
-def checkpoint_url(name: str, params: BaseModel, salt: str = "") -> str:
-    """A checkpoint path keyed by the exact params (and `salt`: the hash of other inputs, e.g. a tokenizer),
-    outside DVC's outputs (which DVC deletes before a re-run), so a killed stage resumes where it stopped
-    and a stage with other params or inputs never resumes from it."""
-    key = hashlib.sha256((params.model_dump_json() + salt).encode()).hexdigest()[:12]
-    return str(STATE / "checkpoints" / f"{name}-{key}" / "last.pt")
+def checkpoint_url(name: str) -> str:
+    """Where stage `name` (`pretrain-mae`, `transfer-scratch`) keeps its training checkpoint: outside DVC's outputs
+    (which DVC deletes before a re-run), so a killed stage resumes where it stopped. The checkpoint records what
+    made it, and a run made from anything else refuses it (`mim.engine.identity`)."""
+    return str(STATE / "checkpoints" / name / "last.pt")

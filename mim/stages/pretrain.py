@@ -39,18 +39,19 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
     params = load_pretrain(params_dir, method, overrides)
     data = open_prepared(PREPARED, "train")
     extra_input = params.method.input_dir
-    salt = path_md5(Path(extra_input)) if extra_input else ""
-    ckpt = checkpoint_url(method, params, salt)
+    ckpt = checkpoint_url(f"pretrain-{method}")
     files, params_file = stage_files(method, ckpt), model_dir(method) / PARAMS_FILE
     main = os.environ.get("RANK", "0") == "0"
     with StageRun("pretrain", method, enabled=None if main else False) as tracker:
         tracker.log_params(params.model_dump(mode="json"))
         tracker.log_dataset(read_manifest(PREPARED)["source"], str(PREPARED), data.digest())
         tracker.set_tags({"dvc.dep.data/prepared": path_md5(PREPARED),
-                          **({f"dvc.dep.{extra_input}": salt} if extra_input else {}), **input_tags(extra_input)})
+                          **({f"dvc.dep.{extra_input}": path_md5(Path(extra_input))} if extra_input else {}),
+                          **input_tags(extra_input)})
+        tracker.follow_checkpoint(ckpt)
         for f in (f"{method}.yaml", "data.yaml"):
             tracker.log_artifact(Path(params_dir) / f, "params")
-        result = pretrain_run(params, files, str(params_file), data=data, resume=True,
+        result = pretrain_run(params, files, str(params_file), data=data,
                               held_out=load_prepared(PREPARED, "test", limit=PICTURE_COUNT),
                               on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
         shutdown_distributed()
@@ -59,7 +60,9 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
         shutil.rmtree(Path(ckpt).parent, ignore_errors=True)  # complete: the next run starts fresh
         tracker.log_metrics({"train/final_loss": result.final_loss, "train/wall_time_s": result.wall_time_s,
                              "train/mean_img_per_s": result.images_per_s}, result.steps)
-        tracker.set_tags({"dvc.out.models": path_md5(Path(files.encoder).parent)})
+        tracker.set_tags({"dvc.out.models": path_md5(Path(files.encoder).parent),
+                          **({"mim.resumed_from_step": str(result.resumed_from)} if result.resumed_from else {}),
+                          **({"mim.resume_forced": "; ".join(result.resume_changes)} if result.resume_changes else {})})
         for f in (files.loss_plot, files.reconstructions, files.history, files.metrics, params_file):
             tracker.log_artifact(Path(f))
     return json.loads(Path(files.metrics).read_text())

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from mim.data.prepared import open_prepared
+from mim.engine.identity import RunIdentity
 from mim.engine.progress import history_csv
 from mim.evaluation.evaluate import eval_subsets
 from mim.evaluation.finetune import finetune
@@ -22,6 +23,9 @@ from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.project.layout import PREPARED, checkpoint_url, encoder_file, metrics_file, model_dir, plots_dir
 from mim.stages.evaluate import evaluate
 from mim.tracking import StageRun, path_md5
+
+# Fine-tuning settings that steer how it goes, not what it computes: a resume may change them.
+FINETUNE_RUN_CONTROL = {"finetune": {"ckpt_every", "ckpt_every_s", "resume", "device"}}
 
 
 def run(method: str | None, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
@@ -48,12 +52,17 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
             results.update({k: frozen[k] for k in ("knn_top1", "linear_top1") if k.split("_")[0] in params.protocols})
         if "finetune" in params.protocols:
             train, test = eval_subsets(train_all, test_all, ft.train_subset, None, ft.seed)
-            ckpt = checkpoint_url(f"transfer-{name}", params, path_md5(model_dir(method)) if method else "")
+            ckpt = checkpoint_url(f"transfer-{name}")
+            tracker.follow_checkpoint(ckpt)
+            identity = RunIdentity.of(
+                {"transfer": params.model_dump(mode="json", exclude=FINETUNE_RUN_CONTROL), "data": data.model_dump(
+                    mode="json")}, data=train.digest(), inputs=path_md5(model_dir(method)) if method else "")
             out = finetune(encoder, train, test, augment(data), epochs=ft.epochs, batch_size=ft.batch_size,
                            base_lr=ft.base_lr, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
                            drop_path=ft.drop_path, label_smoothing=ft.label_smoothing, mixup=ft.mixup,
                            cutmix=ft.cutmix, warmup_fraction=ft.warmup_fraction, pool=ft.pool, amp=ft.amp,
-                           device=ft.device, seed=ft.seed, ckpt_url=ckpt, ckpt_every=ft.ckpt_every)
+                           device=ft.device, seed=ft.seed, ckpt_url=ckpt, ckpt_every=ft.ckpt_every,
+                           ckpt_every_s=ft.ckpt_every_s, identity=identity, resume=ft.resume)
             shutil.rmtree(Path(ckpt).parent, ignore_errors=True)  # complete: the next run starts fresh
             results.update({"finetune_top1": out.top1, "finetune_steps": out.steps,
                             "finetune_wall_time_s": out.wall_time_s})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from mim.io import file_md5, path_md5
+
+__all__ = ["file_md5", "flatten", "git_commit", "path_md5"]
 
 
 def git_commit(cwd: Path) -> str:
@@ -19,25 +22,6 @@ def git_commit(cwd: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
-
-
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def path_md5(path: Path) -> str:
-    """md5 of a file; for a directory, md5 of its sorted (relative path, md5) listing, suffixed `.dir` like DVC."""
-    if path.is_file():
-        return file_md5(path)
-    if not path.is_dir():
-        return "missing"
-    listing = [{"md5": file_md5(p), "relpath": p.relative_to(path).as_posix()}
-               for p in sorted(path.rglob("*")) if p.is_file()]
-    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mim.io import write_text
 from mim.project.state import project_dir
 from mim.tracking.lineage import flatten, git_commit
 from mim.tracking.uri import artifact_root, experiment_name, tracking_uri
@@ -25,6 +26,7 @@ log = logging.getLogger("mim.tracking")
 PARENT_RUN_ENV = "MIM_PARENT_RUN_ID"
 TRACKING_ENV = "MIM_TRACKING"  # "off" disables tracking
 _STOP = object()
+RUN_NOTE = "mlflow_run_id"  # beside a stage's checkpoint: the run that wrote it
 
 
 def tracking_enabled() -> bool:
@@ -95,7 +97,25 @@ class StageRun:
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
-        self.close("FINISHED" if exc_type is None else "FAILED")
+        stopped = exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit)
+        self.close("FINISHED" if exc_type is None else "KILLED" if stopped else "FAILED")
+
+    def follow_checkpoint(self, ckpt_url: str) -> str | None:
+        """Link this run to the run that wrote the checkpoint at `ckpt_url`, when there is one: tag
+        `mim.continues_run` with its id and mark it KILLED if it never ended (its process was killed). Then
+        record this run as the checkpoint's writer. Returns the earlier run's id."""
+        if not self.enabled or self.run_id is None:
+            return None
+        note = Path(ckpt_url).parent / RUN_NOTE
+        earlier = note.read_text().strip() if note.is_file() and Path(ckpt_url).is_file() else None
+        if earlier and earlier != self.run_id:
+            def link() -> None:
+                self._client.set_tag(self.run_id, "mim.continues_run", earlier)
+                if self._client.get_run(earlier).info.status == "RUNNING":
+                    self._client.set_terminated(earlier, "KILLED")
+            self._submit(link)
+        write_text(str(note), self.run_id + "\n")
+        return earlier
 
     def close(self, status: str = "FINISHED", timeout_s: float = 60.0) -> None:
         """Flush queued calls (at most `timeout_s`), then end the run with `status`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -11,39 +12,52 @@ from mim.data.shards import ShardSplit
 from mim.engine.config import OptimConfig, ScheduleConfig, TrainConfig
 from mim.engine.distributed import init_distributed
 from mim.engine.files import PretrainFiles
+from mim.engine.identity import ResumePolicy, RunIdentity
 from mim.engine.pretrain import pretrain
 from mim.engine.runtime import resolve_device, set_deterministic
 from mim.engine.trainer import MetricsCallback, TrainResult
-from mim.io import write_text
+from mim.io import path_md5, write_text
 from mim.params.bind.data import augment, train_images
 from mim.params.bind.methods import build_method
 from mim.params.models import PretrainParams
 from mim.rng import derive_seed
 
 PICTURE_COUNT = 8  # held-out images in the reconstruction grid
+# Params that steer how a run goes but not what it computes: a resume may change them freely.
+RUN_CONTROL = {"train": {"ckpt_every", "ckpt_every_s", "resume", "log_every_s", "log_every_steps", "compile", "device"},
+               "data": {"on_device", "storage", "array_max_gb", "num_workers", "shards_url"}, "launcher": True}
 
 
-def train_config(params: PretrainParams) -> TrainConfig:
+def run_identity(params: PretrainParams, data_digest: str) -> RunIdentity:
+    """What makes this run this run: its params less `RUN_CONTROL`, its data, its method's extra input
+    (tokenizer, teacher folder) and the code."""
+    extra = params.method.input_dir
+    return RunIdentity.of(params.model_dump(mode="json", exclude=RUN_CONTROL), data=data_digest,
+                          inputs=path_md5(Path(extra)) if extra else "")
+
+
+def train_config(params: PretrainParams, data_digest: str) -> TrainConfig:
     t, o, s = params.train, params.optim, params.schedule
     signature = json.dumps({"method": params.method.model_dump(), "model": params.model.model_dump(),
                             "image_size": params.image_size}, sort_keys=True)
     return TrainConfig(
         batch_size=t.batch_size, accum_steps=t.accum_steps, epochs=t.epochs, steps=t.steps, seed=t.seed, amp=t.amp,
-        compile=t.compile, ckpt_every=t.ckpt_every, log_every_s=t.log_every_s, log_every_steps=t.log_every_steps,
+        compile=t.compile, ckpt_every=t.ckpt_every, ckpt_every_s=t.ckpt_every_s, log_every_s=t.log_every_s,
+        log_every_steps=t.log_every_steps,
         on_device=params.data.on_device, num_workers=params.data.num_workers, strategy=params.launcher.strategy,
-        signature=signature,
+        signature=signature, identity=run_identity(params, data_digest),
         optim=OptimConfig(base_lr=o.base_lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
                           clip_grad=o.clip_grad, fused=o.fused),
         schedule=ScheduleConfig(warmup_fraction=s.warmup_fraction, warmup_steps=s.warmup_steps,
                                 min_lr_ratio=s.min_lr_ratio))
 
 def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str, *,
-                 data: ImageTensors | ShardSplit | None = None, held_out: ImageTensors | None = None, resume: bool,
-                 on_metrics: MetricsCallback | None = None) -> TrainResult:
+                 data: ImageTensors | ShardSplit | None = None, held_out: ImageTensors | None = None,
+                 resume: ResumePolicy | None = None, on_metrics: MetricsCallback | None = None) -> TrainResult:
     """One pre-training run from params, the same for the pipeline stage and a one-off run: set up the device
     (and DDP), build `params`' method and train it on `data` (default: `params.data`'s training split), writing
     `files` and the resolved params to `params_file`. The reconstruction grid shows `held_out`'s first images
-    (the training data's without it)."""
+    (the training data's without it). `resume` overrides `train.resume`."""
     t = params.train
     device = resolve_device(t.device)
     dist = init_distributed(device.type)
@@ -59,6 +73,7 @@ def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str,
     shown = held_out if held_out is not None else data
     pictures = (shown.tensors(params.data.image_size, range(PICTURE_COUNT)) if isinstance(shown, ShardSplit)
                 else shown).images[:PICTURE_COUNT]
-    return pretrain(method, data, aug, train_config(params), files, device=device, dist=dist, resume=resume,
-                    picture_images=pictures, on_metrics=on_metrics,
-                    export_metadata={"data": params.data.model_dump_json(), "data_digest": data.digest()})
+    digest = data.digest()
+    return pretrain(method, data, aug, train_config(params, digest), files, device=device, dist=dist,
+                    resume=resume or t.resume, picture_images=pictures, on_metrics=on_metrics,
+                    export_metadata={"data": params.data.model_dump_json(), "data_digest": digest})
