@@ -21,8 +21,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @functools.cache
-def code_digest(root: Path = PACKAGE_ROOT) -> str:
-    """sha256 over the package's Python sources (sorted relative path + bytes): any code edit changes it."""
+def code_digest() -> str:
+    """The digest of this `mim` package's sources (read once per process)."""
+    return source_digest(PACKAGE_ROOT)
+
+
+def source_digest(root: Path) -> str:
+    """sha256 over the Python sources under `root` (sorted relative path + bytes): any code edit changes it."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")

@@ -1,0 +1,147 @@
+"""Resume identity and killed runs: a checkpoint is continued only by the run that made it, and a `dvc repro` killed
+with SIGKILL and run again ends with the weights of an uninterrupted run (pre-training and fine-tuning)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mim.cli.main import main
+from mim.engine.identity import RunIdentity, check_resume, source_digest
+from mim.models.state import CheckpointError
+from mim.params.edit import edit_yaml_text
+from tests.helpers import tiny_overrides
+from tests.pipeline_project import make_project
+
+
+def _sets(**extra) -> list[str]:
+    pairs = tiny_overrides("mae", **{"train.steps": 6, "train.batch_size": 16, "train.ckpt_every": 3, **extra})
+    return [arg for p in pairs for arg in ("--set", p)]
+
+
+def _pretrain(out: Path, *args: str, **extra) -> int:
+    return main(["-q", "pretrain", "--out", str(out), *args, *_sets(**extra)])
+
+
+def test_a_resume_with_other_params_or_data_is_refused_and_force_is_recorded(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _pretrain(out) == 0  # a one-off run keeps its last checkpoint (step 6)
+    capsys.readouterr()
+    assert _pretrain(out, **{"optim.base_lr": 1e-3}) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("mim pretrain: error: ")
+    assert "(optim.base_lr: 0.002 -> 0.001)" in err and "train.resume" in err
+    assert _pretrain(out, **{"data.source": "synthetic:64"}) == 1
+    assert "training data: digest" in capsys.readouterr().err
+
+    assert _pretrain(out, **{"train.log_every_s": 1.0, "train.ckpt_every": 2}) == 0  # run control: same run
+    assert json.loads((out / "train_metrics.json").read_text())["resumed_from"] == 6
+
+    assert _pretrain(out, "--resume", "force", **{"train.steps": 8}) == 0
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["resumed_from"] == 6 and metrics["resume_changes"] == ["train.steps: 6 -> 8"]
+    assert metrics["steps"] == 8 and metrics["wall_time_s"] > 0
+
+    assert _pretrain(out, "--resume", "never", **{"train.steps": 3}) == 0  # starts over
+    assert json.loads((out / "train_metrics.json").read_text())["resumed_from"] is None
+
+
+def test_a_code_change_is_named(tmp_path):
+    package = Path(__file__).resolve().parents[2] / "mim"
+    copy = tmp_path / "mim"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_digest(copy)
+    (copy / "rng.py").write_text((copy / "rng.py").read_text() + "\n# edited\n")
+    after = source_digest(copy)
+    assert before != after
+    saved = RunIdentity.of({"a": 1}, data="d", code=before).to_state()
+    with pytest.raises(CheckpointError, match=r"code \(mim/\): digest"):
+        check_resume("x.pt", saved, RunIdentity.of({"a": 1}, data="d", code=after), "auto", "train.resume")
+    with pytest.raises(CheckpointError, match="records no identity"):
+        check_resume("x.pt", None, RunIdentity.of({"a": 1}, data="d", code=after), "auto", "train.resume")
+    assert check_resume("x.pt", saved, RunIdentity.of({"a": 2}, data="d", code=before), "force",
+                        "train.resume") == ["a: 1 -> 2"]
+
+
+# -- dvc repro killed with SIGKILL, then run again ----------------------------------------------------------------
+LONG = {"mae": {"train.steps": 40, "train.ckpt_every": 4, "train.deterministic": True},
+        "transfer": {"finetune.train_subset": 64, "finetune.epochs": 10, "finetune.ckpt_every": 4}}
+
+
+def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, timeout=300)
+
+
+def _kill_mid_run(project: Path, stage: str, ckpt: Path) -> int:
+    """Start `dvc repro stage`, SIGKILL its whole process group once a checkpoint is written; the checkpoint's step."""
+    proc = subprocess.Popen(["dvc", "repro", stage], cwd=project, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.2)  # past the checkpoint: work is lost and must be redone
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"{stage} finished before it could be killed"
+    return int(torch.load(ckpt, weights_only=True)["step"])
+
+
+@pytest.mark.slow
+def test_killed_dvc_repro_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    import mlflow
+
+    project = make_project(tmp_path / "proj")
+    for name, updates in LONG.items():
+        path = project / "params" / f"{name}.yaml"
+        path.write_text(edit_yaml_text(path.read_text(), updates)[0])
+    monkeypatch.setenv("MIM_PROJECT_DIR", str(project))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MIM_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MIM_PARENT_RUN_ID", raising=False)
+    checkpoints = project / ".mim" / "checkpoints"
+
+    killed_at = _kill_mid_run(project, "pretrain@mae", checkpoints / "pretrain-mae" / "last.pt")
+    assert 0 < killed_at < 40
+    killed_elapsed = torch.load(checkpoints / "pretrain-mae" / "last.pt", weights_only=True)["elapsed_s"]
+    resumed = _dvc(project, "repro", "pretrain@mae")
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert f"at step {killed_at}" in resumed.stdout + resumed.stderr
+    assert not (checkpoints / "pretrain-mae").exists()  # complete: removed
+    metrics = json.loads((project / "metrics/pretrain/mae.json").read_text())
+    assert metrics["resumed_from"] == killed_at and metrics["wall_time_s"] > killed_elapsed
+    weights = load_file(str(project / "models/mae/encoder.safetensors"))
+    history = (project / "plots/pretrain/mae/history.csv").read_text()
+
+    ft_killed_at = _kill_mid_run(project, "transfer@mae", checkpoints / "transfer-mae" / "last.pt")
+    assert 0 < ft_killed_at < 10 * 64 // 16
+    assert _dvc(project, "repro", "transfer@mae").returncode == 0
+    ft_resumed = json.loads((project / "metrics/transfer/mae.json").read_text())
+    ft_curve = (project / "plots/transfer/mae.csv").read_text()
+
+    client = mlflow.MlflowClient()
+    runs = {r.info.run_id: r for r in client.search_runs(
+        [client.get_experiment_by_name("mim").experiment_id], filter_string="attributes.run_name = 'pretrain@mae'")}
+    finished = [r for r in runs.values() if r.info.status == "FINISHED"]
+    assert len(runs) == 2 and len(finished) == 1
+    continued = finished[0].data.tags["mim.continues_run"]
+    assert runs[continued].info.status == "KILLED"
+
+    assert _dvc(project, "repro", "-f", "-s", "pretrain@mae", "transfer@mae").returncode == 0  # uninterrupted
+    assert (project / "plots/pretrain/mae/history.csv").read_text() == history
+    uninterrupted = load_file(str(project / "models/mae/encoder.safetensors"))
+    assert weights.keys() == uninterrupted.keys()
+    for k in weights:
+        assert torch.equal(weights[k], uninterrupted[k]), k
+    ft_once = json.loads((project / "metrics/transfer/mae.json").read_text())
+    assert ft_once["finetune_top1"] == ft_resumed["finetune_top1"]
+    assert (project / "plots/transfer/mae.csv").read_text() == ft_curve
