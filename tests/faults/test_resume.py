@@ -19,7 +19,7 @@ from mim.cli.main import main
 from mim.engine.identity import RunIdentity, check_resume, source_digest
 from mim.models.state import CheckpointError
 from mim.params.edit import edit_yaml_text
-from tests.helpers import tiny_overrides
+from tests.helpers import pretrain, tiny_overrides, tiny_params
 from tests.pipeline_project import make_project
 
 
@@ -70,6 +70,27 @@ def test_a_code_change_is_named(tmp_path):
         check_resume("x.pt", None, RunIdentity.of({"a": 1}, data="d", code=after), "auto", "train.resume")
     assert check_resume("x.pt", saved, RunIdentity.of({"a": 2}, data="d", code=before), "force",
                         "train.resume") == ["a: 1 -> 2"]
+
+
+def test_checkpoints_are_also_written_by_time(tmp_path):
+    """`train.ckpt_every_s`: with steps far apart, a checkpoint still follows every recorded step once the time is
+    up; with it off, none is written before the end."""
+    seen: dict[str, list[int]] = {}
+
+    def run(name: str, every_s: str) -> None:
+        ckpt = tmp_path / name / "checkpoints" / "last.pt"
+        steps = seen.setdefault(name, [])
+
+        def on_metrics(step: int, _: dict) -> None:
+            steps.append(int(torch.load(ckpt, weights_only=True)["step"]) if ckpt.exists() else 0)
+
+        params = tiny_params(train__steps=5, train__ckpt_every=1000, train__ckpt_every_s=every_s)
+        pretrain(params, str(tmp_path / name), on_metrics=on_metrics)
+
+    run("timed", "1e-6")
+    run("steps-only", "null")
+    assert seen["timed"] == [0, 1, 2, 3, 4]  # at step k, the checkpoint of step k-1
+    assert seen["steps-only"] == [0, 0, 0, 0, 0]
 
 
 # -- dvc repro killed with SIGKILL, then run again ----------------------------------------------------------------
