@@ -1,7 +1,9 @@
 """File I/O shared by every layer: atomic writes and whole-file reads through fsspec (local paths or URLs).
 
 Everything that writes an output (checkpoints, exported encoders, prepared data, the tokenizer, pictures, metrics)
-goes through `atomic_write_bytes`, so a reader (or a resumed run) sees the old file or the new one, never half.
+goes through `atomic_write` (or `atomic_write_bytes`), so a reader (or a resumed run) sees the old file or the new
+one, never half; a write that fails (a full disk, an I/O error) removes its temporary file, keeps the previous file
+and raises `OutputWriteError` naming the path and the cause.
 """
 
 from __future__ import annotations
@@ -10,29 +12,73 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable
+from typing import IO
 from pathlib import Path
 
 import fsspec
 
 
-def atomic_write_bytes(url: str, data: bytes) -> None:
-    """Write `data` to `url`: bytes go to a temporary sibling, then are renamed over the target (os.replace
-    locally, fsspec `mv` elsewhere)."""
+class OutputWriteError(OSError):
+    """An output could not be written (disk full, quota, I/O error, permissions); the previous file is untouched."""
+
+    def __init__(self, url: str, cause: OSError, kept: bool) -> None:
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        tail = "the previous file is kept" if kept else "nothing was written there"
+        super().__init__(cause.errno, f"could not write {url}: {reason} ({tail})")
+        self.url, self.cause = url, cause
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+
+
+def atomic_write(url: str, write: Callable[[IO[bytes]], object]) -> None:
+    """Call `write(f)` on a temporary sibling of `url` opened for binary writing, then rename it over `url`
+    (os.replace locally, fsspec `mv` elsewhere). Writers that stream (torch.save, savefig) never need the whole
+    file in memory. On an OSError the temporary file is removed and `OutputWriteError` raised."""
     fs, path = fsspec.core.url_to_fs(url)
-    parent = os.path.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-        if hasattr(f, "flush"):
-            f.flush()
-        if fs.protocol in ("file", ("file", "local")) and hasattr(f, "fileno"):
-            os.fsync(f.fileno())
-    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        os.replace(tmp, path)
-    else:
-        fs.mv(tmp, path)
+    kept = False
+    try:
+        kept = fs.exists(path)
+        parent = os.path.dirname(path)
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            write(f)
+            if hasattr(f, "flush"):
+                f.flush()
+            if _is_local(fs) and hasattr(f, "fileno"):
+                os.fsync(f.fileno())
+        if _is_local(fs):
+            os.replace(tmp, path)
+        else:
+            fs.mv(tmp, path)
+    except OSError as err:
+        _remove_quietly(fs, tmp)
+        if isinstance(err, OutputWriteError):
+            raise
+        raise OutputWriteError(url, err, kept) from err
+    except BaseException:
+        _remove_quietly(fs, tmp)
+        raise
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except OSError:
+        pass
+
+
+def atomic_write_bytes(url: str, data: bytes) -> None:
+    """Write `data` to `url` atomically (see `atomic_write`)."""
+    atomic_write(url, lambda f: f.write(data))
 
 
 def write_text(url: str, text: str) -> None:

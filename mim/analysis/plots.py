@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,14 +9,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mim.io import atomic_write_bytes  # noqa: E402
+from mim.io import atomic_write  # noqa: E402
 
 
 def _save(fig: plt.Figure, url: str) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(url, buf.getvalue())
+    """Stream the PNG into the file atomically; the figure is closed even when the write fails (a full disk).
+    Agg writes no time stamp, so identical figures give identical bytes."""
+    try:
+        atomic_write(url, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def plot_loss_curve(history: dict[str, list[float]], url: str, title: str = "pre-training loss") -> None:

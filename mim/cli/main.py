@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -45,25 +46,58 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        if os.environ.get("MIM_DEBUG"):
+            raise
+        print(f"mim {args.command}: interrupted (Ctrl-C); outputs written so far are complete files, a checkpoint "
+              "resumes the run", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as err:
         if os.environ.get("MIM_DEBUG"):
             raise
         return report_error(args.command, err)
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
+
+# an OSError with one of these causes is the machine's state (a full disk, a quota, a failing device, permissions),
+# not a bug: one line naming the file
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+# the batch size a command's out-of-memory error is lowered with, when the error did not say (see `oom_hint`)
+_OOM_PARAMS = {"pretrain": "train.batch_size (or raise train.accum_steps)", "transfer": "finetune.batch_size",
+               "evaluate": "batch_size in params/eval.yaml"}
+
+
 def report_error(command: str, err: Exception) -> int:
-    """One line for the errors users cause; anything else is a bug and keeps its traceback."""
+    """One line for the errors users cause or the machine's state causes; anything else is a bug and keeps its
+    traceback. Exit codes: 1 for errors, 2 for params errors (130 for Ctrl-C, in `main`)."""
+    import torch
+
     from mim.data import EmptyDatasetError
+    from mim.engine.launch import LaunchError
+    from mim.engine.runtime import GpuOutOfMemoryError
     from mim.engine.trainer import NonFiniteLossError
+    from mim.evaluation.finetune import FinetuneNonFiniteLossError
+    from mim.io import OutputWriteError
     from mim.models.state import CheckpointError
     from mim.project.services import ServiceError
 
     if isinstance(err, ParamsError):
         print(f"mim {command}: {err}", file=sys.stderr)
         return 2
-    if isinstance(err, CheckpointError | NonFiniteLossError | EmptyDatasetError | ServiceError | FileNotFoundError
+    if isinstance(err, CheckpointError | NonFiniteLossError | FinetuneNonFiniteLossError | EmptyDatasetError
+                  | ServiceError | OutputWriteError | LaunchError | GpuOutOfMemoryError | FileNotFoundError
                   | ValueError):
         print(f"mim {command}: error: {err}", file=sys.stderr)
+        return 1
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        lower = _OOM_PARAMS.get(command, "the batch size")
+        print(f"mim {command}: error: the GPU ran out of memory: lower {lower}", file=sys.stderr)
+        return 1
+    if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mim {command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     raise err
 

@@ -34,7 +34,8 @@ def pretrain(args: argparse.Namespace) -> int:
     out = (args.out or f"runs/{params.method.name}").rstrip("/")
     data = one_off_data(params.data, out, prepare_here=os.environ.get("RANK") is None)  # before any re-launch
     if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):
-        return relaunch_with_torchrun(params.launcher.nproc_per_node, params.launcher.nnodes, args.argv)
+        return relaunch_with_torchrun(params.launcher.nproc_per_node, params.launcher.nnodes, args.argv,
+                                      params.launcher.rdzv_timeout_s)
     from mim.params.bind.training import pretrain_run
     from mim.project.layout import PARAMS_FILE
     from mim.project.runs import run_files

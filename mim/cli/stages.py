@@ -138,7 +138,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     launcher = load_pretrain(args.params_dir, args.method, args.overrides).launcher
     if needs_launch(launcher.nproc_per_node, launcher.nnodes):
-        return relaunch_with_torchrun(launcher.nproc_per_node, launcher.nnodes, args.argv)
+        return relaunch_with_torchrun(launcher.nproc_per_node, launcher.nnodes, args.argv, launcher.rdzv_timeout_s)
     from mim.stages import pretrain
 
     metrics = pretrain.run(args.method, args.params_dir, args.overrides)

@@ -12,33 +12,32 @@ digest) and all stages see exactly the same images.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
 
 from mim.data.dataset import ImageTensors
 from mim.data.shards import ShardSplit
-from mim.io import atomic_write_bytes
+from mim.io import atomic_write, atomic_write_bytes
 
 MANIFEST = "manifest.json"
 FORMAT = "mim-prepared/1"
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+def _write_npy(url: str, array: np.ndarray) -> None:
+    """An array as a .npy file, streamed into the file atomically (no second copy in memory)."""
+    atomic_write(url, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def save_split(root: str | Path, name: str, ds: ImageTensors) -> dict[str, Any]:
     """Write one split as arrays under `root`; returns its manifest entry."""
     root = Path(root)
-    atomic_write_bytes(str(root / f"{name}_images.npy"), _npy_bytes(ds.images.cpu().numpy()))
-    atomic_write_bytes(str(root / f"{name}_labels.npy"), _npy_bytes(ds.labels.cpu().numpy()))
+    _write_npy(str(root / f"{name}_images.npy"), ds.images.cpu().numpy())
+    _write_npy(str(root / f"{name}_labels.npy"), ds.labels.cpu().numpy())
     return {"form": "array", "count": len(ds), "shape": list(ds.images.shape[1:]), "classes": ds.classes,
             "labeled": ds.is_labeled, "source": ds.source, "digest": ds.digest(),
             "skipped": {"count": len(ds.skipped), "files": ds.skipped}}
@@ -47,6 +46,15 @@ def save_split(root: str | Path, name: str, ds: ImageTensors) -> dict[str, Any]:
 def save_prepared(root: str | Path, splits: dict[str, ImageTensors], extra: dict[str, Any] | None = None) -> dict:
     """Write `splits` under `root` as arrays and return the manifest (shapes, classes, digests, `extra`)."""
     return save_manifest(root, {name: save_split(root, name, ds) for name, ds in splits.items()}, {}, extra)
+
+
+def clear_manifest(root: str | Path) -> None:
+    """Remove `root`'s manifest before its splits are rewritten: until the new manifest is written last, the folder
+    does not pass as prepared (a run stopped half-way, by a full disk or a kill, leaves no stale manifest beside
+    new arrays)."""
+    fs, path = fsspec.core.url_to_fs(f"{str(root).rstrip('/')}/{MANIFEST}")
+    if fs.exists(path):
+        fs.rm(path)
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
@@ -73,7 +81,7 @@ def save_manifest(root: str | Path, splits: dict[str, dict], labels: dict[str, n
     """Write the manifest of already written splits (and the shard splits' labels)."""
     root = Path(root)
     for name, array in labels.items():
-        atomic_write_bytes(str(root / f"{name}_labels.npy"), _npy_bytes(array))
+        _write_npy(str(root / f"{name}_labels.npy"), array)
     manifest = {"format": FORMAT, **(extra or {}), "splits": splits}
     atomic_write_bytes(str(root / MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

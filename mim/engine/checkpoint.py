@@ -7,17 +7,16 @@ from typing import Any
 
 import torch
 
-from mim.io import atomic_write_bytes, exists, read_bytes
+from mim.io import atomic_write, exists, read_bytes
 from mim.models.state import CheckpointError, load_state_strict
 
 __all__ = ["CheckpointError", "checkpoint_exists", "load_checkpoint", "load_state_strict", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], url: str) -> None:
-    """Serialize `state` (tensors, state dicts, plain values) to `url` atomically."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(url, buffer.getvalue())
+    """Serialize `state` (tensors, state dicts, plain values) to `url` atomically, streamed into the temporary file
+    (the state is not held a second time as bytes)."""
+    atomic_write(url, lambda f: torch.save(state, f))
 
 
 def checkpoint_exists(url: str) -> bool:

@@ -17,6 +17,7 @@ from mim.engine.distributed import DistInfo
 from mim.engine.files import PretrainFiles
 from mim.engine.identity import ResumePolicy
 from mim.engine.progress import history_csv
+from mim.engine.runtime import oom_hint
 from mim.engine.sharding import full_state
 from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
 from mim.io import write_text
@@ -60,7 +61,9 @@ def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, confi
             log.info("resumed from %s at step %d", trainer.ckpt_url, trainer.step)
         else:
             log.info("no checkpoint at %s yet: starting from step 0", trainer.ckpt_url)
-    result = trainer.fit()
+    with oom_hint("pre-training", f"train.batch_size (now {config.batch_size}) or raise train.accum_steps (now "
+                  f"{config.accum_steps}), which keeps the batch and its lr"):
+        result = trainer.fit()
     if trainer.fsdp:  # gather the shards (every rank), then export and draw from the unsharded copy on rank 0
         whole, _ = full_state(method, trainer.optimizer)
         method = trainer.template

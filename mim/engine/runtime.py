@@ -42,3 +42,17 @@ def set_deterministic(enabled: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = not enabled
+
+
+class GpuOutOfMemoryError(RuntimeError):
+    """The GPU ran out of memory; the message names the batch size param to lower and its current value."""
+
+
+@contextlib.contextmanager
+def oom_hint(what: str, lower: str) -> Iterator[None]:
+    """Turn a CUDA out-of-memory error inside the block into `GpuOutOfMemoryError` saying what to lower, e.g.
+    `oom_hint("pre-training", "train.batch_size (now 256) or raise train.accum_steps (now 1)")`."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as err:
+        raise GpuOutOfMemoryError(f"the GPU ran out of memory during {what}: lower {lower}") from err

@@ -32,6 +32,10 @@ from mim.rng import derive_seed, generator_for
 log = logging.getLogger("mim")
 
 
+class FinetuneNonFiniteLossError(RuntimeError):
+    """The fine-tuning loss became NaN/inf; the message names the step and the lr to lower."""
+
+
 class Classifier(nn.Module):
     """encoder -> pooled feature [B, D] -> LayerNorm -> Linear (head initialised small, as MAE does)."""
 
@@ -153,7 +157,8 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
             else:
                 loss = F.cross_entropy(trained(x).float(), y, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss is {loss.item()} at step {step + 1}: lower finetune.base_lr")
+            raise FinetuneNonFiniteLossError(f"fine-tuning loss is {loss.item()} at step {step + 1}: lower "
+                                             f"finetune.base_lr (now {base_lr:g})")
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
+from typing import IO
 
 import torch
 from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
 
-from mim.io import atomic_write_bytes, read_bytes
+from mim.io import atomic_write, read_bytes
 from mim.models.cnn import CnnEncoder, CnnSpec
 from mim.models.encoder import Encoder, EncoderSpec
 from mim.models.hier import HierEncoder, HierSpec
@@ -47,7 +48,41 @@ def export_encoder(encoder: Encoder, path: str, extra: dict[str, str] | None = N
         "timm_kwargs": json.dumps(encoder.spec.timm_kwargs()),
         **(extra or {}),
     }
-    atomic_write_bytes(path, save_bytes(encoder_state(encoder), metadata=meta))
+    state = encoder_state(encoder)
+    atomic_write(path, lambda f: write_safetensors(f, state, meta))
+
+
+# safetensors' dtype names
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+def write_safetensors(f: IO[bytes], tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Stream `tensors` to `f` in the safetensors format with deterministic bytes: the metadata keys sorted (the
+    safetensors library writes them in hash order, which changes between processes, so identical runs' files and
+    their DVC hashes would differ), the tensors in safetensors' own order (larger items first, then by name), and
+    each tensor written from its own memory (no second copy of the whole file)."""
+    if sys.byteorder != "little":
+        raise RuntimeError("safetensors files are little-endian; writing them on a big-endian machine is unsupported")
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header: dict[str, object] = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        if t.dtype not in _DTYPES:
+            raise ValueError(f"{name}: dtype {t.dtype} cannot be exported")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as the library writes it
+    f.write(struct.pack("<Q", len(raw)))
+    f.write(raw)
+    for name in order:
+        t = tensors[name].detach().to("cpu").contiguous()
+        if t.numel():
+            f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
 
 
 def _read(path: str) -> bytes:

@@ -168,6 +168,8 @@ class LauncherParams(Strict):
     nnodes: PositiveInt = 1
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a whole model per rank; fsdp: parameters, "
                                              "gradients and optimizer state sharded across ranks (large models)")
+    rdzv_timeout_s: PositiveInt = Field(600, description="several nodes: how long torchrun waits for every node to "
+                                        "join the rendezvous at MIM_RDZV_ENDPOINT before it gives up")
 
 
 class RecipeParams(Strict):

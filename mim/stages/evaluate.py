@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mim.data import ImageTensors
 from mim.data.prepared import open_prepared
+from mim.engine.runtime import oom_hint
 from mim.evaluation.evaluate import eval_subsets, evaluate_encoder, evaluate_pixels
 from mim.io import write_text
 from mim.models.encoder import Encoder
@@ -31,9 +32,11 @@ def evaluate(features: Features, train: ImageTensors, test: ImageTensors, params
     """k-NN and linear probe (percent) of an encoder's features, or of the raw pixels (`features` None), on the
     seeded subsets `params` asks for."""
     train, test = eval_subsets(train, test, params.train_subset, params.test_subset, params.seed)
-    if features is None:
-        return evaluate_pixels(train, test, augment(data), probe_config(params))
-    return evaluate_encoder(features, train, test, augment(data), probe_config(params))
+    with oom_hint("evaluation", f"batch_size (now {params.batch_size}) or linear.batch_size (now "
+                  f"{params.linear.batch_size}) in params/eval.yaml"):
+        if features is None:
+            return evaluate_pixels(train, test, augment(data), probe_config(params))
+        return evaluate_encoder(features, train, test, augment(data), probe_config(params))
 
 
 def baseline_encoder(params_dir: str | Path, recipe: str, data: DataParams, stored_channels: int,

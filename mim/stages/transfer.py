@@ -13,6 +13,7 @@ from pathlib import Path
 from mim.data.prepared import open_prepared
 from mim.engine.identity import RunIdentity
 from mim.engine.progress import history_csv
+from mim.engine.runtime import oom_hint
 from mim.evaluation.evaluate import eval_subsets
 from mim.evaluation.finetune import finetune
 from mim.io import write_text
@@ -57,12 +58,13 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
             identity = RunIdentity.of(
                 {"transfer": params.model_dump(mode="json", exclude=FINETUNE_RUN_CONTROL), "data": data.model_dump(
                     mode="json")}, data=train.digest(), inputs=path_md5(model_dir(method)) if method else "")
-            out = finetune(encoder, train, test, augment(data), epochs=ft.epochs, batch_size=ft.batch_size,
-                           base_lr=ft.base_lr, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
-                           drop_path=ft.drop_path, label_smoothing=ft.label_smoothing, mixup=ft.mixup,
-                           cutmix=ft.cutmix, warmup_fraction=ft.warmup_fraction, pool=ft.pool, amp=ft.amp,
-                           device=ft.device, seed=ft.seed, ckpt_url=ckpt, ckpt_every=ft.ckpt_every,
-                           ckpt_every_s=ft.ckpt_every_s, identity=identity, resume=ft.resume)
+            with oom_hint("fine-tuning", f"finetune.batch_size (now {ft.batch_size}) in params/transfer.yaml"):
+                out = finetune(encoder, train, test, augment(data), epochs=ft.epochs, batch_size=ft.batch_size,
+                               base_lr=ft.base_lr, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
+                               drop_path=ft.drop_path, label_smoothing=ft.label_smoothing, mixup=ft.mixup,
+                               cutmix=ft.cutmix, warmup_fraction=ft.warmup_fraction, pool=ft.pool, amp=ft.amp,
+                               device=ft.device, seed=ft.seed, ckpt_url=ckpt, ckpt_every=ft.ckpt_every,
+                               ckpt_every_s=ft.ckpt_every_s, identity=identity, resume=ft.resume)
             shutil.rmtree(Path(ckpt).parent, ignore_errors=True)  # complete: the next run starts fresh
             results.update({"finetune_top1": out.top1, "finetune_steps": out.steps,
                             "finetune_wall_time_s": out.wall_time_s})

@@ -13,7 +13,7 @@ import numpy as np
 
 from mim.data import BatchAugment, ImageTensors, load_dataset
 from mim.data.folder import list_image_folder
-from mim.data.prepared import alias_entry, save_manifest, save_split, shard_entry
+from mim.data.prepared import alias_entry, clear_manifest, save_manifest, save_split, shard_entry
 from mim.data.shards import PNG_SOURCES, shard_source
 from mim.data.sources import split_folder
 from mim.params.models import DataParams
@@ -101,6 +101,7 @@ def check_classes(entries: dict[str, dict]) -> None:
 def prepare(data: DataParams, root: str, splits: tuple[str, ...] = PREPARED_SPLITS) -> dict:
     """Write `splits` of `data` under `root`, each in its storage form, and the manifest (which also records the
     data params, so a one-off run can reuse what it prepared)."""
+    clear_manifest(root)
     entries, labels = {}, {}
     for split in splits:
         if is_alias(data, split):
