@@ -36,36 +36,54 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, fsspec.implementations.local.LocalFileSystem)
 
 
+class _Recording:
+    """A file object that remembers the OSError its `write` raised: some writers turn it into another error
+    (torch.save's zip writer raises a RuntimeError about the file position), which would hide the cause."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f, self.error = f, None
+
+    def write(self, data: bytes) -> int | None:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._f, name)
+
+
 def atomic_write(url: str, write: Callable[[IO[bytes]], object]) -> None:
     """Call `write(f)` on a temporary sibling of `url` opened for binary writing, then rename it over `url`
-    (os.replace locally, fsspec `mv` elsewhere). Writers that stream (torch.save, savefig) never need the whole
-    file in memory. On an OSError the temporary file is removed and `OutputWriteError` raised."""
+    (os.replace locally, fsspec `mv` elsewhere). Writers that stream (torch.save, savefig, np.save) never need the
+    whole file in memory. On an OSError the temporary file is removed and `OutputWriteError` raised."""
     fs, path = fsspec.core.url_to_fs(url)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    kept = False
+    kept, recording = False, None
     try:
         kept = fs.exists(path)
         parent = os.path.dirname(path)
         if parent:
             fs.makedirs(parent, exist_ok=True)
         with fs.open(tmp, "wb") as f:
-            write(f)
-            if hasattr(f, "flush"):
-                f.flush()
-            if _is_local(fs) and hasattr(f, "fileno"):
+            recording = _Recording(f)
+            write(recording)
+            f.flush()
+            if _is_local(fs):
                 os.fsync(f.fileno())
         if _is_local(fs):
             os.replace(tmp, path)
         else:
             fs.mv(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         _remove_quietly(fs, tmp)
-        if isinstance(err, OutputWriteError):
+        if isinstance(err, OutputWriteError) or not isinstance(err, Exception):
             raise
-        raise OutputWriteError(url, err, kept) from err
-    except BaseException:
-        _remove_quietly(fs, tmp)
-        raise
+        cause = err if isinstance(err, OSError) else recording.error if recording else None
+        if cause is None:
+            raise
+        raise OutputWriteError(url, cause, kept) from err
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
