@@ -7,16 +7,11 @@ import pytest
 import timm
 import torch
 
-from mim.engine.checkpoint import (
-    CheckpointError,
-    atomic_write_bytes,
-    load_checkpoint,
-    load_state_strict,
-    save_checkpoint,
-)
+from mim.engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
 from mim.engine.schedule import warmup_cosine
 from mim.engine.trainer import NonFiniteLossError
+from mim.io import atomic_write_bytes
 from mim.methods.base import MIMMethod
 from mim.models.export import export_encoder, load_encoder, read_metadata
 from mim.models.vit import ViTSpec, build_vit

@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if os.environ.get("MIM_DEBUG"):
             raise
-        print(f"mim {args.command}: interrupted (Ctrl-C); outputs written so far are complete files, a checkpoint "
-              "resumes the run", file=sys.stderr)
+        print(f"mim {args.command}: interrupted (Ctrl-C); files it had written are whole (a checkpoint resumes "
+              "the run)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
         if os.environ.get("MIM_DEBUG"):

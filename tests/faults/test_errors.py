@@ -221,4 +221,4 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     code = main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "train.steps=100000"])
     assert started.is_set() and code == 130
     assert _one_error_line(capsys.readouterr().err, "pretrain") == (
-        "mim pretrain: interrupted (Ctrl-C); outputs written so far are complete files, a checkpoint resumes the run")
+        "mim pretrain: interrupted (Ctrl-C); files it had written are whole (a checkpoint resumes the run)")
