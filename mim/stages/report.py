@@ -15,6 +15,7 @@ from typing import Any
 from mim.analysis import save_grouped_bars, save_image_rows, save_scatter
 from mim.analysis.features import feature_maps
 from mim.data.prepared import load_prepared
+from mim.io import write_text
 from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
 from mim.params import load_with_data
@@ -129,7 +130,7 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
             if maps:
                 save_image_rows(maps, str(REPORTS / "features.png"), title="last-layer feature PCA maps")
         text = render(rows, base_rows, run_ids, teachers)
-        (REPORTS / "comparison.md").write_text(text)
+        write_text(str(REPORTS / "comparison.md"), text)
         for f in sorted(REPORTS.rglob("*")):
             if f.is_file():
                 tracker.log_artifact(f, "report" + ("/reconstructions" if f.parent.name == "reconstructions" else ""))

@@ -9,7 +9,6 @@ iterations, data digest, build time, inertia).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mim.io import atomic_write_bytes, write_text
+from mim.io import atomic_write, write_text
 from mim.targets.pixels import patch_vectors
 
 log = logging.getLogger("mim.tokenizer")
@@ -106,9 +105,8 @@ class CentroidTokenizer:
     # -- files ---------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
-        buf = io.BytesIO()
-        np.save(buf, self.centroids.numpy(), allow_pickle=False)
-        atomic_write_bytes(str(folder / "centroids.npy"), buf.getvalue())
+        centroids = self.centroids.numpy()
+        atomic_write(str(folder / "centroids.npy"), lambda f: np.save(f, centroids, allow_pickle=False))
         write_text(str(folder / "tokenizer.json"), json.dumps({"format": FORMAT, **asdict(self.info)}, indent=2) + "\n")
 
     @classmethod
