@@ -128,6 +128,27 @@ def test_a_full_disk_while_preparing_leaves_no_prepared_folder_that_passes_as_co
         assert not manifest.exists() and not (out / "prepared" / "train").exists()
 
 
+SAVE_AND_MEASURE = """
+import resource, sys, torch
+from mim.engine.checkpoint import save_checkpoint
+state = {"model": {"w": torch.ones(16 * 2**20)}, "step": 1}  # 64 MiB
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+save_checkpoint(state, sys.argv[1])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_streamed_into_its_file_not_held_twice(tmp_path):
+    """The peak memory of a fresh process grows by less than the state while a 64 MiB checkpoint is written
+    (serialized into memory first, it grew by 64 MiB)."""
+    proc = subprocess.run([sys.executable, "-c", SAVE_AND_MEASURE, str(tmp_path / "ckpt.pt")], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) < 16
+    assert load_checkpoint(str(tmp_path / "ckpt.pt"))["model"]["w"].shape == (16 * 2**20,)
+
+
 def _digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -148,6 +169,7 @@ def test_identical_runs_write_byte_identical_artifacts(tmp_path, monkeypatch):
     assert {k for k in a if a[k] != b[k]} <= varying
 
 
+@pytest.mark.slow
 def test_a_rendezvous_no_peer_joins_ends_in_one_line(tmp_path, monkeypatch, capsys):
     import socket
 
