@@ -31,4 +31,5 @@ def load_checkpoint(url: str, map_location: str | torch.device = "cpu") -> dict[
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt/foreign file
-        raise CheckpointError(f"{url}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""  # torch's own text runs to 6 lines
+        raise CheckpointError(f"{url}: not a readable checkpoint ({type(err).__name__}: {first})") from None

@@ -6,10 +6,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable
-from typing import Literal, TextIO
+from typing import Literal
 
 import torch
+
+from mim.engine.torchrun_output import forward_torchrun_stderr
 
 
 def processes_per_node(nproc_per_node: int | Literal["auto"]) -> int:
@@ -29,8 +30,6 @@ class LaunchError(RuntimeError):
 
 
 ENDPOINT_VAR = "MIM_RDZV_ENDPOINT"
-# the last line of torchrun's own traceback when the rendezvous failed (its frames say nothing a user can act on)
-_RENDEZVOUS_FAILURES = ("RendezvousTimeoutError", "RendezvousConnectionError", "RendezvousClosedError")
 
 
 def rendezvous_endpoint(nnodes: int) -> str:
@@ -57,19 +56,22 @@ def relaunch_with_torchrun(nproc_per_node: int | Literal["auto"], nnodes: int, a
     Single node: a local rendezvous. Several nodes: run the same command on every node with
     MIM_RDZV_ENDPOINT=host:port (and optionally MIM_RDZV_ID) set identically; when the nodes have not all joined
     within `rdzv_timeout_s` (launcher.rdzv_timeout_s), or the endpoint cannot be reached, `LaunchError` says so in
-    one line instead of torchrun's traceback.
+    one line instead of torchrun's traceback. torchrun's own traceback after a rank's one-line error is withheld
+    (`forward_torchrun_stderr`).
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes_per_node(nproc_per_node)}",
            f"--nnodes={nnodes}"]
+    endpoint = ""
     if nnodes == 1:
-        return subprocess.call([*cmd, "--standalone", "-m", "mim.cli", *argv])
-    endpoint = rendezvous_endpoint(nnodes)
-    run_id = os.environ.get("MIM_RDZV_ID", "mim")
-    cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}",
-            f"--rdzv-conf=join_timeout={rdzv_timeout_s}"]
+        cmd += ["--standalone"]
+    else:
+        endpoint = rendezvous_endpoint(nnodes)
+        run_id = os.environ.get("MIM_RDZV_ID", "mim")
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}",
+                f"--rdzv-conf=join_timeout={rdzv_timeout_s}"]
     proc = subprocess.Popen([*cmd, "-m", "mim.cli", *argv], stderr=subprocess.PIPE, text=True, errors="replace")
     try:
-        failure = _forward_stderr(proc.stderr, sys.stderr)
+        rendezvous = forward_torchrun_stderr(proc.stderr, sys.stderr)
         code = proc.wait()
     except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its workers
         try:
@@ -77,51 +79,11 @@ def relaunch_with_torchrun(nproc_per_node: int | Literal["auto"], nnodes: int, a
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
-    if code and failure:
-        if "Timeout" in failure:
+    if code and rendezvous:
+        if "Timeout" in rendezvous:
             raise LaunchError(f"not all {nnodes} nodes (launcher.nnodes) joined the rendezvous at {endpoint} "
                               f"({ENDPOINT_VAR}) within {rdzv_timeout_s} s (launcher.rdzv_timeout_s): start the same "
                               f"command on every node, or check {ENDPOINT_VAR} and launcher.nnodes")
         raise LaunchError(f"could not reach the rendezvous at {endpoint} ({ENDPOINT_VAR}): check that node 0 runs "
                           f"the same command and that the host and port are reachable from here")
     return code
-
-
-def _forward_stderr(stream: Iterable[str], out: TextIO) -> str | None:
-    """Copy torchrun's stderr (its workers' included) to `out` line by line, except a traceback (with its chained
-    causes) that ends in a rendezvous failure: that one is withheld and its exception line returned."""
-    block: list[str] = []
-    state = "text"  # "frames": inside a traceback; "raised": just after its exception line
-    failure = None
-
-    def flush() -> None:
-        nonlocal failure
-        raised = [line for line in block if line.split(":")[0].rsplit(".", 1)[-1].strip() in _RENDEZVOUS_FAILURES]
-        if raised:
-            failure = raised[-1].strip()
-        else:
-            out.writelines(block)
-            out.flush()
-        block.clear()
-
-    for line in stream:
-        if state == "raised" and not (line.strip() == "" or line.startswith(("During handling", "The above exception",
-                                                                             "Traceback"))):
-            flush()
-            state = "text"
-        if state == "text":
-            if line.startswith("Traceback (most recent call last):"):
-                block.append(line)
-                state = "frames"
-            else:
-                out.write(line)
-                out.flush()
-            continue
-        block.append(line)
-        if line.startswith("Traceback"):
-            state = "frames"
-        elif state == "frames" and line.strip() and not line[0].isspace():
-            state = "raised"
-    if block:
-        flush()
-    return failure

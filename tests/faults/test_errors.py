@@ -192,6 +192,18 @@ def test_a_rendezvous_no_peer_joins_ends_in_one_line(tmp_path, monkeypatch, caps
     assert "cannot resolve host 'no-such-node.invalid'" in _one_error_line(capsys.readouterr().err, "pretrain")
 
 
+@pytest.mark.slow
+def test_a_ranks_one_line_error_is_not_followed_by_torchruns_traceback(capsys):
+    """A real torchrun whose rank stops with a one-line error (here argparse's, the quickest to reach): the rank's
+    lines, not the agent's ChildFailedError traceback and its table of ranks."""
+    from mim.engine.launch import relaunch_with_torchrun
+
+    assert relaunch_with_torchrun(1, 1, ["params"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ChildFailedError" not in err and "exitcode" not in err, err
+    assert err.strip().splitlines()[-1] == "mim params: error: the following arguments are required: params_command"
+
+
 def test_a_nan_in_finetuning_is_one_line_naming_the_step_and_the_lr(capsys):
     d = DataParams(source="synthetic:64", image_size=16)
     train, test = load_dataset(d.source, "train", size=16), load_dataset(d.source, "test", size=16)
