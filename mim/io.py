@@ -20,13 +20,14 @@ import fsspec
 
 
 class OutputWriteError(OSError):
-    """An output could not be written (disk full, quota, I/O error, permissions); the previous file is untouched."""
+    """An output could not be written (disk full, quota, I/O error, permissions); the previous file is untouched.
+    `filename` is the output's path or URL, `errno` the cause's."""
 
-    def __init__(self, url: str, cause: OSError, kept: bool) -> None:
+    @classmethod
+    def of(cls, url: str, cause: OSError, kept: bool) -> OutputWriteError:
         reason = cause.strerror or str(cause) or type(cause).__name__
         tail = "the previous file is kept" if kept else "nothing was written there"
-        super().__init__(cause.errno, f"could not write {url}: {reason} ({tail})")
-        self.url, self.cause = url, cause
+        return cls(cause.errno, f"could not write {url}: {reason} ({tail})", url)
 
     def __str__(self) -> str:
         return self.strerror or ""
@@ -83,7 +84,7 @@ def atomic_write(url: str, write: Callable[[IO[bytes]], object]) -> None:
         cause = err if isinstance(err, OSError) else recording.error if recording else None
         if cause is None:
             raise
-        raise OutputWriteError(url, cause, kept) from err
+        raise OutputWriteError.of(url, cause, kept) from err
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:

@@ -84,7 +84,7 @@ def write_shards(url: str, items: Iterable[tuple[int, int, bytes]], chunk_bytes:
             fs.put(target.rstrip("/") + "/", path, recursive=True)
     except OSError as err:  # a full disk: no half-written chunks are left to pass as a split
         shutil.rmtree(target, ignore_errors=True)
-        raise OutputWriteError(url, err, kept=False) from err
+        raise OutputWriteError.of(url, err, kept=False) from err
     finally:
         if not local:
             shutil.rmtree(target, ignore_errors=True)
