@@ -13,8 +13,8 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 import fsspec
 
