@@ -22,9 +22,10 @@ import torch
 from mim.cli.main import main, report_error
 from mim.data import load_dataset
 from mim.engine.checkpoint import load_checkpoint
+from mim.engine.runtime import GpuOutOfMemoryError
 from mim.evaluation.finetune import FinetuneNonFiniteLossError, finetune
 from mim.methods.mae import MAE
-from mim.models.vit import ViTSpec, build_vit
+from mim.models.vit import MaskedViT, ViTSpec, build_vit
 from mim.params import DataParams
 from mim.params.bind.data import augment
 from mim.project.runs import run_files
@@ -228,7 +229,21 @@ def test_gpu_out_of_memory_names_the_batch_size_to_lower(tmp_path, monkeypatch, 
     assert code == 1
     assert line == ("mim pretrain: error: the GPU ran out of memory during pre-training: lower train.batch_size "
                     "(now 16) or raise train.accum_steps (now 2), which keeps the batch and its lr")
-    # raised where no stage said which batch size (evaluation, say): the command's param, from report_error
+    # evaluation: the frozen encoder's features
+    from mim.params import EvalParams
+    from mim.stages.evaluate import evaluate
+
+    monkeypatch.setattr(MaskedViT, "pooled", out_of_memory)
+    d = DataParams(source="synthetic:64", image_size=16)
+    vit = build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2))
+    with pytest.raises(GpuOutOfMemoryError) as caught:
+        evaluate(vit, load_dataset(d.source, "train", size=16), load_dataset(d.source, "test", size=16),
+                 EvalParams(batch_size=64), d)
+    assert report_error("evaluate", caught.value) == 1
+    assert _one_error_line(capsys.readouterr().err, "evaluate") == (
+        "mim evaluate: error: the GPU ran out of memory during evaluation: lower batch_size (now 64) or "
+        "linear.batch_size (now 1024) in params/eval.yaml")
+    # raised where no stage said which batch size: the command's param, from report_error
     assert report_error("evaluate", torch.cuda.OutOfMemoryError("CUDA out of memory")) == 1
     assert _one_error_line(capsys.readouterr().err, "evaluate") == (
         "mim evaluate: error: the GPU ran out of memory: lower batch_size in params/eval.yaml")
