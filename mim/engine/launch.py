@@ -73,7 +73,8 @@ def relaunch_with_torchrun(nproc_per_node: int | Literal["auto"], nnodes: int, a
     try:
         rendezvous = forward_torchrun_stderr(proc.stderr, sys.stderr)
         code = proc.wait()
-    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its workers
+    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its workers; this process says so once
+        proc.stderr.close()  # nobody reads it any more: a write there fails instead of blocking
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
