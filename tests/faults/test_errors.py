@@ -270,3 +270,21 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     assert started.is_set() and code == 130
     assert _one_error_line(capsys.readouterr().err, "pretrain") == (
         "mim pretrain: interrupted (Ctrl-C); files it had written are whole (a checkpoint resumes the run)")
+
+
+def test_torchruns_traceback_stays_when_no_rank_said_why():
+    """A rank that crashed (killed, a bug) printed no one-line error: the agent's report is then all there is."""
+    import io
+
+    from mim.engine.torchrun_output import forward_torchrun_stderr
+
+    agent = ["E1129 16:10:32.701000 19884 torch/distributed/elastic/multiprocessing/api.py:1002] failed (code -9)\n",
+             "Traceback (most recent call last):\n", '  File "run.py", line 1142, in <module>\n', "    main()\n",
+             "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n", "=====\n", "mim.cli FAILED\n"]
+    out = io.StringIO()
+    assert forward_torchrun_stderr(["step 1/9 | loss 1.0\n", *agent], out) is None
+    assert out.getvalue() == "".join(["step 1/9 | loss 1.0\n", *agent])
+    out = io.StringIO()  # with a rank's line: that line, once
+    line = "mim pretrain: error: could not write /x/last.pt: No space left on device (the previous file is kept)\n"
+    forward_torchrun_stderr([line, line, *agent], out)
+    assert out.getvalue() == line
