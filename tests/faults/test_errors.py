@@ -127,6 +127,16 @@ def test_a_full_disk_while_preparing_leaves_no_prepared_folder_that_passes_as_co
         assert line == (f"mim pretrain: error: could not write {out}/prepared/train: No space left on device "
                         "(nothing was written there)")
         assert not manifest.exists() and not (out / "prepared" / "train").exists()
+        # arrays (what `mim prepare` writes for in-memory sources): the same, and no temporary file is left
+        from mim.io import OutputWriteError
+        from mim.params.bind.data import prepare
+
+        root = disk / "arrays"
+        root.mkdir()
+        (root / "manifest.json").write_text(json.dumps({"format": "mim-prepared/1", "splits": {}}))
+        with pytest.raises(OutputWriteError, match="No space left on device"):
+            prepare(DataParams(source="synthetic:256", image_size=16, storage="array"), str(root))
+        assert not (root / "manifest.json").exists() and not _leftover_temps(root)
 
 
 SAVE_AND_MEASURE = """
