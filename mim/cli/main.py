@@ -6,7 +6,9 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
@@ -44,21 +46,33 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # dependencies' (sqlalchemy via mlflow)
     warnings.filterwarnings("ignore", category=ResourceWarning)  # `mim up` leaves its servers running on purpose
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # a stop from a scheduler, dvc or Prefect ends like a Ctrl-C
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if os.environ.get("MIM_DEBUG"):
             raise
-        print(f"mim {args.command}: interrupted (Ctrl-C); files it had written are whole (a checkpoint resumes "
-              "the run)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = "stopped (SIGTERM)" if isinstance(stop, Terminated) else "interrupted (Ctrl-C)"
+        print(f"mim {args.command}: {how}; files it had written are whole (a checkpoint resumes the run)",
+              file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except Exception as err:
         if os.environ.get("MIM_DEBUG"):
             raise
         return report_error(args.command, err)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so that `finally` blocks run and an MLflow run ends KILLED."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 # an OSError with one of these causes is the machine's state (a full disk, a quota, a failing device, permissions),
 # not a bug: one line naming the file
