@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mim.params.checks import cross_checks
 from mim.params.evaluation import EvalParams, TransferParams
-from mim.params.loading import ParamsError, load_params, read_yaml
+from mim.params.loading import ParamsError, load_params, read_yaml, section
 from mim.params.methods import METHOD_NAMES
 from mim.params.models import DataParams, PretrainParams, RecipeParams
 from mim.params.targets import DiversityParams, TeacherParams, TokenizerParams
@@ -43,7 +44,7 @@ def load_recipe_file(path: Path, recipe: str, overrides: list[str] | None = None
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (recipes: a method name {', '.join(METHOD_NAMES)}, or a "
                           "variant file with method.name)")
-    named = (read_yaml(path).get("method") or {}).get("name")
+    named = section(read_yaml(path), "method", path).get("name")
     if recipe in METHOD_NAMES:
         if named is not None and named != recipe:
             raise ParamsError(f"{path}: method.name: is {named!r} but this file is the {recipe!r} recipe")
@@ -60,6 +61,15 @@ def load_pretrain(params_dir: str | Path, recipe: str, overrides: list[str] | No
     if recipe in SHARED_FILES:
         raise ParamsError(f"{recipe}.yaml is a shared params file, not a pre-training recipe")
     recipe_params, data = load_with_data(params_dir, recipe, overrides)
+    params_dir = Path(params_dir)
+    shared = {}
+    for name in ("tokenizer", "teacher"):
+        if (params_dir / f"{name}.yaml").is_file():
+            shared[name] = (load_file(params_dir / f"{name}.yaml"), str(params_dir / f"{name}.yaml"))
+    problems = cross_checks(recipe_params, str(params_dir / f"{recipe}.yaml"), data, str(params_dir / "data.yaml"),
+                            shared)
+    if problems:
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(problems))
     return PretrainParams.compose(recipe_params, data)
 
 
@@ -91,12 +101,25 @@ def check_dir(params_dir: str | Path) -> dict[str, BaseModel]:
             valid[f.stem] = load_file(f)
         except ParamsError as err:
             errors.append(str(err).removeprefix("invalid parameters:\n  "))
+    errors += cross_file_problems(params_dir, valid)
     for name in ("data", "eval"):
         if name not in valid and not any(e.startswith(str(params_dir / name)) for e in errors):
             errors.append(f"{params_dir / (name + '.yaml')}: params file not found")
     if errors:
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(errors))
     return valid
+
+
+def cross_file_problems(params_dir: Path, valid: dict[str, BaseModel]) -> list[str]:
+    """The cross-file constraints (`mim.params.checks`) of every valid recipe with the valid shared files."""
+    data = valid.get("data")
+    if not isinstance(data, DataParams):
+        return []
+    shared = {name: (valid[name], str(params_dir / f"{name}.yaml")) for name in ("tokenizer", "teacher")
+              if name in valid}
+    return [problem for name, recipe in valid.items() if isinstance(recipe, RecipeParams)
+            for problem in cross_checks(recipe, str(params_dir / f"{name}.yaml"), data, str(params_dir / "data.yaml"),
+                                        shared)]
 
 
 def resolved(model: BaseModel) -> dict[str, Any]:
