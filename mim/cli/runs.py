@@ -11,7 +11,6 @@ import os
 from typing import TYPE_CHECKING
 
 from mim.cli.common import write_json
-from mim.params import ParamsError
 
 if TYPE_CHECKING:
     from mim.data.shards import ShardSplit
@@ -22,15 +21,9 @@ log = logging.getLogger("mim")
 
 def pretrain(args: argparse.Namespace) -> int:
     from mim.engine.launch import needs_launch, relaunch_with_torchrun
-    from mim.params import PretrainParams, load_params, read_yaml
+    from mim.params.files import load_one_off
 
-    base = {}
-    if args.method:
-        file_method = (read_yaml(args.params).get("method") or {}).get("name") if args.params else None
-        if file_method and file_method != args.method:
-            raise ParamsError(f"{args.params}: method.name is {file_method!r} but --method is {args.method!r}")
-        base = {"method": {"name": args.method}}
-    params = load_params(PretrainParams, args.params, args.overrides, base=base)
+    params = load_one_off(args.params_dir, args.method, args.params, args.overrides)
     out = (args.out or f"runs/{params.method.name}").rstrip("/")
     data = one_off_data(params.data, out, prepare_here=os.environ.get("RANK") is None)  # before any re-launch
     if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):

@@ -6,6 +6,7 @@ DVC declares these files as stage params, so they are the whole configuration of
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,20 @@ from pydantic import BaseModel
 
 from mim.params.checks import cross_checks
 from mim.params.evaluation import EvalParams, TransferParams
-from mim.params.loading import ParamsError, load_params, read_yaml, section
+from mim.params.loading import (
+    ParamsError,
+    apply_overrides,
+    deep_merge,
+    load_params,
+    read_yaml,
+    section,
+    validate,
+)
 from mim.params.methods import METHOD_NAMES
 from mim.params.models import DataParams, PretrainParams, RecipeParams
 from mim.params.targets import DiversityParams, TeacherParams, TokenizerParams
 
+log = logging.getLogger("mim")
 DEFAULT_PARAMS_DIR = "params"
 SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams,
                                               "teacher": TeacherParams, "diversity": DiversityParams,
@@ -70,7 +80,53 @@ def load_pretrain(params_dir: str | Path, recipe: str, overrides: list[str] | No
                             shared)
     if problems:
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(problems))
-    return PretrainParams.compose(recipe_params, data)
+    return compose(recipe_params, data, f"{params_dir / f'{recipe}.yaml'} + {params_dir / 'data.yaml'}")
+
+
+def compose(recipe: RecipeParams, data: DataParams, origin: str) -> PretrainParams:
+    """One run's params from a recipe and its data (the checks spanning both included), errors naming `origin`."""
+    return validate(PretrainParams, {**recipe.model_dump(), "data": data.model_dump()}, origin)
+
+
+def load_one_off(params_dir: str | Path, method: str | None, params_file: str | Path | None,
+                 overrides: list[str] | None = None) -> PretrainParams:
+    """The params of a one-off run (`mim pretrain --out DIR`), by the stage form's rule: the data is
+    `<dir>/data.yaml` (when it exists), under the `data:` section of `params_file` (its keys win), under
+    `--set data.*`; the recipe is `params_file` when given, else `<dir>/<method>.yaml` (when it exists), else the
+    built-in defaults of `method`, under the other `--set`s."""
+    params_dir = Path(params_dir)
+    data_sets, own_sets = split_overrides(overrides or [], "data")
+    data_yaml = params_dir / "data.yaml"
+    data_dict = read_yaml(data_yaml) if data_yaml.is_file() else {}
+    origins = [str(data_yaml)] if data_yaml.is_file() else []
+    if not data_yaml.is_file():
+        log.info("%s not found: the data params are the built-in defaults (and --params/--set)", data_yaml)
+    named = {"method": {"name": method}} if method else {}
+    if params_file is not None:
+        own = read_yaml(params_file)
+        file_method = section(own, "method", params_file).get("name")
+        if method and file_method and file_method != method:
+            raise ParamsError(f"{params_file}: method.name is {file_method!r} but --method is {method!r}")
+        file_data = section(own, "data", params_file)
+        if file_data:
+            data_dict, origins = deep_merge(data_dict, file_data), [*origins, f"{params_file} (data:)"]
+        recipe_dict = {k: v for k, v in own.items() if k != "data"}
+        recipe = validate(RecipeParams, apply_overrides(deep_merge(named, recipe_dict), own_sets),
+                          _origin(str(params_file), own_sets))
+    elif method and (params_dir / f"{method}.yaml").is_file():
+        recipe = load_recipe_file(params_dir / f"{method}.yaml", method, own_sets)
+    else:
+        if method:
+            log.info("%s not found: the recipe is the built-in %s defaults (and --set)",
+                     params_dir / f"{method}.yaml", method)
+        recipe = validate(RecipeParams, apply_overrides(named, own_sets), _origin("params", own_sets))
+    data = validate(DataParams, apply_overrides(data_dict, data_sets),
+                    _origin(" + ".join(origins) or "data params", [f"data.{s}" for s in data_sets]))
+    return compose(recipe, data, "params")
+
+
+def _origin(where: str, overrides: list[str]) -> str:
+    return where + (" (with --set " + ", ".join(overrides) + ")" if overrides else "")
 
 
 def load_with_data(params_dir: str | Path, name: str, overrides: list[str] | None = None

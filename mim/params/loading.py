@@ -119,7 +119,7 @@ def validate(model: type[M], data: dict[str, Any], origin: str) -> M:
 def load_params(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> M:
     """Validate `base` <- YAML file <- overrides into `model`."""
-    data = _deep_merge(base or {}, read_yaml(path) if path else {})
+    data = deep_merge(base or {}, read_yaml(path) if path else {})
     data = apply_overrides(data, overrides or [])
     origin = str(path) if path else "params"
     if overrides:
@@ -131,8 +131,8 @@ def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = _deep_copy(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
