@@ -62,14 +62,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="k-NN and linear probe of a frozen encoder",
                        description="Stage form: `mim evaluate --method M` evaluates models/M/encoder.safetensors on "
                        "data/prepared with params/eval.yaml; `--baseline-of R` evaluates a random-init encoder of "
-                       "recipe R's shape, `--pixels` the raw pixels. One-off form: `--encoder FILE` on the data its "
-                       "metadata names (or --set data.KEY=VALUE).")
+                       "recipe R's shape, `--pixels` the raw pixels. One-off form: `--encoder FILE` on the data of "
+                       "PARAMS_DIR/data.yaml (when it exists) and --set data.KEY=VALUE; the file's metadata is never "
+                       "read as a data source.")
     e.add_argument("--method", metavar="RECIPE", help="stage form: evaluate this recipe's encoder (models/RECIPE)")
     e.add_argument("--baseline-of", metavar="RECIPE",
                    help="stage form: a random-init encoder of RECIPE's shape -> metrics/evaluate/baseline-RECIPE.json")
     e.add_argument("--pixels", action="store_true",
                    help="stage form: the raw-pixel baseline -> metrics/evaluate/pixels.json")
-    add_params_dir(e, "stage form: ")
+    add_params_dir(e, "data.yaml (both forms) and eval.yaml (stage form): ")
     e.add_argument("--encoder", help="one-off form: an encoder.safetensors written by `mim pretrain`")
     e.add_argument("--params", help="one-off form: YAML eval params file (EvalParams)")
     e.add_argument("--baseline", action="store_true",

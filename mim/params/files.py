@@ -99,8 +99,6 @@ def load_one_off(params_dir: str | Path, method: str | None, params_file: str | 
     data_yaml = params_dir / "data.yaml"
     data_dict = read_yaml(data_yaml) if data_yaml.is_file() else {}
     origins = [str(data_yaml)] if data_yaml.is_file() else []
-    if not data_yaml.is_file():
-        log.info("%s not found: the data params are the built-in defaults (and --params/--set)", data_yaml)
     named = {"method": {"name": method}} if method else {}
     if params_file is not None:
         own = read_yaml(params_file)
@@ -120,9 +118,22 @@ def load_one_off(params_dir: str | Path, method: str | None, params_file: str | 
             log.info("%s not found: the recipe is the built-in %s defaults (and --set)",
                      params_dir / f"{method}.yaml", method)
         recipe = validate(RecipeParams, apply_overrides(named, own_sets), _origin("params", own_sets))
-    data = validate(DataParams, apply_overrides(data_dict, data_sets),
-                    _origin(" + ".join(origins) or "data params", [f"data.{s}" for s in data_sets]))
-    return compose(recipe, data, "params")
+    return compose(recipe, load_data(params_dir, data_sets, data_dict, origins), "params")
+
+
+def load_data(params_dir: str | Path, overrides: list[str] | None = None, base: dict[str, Any] | None = None,
+              origins: list[str] | None = None) -> DataParams:
+    """The data params of a one-off command: `<dir>/data.yaml` when it exists (else the built-in defaults, said
+    in one log line), or `base` already read from it, under `overrides` (`data.` prefix removed)."""
+    data_yaml = Path(params_dir) / "data.yaml"
+    if base is None:
+        base = read_yaml(data_yaml) if data_yaml.is_file() else {}
+        origins = [str(data_yaml)] if data_yaml.is_file() else []
+    if not data_yaml.is_file():
+        log.info("%s not found: the data params are the built-in defaults (and --set data.*)", data_yaml)
+    overrides = overrides or []
+    return validate(DataParams, apply_overrides(base, overrides),
+                    _origin(" + ".join(origins or []) or "data params", [f"data.{s}" for s in overrides]))
 
 
 def _origin(where: str, overrides: list[str]) -> str:
