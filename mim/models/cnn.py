@@ -21,27 +21,7 @@ from torch import nn
 
 from mim.models.encoder import cpu_state, map_to_tokens
 from mim.models.state import load_state_strict
-
-# The timm.create_model arguments a spec may carry (`model.kwargs`): architecture shapes with plain values. An
-# encoder file's metadata is untrusted, so anything else (checkpoint_path, pretrained, pretrained_cfg_overlay, a
-# hub name) is refused: it could make timm read or fetch files.
-TIMM_KWARGS = frozenset({"channels", "stem_width", "stem_type", "cardinality", "base_width", "down_kernel_size",
-                         "avg_down", "replace_stem_pool", "block_reduce_first", "act_layer", "norm_layer",
-                         "drop_rate", "drop_block_rate", "zero_init_last"})
-
-
-def check_timm_args(name: str, kwargs: dict) -> None:
-    """Refuse a timm model name with a source prefix (`hf-hub:...`) and any keyword outside `TIMM_KWARGS` or with
-    a value other than a number, a string or a list of them."""
-    if not isinstance(name, str) or ":" in name or "/" in name:
-        raise ValueError(f"model.name {name!r}: a timm architecture name is expected (no hub or file source)")
-    for key, value in kwargs.items():
-        if key not in TIMM_KWARGS:
-            raise ValueError(f"model.kwargs.{key}: not an allowed timm.create_model argument (allowed: "
-                             f"{', '.join(sorted(TIMM_KWARGS))})")
-        items = value if isinstance(value, list | tuple) else [value]
-        if not all(isinstance(v, int | float | str | bool) for v in items):
-            raise ValueError(f"model.kwargs.{key}: {value!r} is not a number, a string or a list of them")
+from mim.models.timm_args import check_timm_args
 
 
 @dataclass(frozen=True)

@@ -307,12 +307,12 @@ def forged_encoder(path: Path, arch: str, spec: dict) -> Path:
 
 
 @pytest.mark.parametrize(("arch", "spec", "expected"), [
-    ("cnn", {"name": "resnet10t", "kwargs": {"checkpoint_path": "/etc/passwd"}}, "model.kwargs.checkpoint_path: not "
+    ("cnn", {"name": "resnet10t", "kwargs": {"checkpoint_path": "/etc/passwd"}}, "kwargs.checkpoint_path: not "
      "an allowed timm.create_model argument"),
-    ("cnn", {"name": "resnet10t", "kwargs": {"pretrained": True}}, "model.kwargs.pretrained: not an allowed"),
+    ("cnn", {"name": "resnet10t", "kwargs": {"pretrained": True}}, "kwargs.pretrained: not an allowed"),
     ("cnn", {"name": "resnet10t", "kwargs": {"pretrained_cfg_overlay": {"file": "/tmp/x.pth"}}},
-     "model.kwargs.pretrained_cfg_overlay: not an allowed"),
-    ("cnn", {"name": "hf-hub:someone/model"}, "model.name 'hf-hub:someone/model': a timm architecture name is "
+     "kwargs.pretrained_cfg_overlay: not an allowed"),
+    ("cnn", {"name": "hf-hub:someone/model"}, "name 'hf-hub:someone/model': a timm architecture name is "
      "expected"),
     ("vit", {"img_size": 16, "checkpoint_path": "/etc/passwd"}, "metadata spec key 'checkpoint_path' is not one "
      "mim writes"),
@@ -358,4 +358,5 @@ def test_teacher_weights_are_verified_against_their_sha256(encoder_file):
         load_weights(str(encoder_file), wrong)
     with pytest.raises(ParamsError, match="sha256 verifies a weights file, but weights is 'random'"):
         load_params(TeacherParams, None, ["weights=random", f"sha256={right}"])
+
 
