@@ -99,11 +99,11 @@ def load_one_off(params_dir: str | Path, method: str | None, params_file: str | 
     data_yaml = params_dir / "data.yaml"
     data_dict = read_yaml(data_yaml) if data_yaml.is_file() else {}
     origins = [str(data_yaml)] if data_yaml.is_file() else []
-    named = {"method": {"name": method}} if method else {}
+    named = {"method": {"name": method}} if method in METHOD_NAMES else {}  # a variant's file names its method
     if params_file is not None:
         own = read_yaml(params_file)
         file_method = section(own, "method", params_file).get("name")
-        if method and file_method and file_method != method:
+        if method in METHOD_NAMES and file_method and file_method != method:
             raise ParamsError(f"{params_file}: method.name is {file_method!r} but --method is {method!r}")
         file_data = section(own, "data", params_file)
         if file_data:
@@ -111,7 +111,7 @@ def load_one_off(params_dir: str | Path, method: str | None, params_file: str | 
         recipe_dict = {k: v for k, v in own.items() if k != "data"}
         recipe = validate(RecipeParams, apply_overrides(deep_merge(named, recipe_dict), own_sets),
                           _origin(str(params_file), own_sets))
-    elif method and (params_dir / f"{method}.yaml").is_file():
+    elif method and ((params_dir / f"{method}.yaml").is_file() or method not in METHOD_NAMES):
         recipe = load_recipe_file(params_dir / f"{method}.yaml", method, own_sets)
     else:
         if method:
