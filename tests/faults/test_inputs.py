@@ -215,6 +215,9 @@ def test_pretrain_help_states_the_one_rule(capsys):
     ("- 1\n- 2\n", "expected a mapping (key: value lines) at the top level, got the list [1, 2]"),
     ("", "the params file is empty"),
     ("train:\n  steps: 3\n   epochs: 1\n", "line 3, column 10: not valid YAML: mapping values are not allowed here"),
+    ("train:\n  steps: 3\nmodel: {patch_size: 4}\ntrain:\n  epochs: 1\n",
+     "line 4, column 1: not valid YAML: key 'train' given twice in one section (also on line 1); the second would "
+     "silently win"),
 ])
 def test_a_params_file_of_the_wrong_shape_is_one_line(text, expected, tmp_path, capsys):
     f = tmp_path / "run.yaml"
