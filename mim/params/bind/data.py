@@ -59,14 +59,18 @@ def reference_split(data: DataParams, split: str) -> str | None:
     return None
 
 
+def reference_name(data: DataParams, split: str) -> str:
+    """How errors name `split`'s reference split: "the split 'train' of /data/photos"."""
+    ref = reference_split(data, split)
+    return f"the {describe(data, ref)}" if ref else "the training split"
+
+
 def load_split(data: DataParams, split: str, classes: list[str] | None = None) -> ImageTensors:
     """Prepared split `split` ("train", "eval_train" or "test") of the data, decoded at `data.image_size`;
     `classes`: the class list of its reference split (`reference_split`), which its labels index by name."""
     source, name = split_source(data, split)
-    ref = reference_split(data, split)
     return load_dataset(source, name, size=data.image_size, strict=data.strict, seed=data.seed,
-                        background=data.background, classes=classes or None,
-                        reference=f"the {describe(data, ref)}" if ref else "the training split")
+                        background=data.background, classes=classes or None, reference=reference_name(data, split))
 
 
 def train_images(data: DataParams) -> ImageTensors:
@@ -103,7 +107,7 @@ def write_split(data: DataParams, split: str, root: str, form: str, classes: lis
     labels, classes, skipped, digest = shard_source(
         source, name, url, max_side=data.max_side, mode="RGB" if channels == 3 else "L", background=data.background,
         strict=data.strict, size=data.image_size, seed=data.seed, classes=classes or None,
-        reference=f"the {describe(data, ref)}" if (ref := reference_split(data, split)) else "the training split")
+        reference=reference_name(data, split))
     return shard_entry(url, labels, classes, source, skipped, digest, data.image_size, channels, data.max_side,
                        data.background), labels
 
