@@ -21,7 +21,7 @@ class Strict(BaseModel):
     def _yaml_booleans(cls, data: Any) -> Any:
         """YAML 1.1 reads unquoted off/no/false as False and on/yes/true as True. A field whose words include
         "off" (or "on") takes the boolean as that word, the one meaning it can have; any other field that expects
-        a word and no boolean says which words it accepts and to quote them."""
+        a word or a number and no boolean says what it accepts (pydantic would read yes as 1)."""
         if not isinstance(data, dict):
             return data
         out = dict(data)
@@ -30,16 +30,20 @@ class Strict(BaseModel):
             if field is None:
                 continue
             words, takes_bool = accepted_words(field.annotation)
-            if takes_bool or words is None:
+            numbers = takes_numbers(field.annotation)
+            if takes_bool or (words is None and not numbers):
                 continue
             word = "on" if value else "off"
-            if word in words:
+            if words is not None and word in words:
                 out[name] = word
                 continue
             read = "on, yes or true" if value else "off, no or false"
-            choices = f"one of {', '.join(repr(w) for w in words)}" if words else "a string"
+            choices = " or ".join(filter(None, [
+                (f"one of {', '.join(repr(w) for w in words)}" if words else "a string") if words is not None else "",
+                "a number" if numbers else ""]))
+            fix = f"quote the word ({name}: '{words[0] if words else word}')" if words is not None else "give a number"
             raise ValueError(f"{name}: YAML reads an unquoted {read} as the boolean {str(value).lower()}, but "
-                             f"{name} takes {choices}; quote the word ({name}: '{words[0] if words else word}')")
+                             f"{name} takes {choices}; {fix}")
         return out
 
 
@@ -66,3 +70,15 @@ def accepted_words(annotation: Any) -> tuple[list[str] | None, bool]:
                 words = (words or []) + w
         return words, takes_bool
     return None, False
+
+
+def takes_numbers(annotation: Any) -> bool:
+    """True when `annotation` accepts an int or a float (`PositiveInt | Literal["auto"]`)."""
+    origin = get_origin(annotation)
+    if annotation in (int, float):
+        return True
+    if origin is Annotated:
+        return takes_numbers(get_args(annotation)[0])
+    if origin is Union or (origin is not None and type(annotation).__name__ == "UnionType"):
+        return any(takes_numbers(a) for a in get_args(annotation))
+    return False

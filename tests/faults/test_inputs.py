@@ -270,6 +270,8 @@ def test_a_stage_fails_early_with_the_same_line(tmp_path, capsys):
                  "'auto', 'bf16', 'fp16', 'off'; quote the word"),
     ("device: no", "train: device: YAML reads an unquoted off, no or false as the boolean false, but device takes "
                    "one of 'auto', 'cpu', 'cuda'"),
+    ("seed: no", "train: seed: YAML reads an unquoted off, no or false as the boolean false, but seed takes a "
+                 "number; give a number"),  # pydantic alone would read it as 0
 ])
 def test_yaml_booleans_where_a_word_is_expected(line, expected, tmp_path, capsys):
     from mim.params import load_file
