@@ -19,6 +19,12 @@ def uses_teacher(recipe: RecipeParams) -> bool:
     return name == "img2vec" or (name == "dmjd" and getattr(recipe.method, "target", None) == "teacher")
 
 
+def shared_inputs(recipe: RecipeParams) -> tuple[str, ...]:
+    """The shared params files (`tokenizer`, `teacher`) whose outputs `recipe` trains from."""
+    names = ["tokenizer"] if recipe.method.name in TOKENIZER_METHODS else []
+    return (*names, *(["teacher"] if uses_teacher(recipe) else []))
+
+
 def cross_checks(recipe: RecipeParams, recipe_file: str, data: DataParams, data_file: str,
                  shared: dict[str, tuple[BaseModel, str]] | None = None) -> list[str]:
     """Problems of `recipe` (from `recipe_file`) trained on `data` (from `data_file`) with the shared files

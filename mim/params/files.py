@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mim.params.checks import cross_checks
+from mim.params.checks import cross_checks, shared_inputs
 from mim.params.evaluation import EvalParams, TransferParams
 from mim.params.loading import (
     ParamsError,
@@ -73,7 +73,7 @@ def load_pretrain(params_dir: str | Path, recipe: str, overrides: list[str] | No
     recipe_params, data = load_with_data(params_dir, recipe, overrides)
     params_dir = Path(params_dir)
     shared = {}
-    for name in ("tokenizer", "teacher"):
+    for name in shared_inputs(recipe_params):  # only the files this recipe trains from
         if (params_dir / f"{name}.yaml").is_file():
             shared[name] = (load_file(params_dir / f"{name}.yaml"), str(params_dir / f"{name}.yaml"))
     problems = cross_checks(recipe_params, str(params_dir / f"{recipe}.yaml"), data, str(params_dir / "data.yaml"),
