@@ -34,17 +34,14 @@ def flow_context(name: str) -> Iterator[tuple[Path, StageRun]]:
         yield root, parent
 
 
-def edit_params(root: Path, method: str | None, *, epochs: float | None = None, steps: int | None = None,
+def edit_params(root: Path, methods: list[str], *, epochs: float | None = None, steps: int | None = None,
                 base_lr: float | None = None, batch_size: int | None = None, subset: int | None = None) -> list[str]:
-    """Write the flow's overrides into the params files (None = leave as is); returns the changed keys."""
-    changed = []
-    if subset is not None:
-        changed += [f"data.{k}" for k in set_params(str(root), "data", {"subset": subset})]
-    if method is not None:
-        recipe = {"train.epochs": epochs, "train.steps": steps, "optim.base_lr": base_lr,
-                  "train.batch_size": batch_size}
-        updates = {k: v for k, v in recipe.items() if v is not None}
+    """Write the flow's overrides into the params files (None = leave as is), every file or none (a value one
+    file refuses leaves all unchanged); returns the changed keys (`file.key`)."""
+    updates: dict[str, dict] = {"data": {"subset": subset}} if subset is not None else {}
+    recipe = {"train.epochs": epochs, "train.steps": steps, "optim.base_lr": base_lr, "train.batch_size": batch_size}
+    for method in methods:
+        updates[method] = {k: v for k, v in recipe.items() if v is not None}
         if epochs is not None and steps is None:
-            updates["train.steps"] = None  # epochs asked for: a step count in the file must not override them
-        changed += [f"{method}.{k}" for k in set_params(str(root), method, updates)] if updates else []
-    return changed
+            updates[method]["train.steps"] = None  # epochs asked for: a step count in the file must not override them
+    return set_params(str(root), updates)

@@ -23,9 +23,7 @@ def pipeline_flow(methods: list[str] | None = None, epochs: float | None = None,
     logger = get_run_logger()
     with flow_context("pipeline/all") as (root, parent):
         methods = methods or list(pipeline_methods(root))
-        changed = edit_params(root, None, subset=subset)
-        for m in methods:
-            changed += edit_params(root, m, epochs=epochs, steps=steps)
+        changed = edit_params(root, methods, epochs=epochs, steps=steps, subset=subset)
         ran = [s for stage in ["prepare", "baseline", "pixels"] for s in repro(stage, str(root))["ran"]]
         for m in methods:
             stages = [*filter(None, [input_stage(root, m)]), f"pretrain@{m}", f"evaluate@{m}"]

@@ -24,7 +24,7 @@ def pretrain_flow(method: str = "mae", epochs: float | None = None, steps: int |
     with flow_context(f"pretrain/{method}") as (root, parent):
         if method not in (known := pipeline_methods(root)):
             raise ValueError(f"unknown method {method!r}; dvc.yaml runs {', '.join(known)}")
-        changed = edit_params(root, method, epochs=epochs, steps=steps, base_lr=base_lr, batch_size=batch_size,
+        changed = edit_params(root, [method], epochs=epochs, steps=steps, base_lr=base_lr, batch_size=batch_size,
                               subset=subset)
         parent.set_tags({"method": method, "params_changed": ",".join(changed) or "none"})
         upstream = input_stage(root, method)  # e.g. the tokenizer: its own task, its own MLflow run

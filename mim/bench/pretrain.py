@@ -165,7 +165,7 @@ def _bench(
     amp: str, compile: bool, decoder_dim: int, decoder_depth: int, decoder_heads: int, mask_ratio: float | None,
     seed: int, rounds: int, depth: int | None, embed_dim: int | None, peer: bool,
 ) -> dict[str, Any]:
-    dev = resolve_device(device)
+    dev = resolve_device(device, param="--device")
     dtype = autocast_dtype(amp, dev)
     spec = ViTSpec(size=model, img_size=image_size, patch_size=patch_size, depth=depth, embed_dim=embed_dim)
     notes: list[str] = []

@@ -11,7 +11,6 @@ import os
 from typing import TYPE_CHECKING
 
 from mim.cli.common import write_json
-from mim.params import ParamsError
 
 if TYPE_CHECKING:
     from mim.data.shards import ShardSplit
@@ -22,15 +21,9 @@ log = logging.getLogger("mim")
 
 def pretrain(args: argparse.Namespace) -> int:
     from mim.engine.launch import needs_launch, relaunch_with_torchrun
-    from mim.params import PretrainParams, load_params, read_yaml
+    from mim.params.files import load_one_off
 
-    base = {}
-    if args.method:
-        file_method = (read_yaml(args.params).get("method") or {}).get("name") if args.params else None
-        if file_method and file_method != args.method:
-            raise ParamsError(f"{args.params}: method.name is {file_method!r} but --method is {args.method!r}")
-        base = {"method": {"name": args.method}}
-    params = load_params(PretrainParams, args.params, args.overrides, base=base)
+    params = load_one_off(args.params_dir, args.method, args.params, args.overrides)
     out = (args.out or f"runs/{params.method.name}").rstrip("/")
     data = one_off_data(params.data, out, prepare_here=os.environ.get("RANK") is None)  # before any re-launch
     if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):
@@ -73,19 +66,19 @@ def one_off_data(data_params: DataParams, out: str, prepare_here: bool) -> Shard
 
 def evaluate(args: argparse.Namespace) -> int:
     from mim.models.export import load_encoder, read_metadata
-    from mim.params import DataParams, EvalParams, load_params, split_overrides, validate
+    from mim.params import EvalParams, load_params, split_overrides
     from mim.params.bind.data import load_split
     from mim.params.bind.encoders import random_init_encoder
+    from mim.params.files import load_data
     from mim.stages.evaluate import evaluate
 
     data_sets, eval_sets = split_overrides(args.overrides, "data")
     params = load_params(EvalParams, args.params, eval_sets)
-    meta = read_metadata(args.encoder)
-    data_base = json.loads(meta["data"]) if "data" in meta else {}
-    data = load_params(DataParams, None, data_sets, base=data_base) if data_sets else validate(
-        DataParams, data_base, f"{args.encoder} (metadata)")
-    encoder = load_encoder(args.encoder)
-    train, test = load_split(data, "eval_train"), load_split(data, "test")
+    data = load_data(args.params_dir, data_sets)  # never the file's metadata: it may name any URL
+    note_trained_on(args.encoder, read_metadata(args.encoder), data)
+    encoder = load_encoder(args.encoder, img_size=data.image_size)
+    train = load_split(data, "eval_train")
+    test = load_split(data, "test", classes=train.classes)  # labels by the fit split's class names
     log.info("evaluating %s on %s: %d train / %d test images", args.encoder, data.source, len(train), len(test))
     results = {"encoder": evaluate(encoder, train, test, params, data)}
     if args.baseline:
@@ -95,6 +88,21 @@ def evaluate(args: argparse.Namespace) -> int:
     print(format_eval_table(results))
     write_json(args.out, results)
     return 0
+
+
+def note_trained_on(path: str, meta: dict[str, str], data: DataParams) -> None:
+    """One log line when the data an encoder file says it was trained on differs from the data it is evaluated on
+    (the file's data is only reported, never read as the source)."""
+    try:
+        trained = json.loads(meta.get("data") or "{}")
+    except ValueError:
+        trained = {}
+    if not isinstance(trained, dict):
+        trained = {}
+    source, size = trained.get("source"), trained.get("image_size")
+    if (source, size) != (None, None) and (source, size) != (data.source, data.image_size):
+        log.info("%s was trained on %s at %s px; evaluating on %s at %d px (params/data.yaml and --set data.*, "
+                 "never the file's metadata)", path, source, size, data.source, data.image_size)
 
 
 def format_eval_table(results: dict[str, dict[str, float]]) -> str:

@@ -41,14 +41,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=cmd_simple_stage)
 
     p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method",
-                       description="Stage form (what dvc.yaml runs): `mim pretrain --method M` reads params/M.yaml and "
-                       "params/data.yaml and writes models/M/, metrics/pretrain/M.json and plots/pretrain/M/. "
-                       "One-off form: `--params FILE` and/or `--out DIR` train into DIR from one params file "
-                       "(PretrainParams, its `data:` section included; params/*.yaml are not read).")
+                       description="Stage form (what dvc.yaml runs): `mim pretrain --method M` writes models/M/, "
+                       "metrics/pretrain/M.json and plots/pretrain/M/. One-off form: `--out DIR` (and/or `--params "
+                       "FILE`) trains into DIR (default runs/<method>). Both forms read their params by one rule: "
+                       "the data is PARAMS_DIR/data.yaml (the one-off form: when it exists), the recipe is "
+                       "PARAMS_DIR/M.yaml, or the one-off form's --params FILE (then PARAMS_DIR/M.yaml is not "
+                       "read; a `data:` section in FILE overrides data.yaml key by key; without either file the "
+                       "built-in defaults), and --set KEY=VALUE (data.KEY too) goes last.")
     p.add_argument("--method", metavar="RECIPE", help=f"a method ({', '.join(METHOD_NAMES)}) or a variant recipe "
                    "(params/<name>.yaml naming its method, e.g. cim-resnet)")
-    add_params_dir(p, "stage form: ")
-    p.add_argument("--params", help="one-off form: YAML params file (PretrainParams, data included)")
+    add_params_dir(p, "data.yaml and the recipes: ")
+    p.add_argument("--params", help="one-off form: YAML params file (a recipe, optionally with a `data:` section "
+                   "that overrides PARAMS_DIR/data.yaml)")
     p.add_argument("--out", help="one-off form: output directory or fsspec URL (default runs/<method>)")
     p.add_argument("--resume", nargs="?", const="auto", choices=("auto", "never", "force"),
                    help="sets train.resume (default auto: continue the checkpoint of a killed run when the same run "
@@ -60,14 +64,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="k-NN and linear probe of a frozen encoder",
                        description="Stage form: `mim evaluate --method M` evaluates models/M/encoder.safetensors on "
                        "data/prepared with params/eval.yaml; `--baseline-of R` evaluates a random-init encoder of "
-                       "recipe R's shape, `--pixels` the raw pixels. One-off form: `--encoder FILE` on the data its "
-                       "metadata names (or --set data.KEY=VALUE).")
+                       "recipe R's shape, `--pixels` the raw pixels. One-off form: `--encoder FILE` on the data of "
+                       "PARAMS_DIR/data.yaml (when it exists) and --set data.KEY=VALUE; the file's metadata is never "
+                       "read as a data source.")
     e.add_argument("--method", metavar="RECIPE", help="stage form: evaluate this recipe's encoder (models/RECIPE)")
     e.add_argument("--baseline-of", metavar="RECIPE",
                    help="stage form: a random-init encoder of RECIPE's shape -> metrics/evaluate/baseline-RECIPE.json")
     e.add_argument("--pixels", action="store_true",
                    help="stage form: the raw-pixel baseline -> metrics/evaluate/pixels.json")
-    add_params_dir(e, "stage form: ")
+    add_params_dir(e, "data.yaml (both forms) and eval.yaml (stage form): ")
     e.add_argument("--encoder", help="one-off form: an encoder.safetensors written by `mim pretrain`")
     e.add_argument("--params", help="one-off form: YAML eval params file (EvalParams)")
     e.add_argument("--baseline", action="store_true",

@@ -13,3 +13,7 @@ class CorruptImageError(ValueError):
 
 class CorruptImageWarning(UserWarning):
     """Some image files could not be decoded and were skipped."""
+
+
+class ClassMismatchError(ValueError):
+    """A split has a class folder its reference split (the training split) lacks: its labels cannot be aligned."""

@@ -1,7 +1,8 @@
 """Image folders on any fsspec filesystem, decoded into one uint8 tensor.
 
-Layout: `root/<class>/**/*.png` gives a labeled data set (classes sorted by folder name); images
-directly in `root` with no class folders give an unlabeled one (labels -1).
+Layout: `root/<class>/**/*.png` gives a labeled data set (classes sorted by folder name, or those of a reference
+split: label i means the same class in every split); images directly in `root` with no class folders give an
+unlabeled one (labels -1).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mim.data.dataset import UNLABELED, ImageTensors
 from mim.data.decode import decode_bytes
-from mim.data.errors import CorruptImageError, CorruptImageWarning, EmptyDatasetError
+from mim.data.errors import ClassMismatchError, CorruptImageError, CorruptImageWarning, EmptyDatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 _MODES = {1: "L", 3: "RGB"}
@@ -28,18 +29,20 @@ _SHOWN_CORRUPT = 5
 
 
 def load_image_folder(url: str, *, size: int, channels: int = 3, strict: bool = False,
-                      background: tuple[int, int, int] = (255, 255, 255)) -> ImageTensors:
+                      background: tuple[int, int, int] = (255, 255, 255), classes: list[str] | None = None,
+                      reference: str = "the training split") -> ImageTensors:
     """Decode every image under `url` to [N, channels, size, size] uint8 (shorter side resized, then center crop),
     upright (EXIF), transparency composited onto `background`, 16-bit and CMYK images converted.
 
     Unreadable files are skipped, reported in one `CorruptImageWarning` and named in the result's `skipped`; with
-    `strict=True` the first one raises `CorruptImageError` instead.
+    `strict=True` the first one raises `CorruptImageError` instead. `classes` (of `reference`) fixes the labels'
+    class list (see `list_image_folder`).
     """
     if channels not in _MODES:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    fs, paths, labels, classes = list_image_folder(url)
+    fs, paths, labels, classes = list_image_folder(url, classes, reference)
 
     pixels = np.empty((len(paths), size, size, channels), dtype=np.uint8)  # [N, H, W, C] uint8
     ok = np.ones(len(paths), dtype=bool)
@@ -80,19 +83,32 @@ def load_image_folder(url: str, *, size: int, channels: int = 3, strict: bool = 
     )
 
 
-def list_image_folder(url: str) -> tuple[fsspec.AbstractFileSystem, list[str], list[int], list[str]]:
+def list_image_folder(url: str, classes: list[str] | None = None, reference: str = "the training split"
+                      ) -> tuple[fsspec.AbstractFileSystem, list[str], list[int], list[str]]:
     """(filesystem, sorted image paths, their labels, class names) of the image folder at `url`; clear errors for a
-    missing folder, a file, or a folder without images."""
+    missing folder, a file, or a folder without images.
+
+    `classes`: the class list of a reference split (`reference` names it in errors). Labels then index it, by
+    name: a folder missing some of its classes keeps the others' labels; a class folder it lacks is a
+    `ClassMismatchError`."""
     fs, root = fsspec.core.url_to_fs(url)
     root = root.rstrip("/") or "/"
     if not fs.exists(root):
         raise FileNotFoundError(f"image folder {url!r} does not exist")
     if not fs.isdir(root):
         raise NotADirectoryError(f"image folder {url!r} is a file, not a folder")
-    paths, labels, classes = _list_images(fs, root, url)
+    paths, labels, own = _list_images(fs, root, url)
     if not paths:
         raise EmptyDatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {url!r}")
-    return fs, paths, labels, classes
+    if classes is None or not own or own == list(classes):
+        return fs, paths, labels, own
+    unknown = sorted(set(own) - set(classes))
+    if unknown:
+        raise ClassMismatchError(f"image folder {url!r} has class folder(s) {', '.join(unknown)} that "
+                                 f"{reference} lacks (its classes: {', '.join(classes) or 'none'}); a label must "
+                                 "mean the same class in every split: remove or rename them, or add them there")
+    index = {name: i for i, name in enumerate(classes)}
+    return fs, paths, [index[own[label]] for label in labels], list(classes)
 
 
 def display_path(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -203,10 +203,12 @@ class ShardImages:
 
 def shard_source(source: str, split: str, url: str, *, max_side: int | None, mode: str,
                  background: tuple[int, int, int], strict: bool, size: int, seed: int,
-                 threads: int | None = None) -> tuple[np.ndarray, list[str], list[str], str]:
+                 threads: int | None = None, classes: list[str] | None = None,
+                 reference: str = "the training split") -> tuple[np.ndarray, list[str], list[str], str]:
     """Write split `split` of `source` as shards at `url`; returns (labels in stored order, class names, skipped
     files, digest of the stored bytes). An image folder's files are read and checked in parallel threads and
-    stored as they are (or capped at `max_side`); in-memory sources (Fashion-MNIST, synthetic) as PNGs."""
+    stored as they are (or capped at `max_side`); in-memory sources (Fashion-MNIST, synthetic) as PNGs. `classes`
+    (of the split `reference` names) aligns an image folder's labels by class name."""
     import hashlib
 
     from mim.data.errors import CorruptImageError, EmptyDatasetError
@@ -221,7 +223,7 @@ def shard_source(source: str, split: str, url: str, *, max_side: int | None, mod
                                                           for i in range(len(ds)))
         classes, names = ds.classes, [f"{source}:{split}:{i}" for i in range(len(ds))]
     else:
-        fs, paths, labels, classes = list_image_folder(split_folder(source, split))
+        fs, paths, labels, classes = list_image_folder(split_folder(source, split), classes, reference)
         names = [display_path(fs, p) for p in paths]
 
         def read(path: str) -> bytes | str:

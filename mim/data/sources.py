@@ -26,6 +26,8 @@ def load_dataset(
     synthetic_size: int = 512,
     seed: int = 0,
     background: tuple[int, int, int] = (255, 255, 255),
+    classes: list[str] | None = None,
+    reference: str = "the training split",
 ) -> ImageTensors:
     """Load split `split` of the data set named by `source`.
 
@@ -33,8 +35,9 @@ def load_dataset(
       `channels` are ignored, augmentation resizes and converts to RGB).
     - `"synthetic"` or `"synthetic:N"`: N (default `synthetic_size`) stripe images of side `size` (default 32);
       train and test use different seeds derived from `seed`.
-    - anything else: a local path or fsspec URL of an image folder; `<url>/<split>` is used when it exists,
-      else the folder itself. `size` is required.
+    - anything else: a local path or fsspec URL of an image folder: `<url>/<split>`, which must exist (split "."
+      is the folder itself; `split_folder`). `size` is required. `classes` (of the split `reference` names)
+      aligns the labels by class name (`mim.data.folder.list_image_folder`).
     """
     name, _, arg = source.partition(":")
     if name in ("fashion-mnist", "synthetic") and split not in SPLITS:
@@ -46,7 +49,7 @@ def load_dataset(
     if size is None:
         raise ValueError(f"image folder source {source!r} needs an image size (size=...)")
     return load_image_folder(split_folder(source, split), size=size, channels=channels, strict=strict,
-                             background=background)
+                             background=background, classes=classes, reference=reference)
 
 
 def _synthetic(arg: str, split: str, *, size: int | None, channels: int, default_n: int, seed: int) -> ImageTensors:

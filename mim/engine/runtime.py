@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
 import torch
 
+log = logging.getLogger("mim")
+_FELL_BACK: set[str] = set()  # params whose `auto` fallback was already reported in this process
 
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> the local CUDA device when there is one, else the CPU; "cuda" without a GPU is an error."""
+
+class DeviceError(ValueError):
+    """A device asked for by name is not usable on this machine."""
+
+
+def resolve_device(choice: str, local_rank: int = 0, param: str = "train.device") -> torch.device:
+    """"auto" -> the local CUDA device when there is one, else the CPU (said once, in one log line); "cuda" is a
+    requirement: without a usable GPU it is a `DeviceError` naming `param`."""
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible (set train.device=auto or cpu)")
+        raise DeviceError(f"{param}=cuda but no CUDA device is visible (torch.cuda.is_available() is False); "
+                          f"set {param} to auto (the CPU when there is no GPU) or cpu")
     if choice in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", local_rank)
+    if choice == "auto" and param not in _FELL_BACK:
+        _FELL_BACK.add(param)
+        log.info("%s=auto: no CUDA device visible, running on the CPU", param)
     return torch.device("cpu")
 
 

@@ -33,6 +33,7 @@ class ProbeConfig:
     linear_lr: float
     linear_weight_decay: float
     linear_optimizer: Literal["adamw", "sgd", "lars"]
+    device_param: str = "eval.device"  # the param `device` came from, named when it cannot be used
 
 
 def eval_subsets(train: ImageTensors | ShardSplit, test: ImageTensors | ShardSplit, train_subset: int | None,
@@ -61,7 +62,7 @@ def probe_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 def evaluate_encoder(encoder: Encoder, train: ImageTensors, test: ImageTensors, augment: BatchAugment,
                      config: ProbeConfig) -> dict[str, float]:
     """Features of `encoder` extracted once per split (`augment.eval`), then k-NN and linear probe (in %)."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, param=config.device_param)
     began = time.perf_counter()
     feats = [extract_features(encoder, ds.images, augment, pool=config.pool, batch_size=config.batch_size,
                               device=device) for ds in (train, test)]
@@ -76,4 +77,4 @@ def evaluate_pixels(train: ImageTensors, test: ImageTensors, augment: BatchAugme
                     config: ProbeConfig) -> dict[str, float]:
     """The raw-pixel reference: the same protocol on flattened, normalized input pixels."""
     return probe_features(pixel_features(train.images, augment), train.labels, pixel_features(test.images, augment),
-                          test.labels, config, resolve_device(config.device))
+                          test.labels, config, resolve_device(config.device, param=config.device_param))

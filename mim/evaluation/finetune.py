@@ -98,10 +98,10 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
     (`identity` says what makes this run; a checkpoint made by another is refused unless `resume` is force)."""
     if (train.labels < 0).any() or (test.labels < 0).any():
         raise ValueError("fine-tuning needs class labels on both splits (class sub-folders)")
-    dev = resolve_device(device)
+    dev = resolve_device(device, param="finetune.device")
     dist = init_distributed(dev.type)
     if dist.enabled:
-        dev = resolve_device(device, dist.local_rank)
+        dev = resolve_device(device, dist.local_rank, "finetune.device")
     if batch_size % dist.world_size:
         raise ValueError(f"finetune.batch_size {batch_size} is not divisible by {dist.world_size} processes")
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1

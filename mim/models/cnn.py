@@ -21,6 +21,7 @@ from torch import nn
 
 from mim.models.encoder import cpu_state, map_to_tokens
 from mim.models.state import load_state_strict
+from mim.models.timm_args import check_timm_args
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class CnnSpec:
     kwargs: dict = field(default_factory=dict)  # more timm.create_model arguments (channels, stem_width, ...)
     drop_path: float = 0.0
     arch: str = "cnn"
+
+    def __post_init__(self) -> None:
+        check_timm_args(self.name, self.kwargs)
 
     @property
     def timm_name(self) -> str:

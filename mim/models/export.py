@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import sys
@@ -117,15 +118,36 @@ def load_encoder(path: str, img_size: int | None = None) -> Encoder:
     if arch not in ARCHS:
         raise ValueError(f"{path}: unknown encoder architecture {arch!r} (known: {', '.join(ARCHS)})")
     spec_type, encoder_type = ARCHS[arch]
-    spec, state = json.loads(meta["spec"]), load_bytes(data)
+    spec, state = _spec_fields(meta, spec_type, path), load_bytes(data)
     resized = bool(img_size) and img_size != spec.get("img_size") and arch != "cnn"  # a CNN takes any size
     if resized:  # the hierarchical encoder's sin-cos positions are a buffer: rebuilt for the new grid
         spec = {**spec, "img_size": img_size}
-    encoder = encoder_type(spec_type.from_dict(spec))
+    try:
+        built = spec_type.from_dict(spec)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: the metadata's spec is refused: {err}") from None
+    encoder = encoder_type(built)
     if resized and arch == "vit":
         state = _vit_positions(encoder, state)
     encoder.load_export_state(state, path)
     return encoder
+
+
+def _spec_fields(meta: dict[str, str], spec_type: type[EncoderSpec], path: str) -> dict:
+    """The metadata's spec as a mapping of the fields `spec_type` has: the file is untrusted, so an unknown key is
+    refused (with its name and the file's), never passed on."""
+    try:
+        spec = json.loads(meta.get("spec", ""))
+    except ValueError:
+        raise ValueError(f"{path}: the metadata's spec is not JSON; not an encoder exported by mim") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: the metadata's spec is not a mapping; not an encoder exported by mim")
+    known = {f.name for f in dataclasses.fields(spec_type)}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"{path}: metadata spec key {unknown[0]!r} is not one mim writes (refused: an encoder file "
+                         f"is untrusted input; known keys: {', '.join(sorted(known))})")
+    return spec
 
 
 def _vit_positions(encoder: MaskedViT, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from ruamel.yaml import YAML
 
 from mim.io import write_text
-from mim.params.files import check_dir, load_file
+from mim.params.files import check_dir, cross_file_problems, load_file
 from mim.params.loading import ParamsError
 
 SETS = "sets"  # params/sets/<name>/: complete params sets that `use_set` makes active
@@ -42,17 +43,54 @@ def edit_file(path: str | Path, updates: dict[str, Any]) -> list[str]:
     """Set dotted keys in the params file at `path` (validated first, then replaced atomically); returns the keys
     that changed."""
     path = Path(path)
-    text, changed = edit_yaml_text(path.read_text(), updates)
+    return [key for _, key in edit_files(path.parent, {path.stem: updates})]
+
+
+def edit_files(params_dir: str | Path, updates: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Set dotted keys in several params files at once ({file stem: {dotted key: value}}), all or nothing: every
+    edited file is validated, and the recipes checked against the data and shared files (`mim.params.checks`),
+    in a staged copy first; only then is each file replaced (atomically). Returns (stem, key) of what changed."""
+    params_dir = Path(params_dir)
+    texts, changed = {}, []
+    for stem, file_updates in updates.items():
+        path = params_dir / f"{stem}.yaml"
+        if not path.is_file():
+            raise ParamsError(f"{path}: params file not found")
+        texts[stem], keys = edit_yaml_text(path.read_text(), file_updates)
+        changed += [(stem, k) for k in keys]
     with tempfile.TemporaryDirectory() as tmp:
-        candidate = Path(tmp) / path.name
-        candidate.write_text(text)
-        try:
-            load_file(candidate)
-        except ParamsError as err:
-            raise ParamsError(str(err).replace(str(candidate), str(path))) from None
-    if changed:
-        write_text(str(path), text)
+        staged = Path(tmp)
+        for f in params_dir.glob("*.yaml"):
+            shutil.copy2(f, staged / f.name)
+        for stem, text in texts.items():
+            (staged / f"{stem}.yaml").write_text(text)
+        problems = []
+        for stem in texts:
+            try:
+                load_file(staged / f"{stem}.yaml")
+            except ParamsError as err:
+                problems.append(str(err).removeprefix("invalid parameters:\n  "))
+        if not problems:
+            edited = [str(staged / f"{stem}.yaml") for stem in texts]
+            problems = [p for p in cross_file_problems(staged, _valid_files(staged)) if any(e in p for e in edited)]
+        if problems:
+            message = "\n  ".join(problems).replace(str(staged), str(params_dir))
+            raise ParamsError(f"invalid parameters (no file changed):\n  {message}")
+    for stem, text in texts.items():
+        if any(s == stem for s, _ in changed):
+            write_text(str(params_dir / f"{stem}.yaml"), text)
     return changed
+
+
+def _valid_files(params_dir: Path) -> dict[str, BaseModel]:
+    """The params files under `params_dir` valid on their own (the others take no part in cross-file checks)."""
+    valid = {}
+    for f in sorted(params_dir.glob("*.yaml")):
+        try:
+            valid[f.stem] = load_file(f)
+        except ParamsError:
+            continue
+    return valid
 
 
 def list_sets(params_dir: str | Path) -> list[str]:

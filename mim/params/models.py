@@ -37,7 +37,8 @@ class CnnParams(Strict):
     patch_size: PositiveInt = Field(4, description="the token grid per-token heads and tokenizers use")
     input_size: PositiveInt | None = Field(None, description="resize images to this before the stem (None = as is)")
     output_stride: Literal[8, 16, 32] = Field(32, description="8/16 dilate the last stages (bigger final maps)")
-    kwargs: dict[str, Any] = Field({}, description="more timm.create_model arguments, e.g. channels, stem_width")
+    kwargs: dict[str, Any] = Field({}, description="more timm.create_model arguments, e.g. channels, stem_width "
+                                   "(architecture shapes only: mim.models.timm_args.TIMM_KWARGS)")
     drop_path: Fraction = 0.0
 
 

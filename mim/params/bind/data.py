@@ -43,11 +43,34 @@ def is_alias(data: DataParams, split: str) -> bool:
     return split == "eval_train" and split_source(data, split) == split_source(data, "train")
 
 
-def load_split(data: DataParams, split: str) -> ImageTensors:
-    """Prepared split `split` ("train", "eval_train" or "test") of the data, decoded at `data.image_size`."""
+def describe(data: DataParams, split: str) -> str:
+    """How messages name prepared split `split`: "split 'test' of /data/photos"."""
+    source, name = split_source(data, split)
+    return f"split {name!r} of {source}"
+
+
+def reference_split(data: DataParams, split: str) -> str | None:
+    """The split whose class list labels `split` by name: `test` follows `eval_train`, which follows the
+    pre-training split when both are splits of one source (so label i is one class everywhere)."""
+    if split == "test":
+        return "eval_train"
+    if split == "eval_train" and not is_alias(data, split) and split_source(data, split)[0] == data.source:
+        return "train"
+    return None
+
+
+def reference_name(data: DataParams, split: str) -> str:
+    """How errors name `split`'s reference split: "the split 'train' of /data/photos"."""
+    ref = reference_split(data, split)
+    return f"the {describe(data, ref)}" if ref else "the training split"
+
+
+def load_split(data: DataParams, split: str, classes: list[str] | None = None) -> ImageTensors:
+    """Prepared split `split` ("train", "eval_train" or "test") of the data, decoded at `data.image_size`;
+    `classes`: the class list of its reference split (`reference_split`), which its labels index by name."""
     source, name = split_source(data, split)
     return load_dataset(source, name, size=data.image_size, strict=data.strict, seed=data.seed,
-                        background=data.background)
+                        background=data.background, classes=classes or None, reference=reference_name(data, split))
 
 
 def train_images(data: DataParams) -> ImageTensors:
@@ -69,10 +92,13 @@ def storage_form(data: DataParams, split: str) -> str:
     return "array" if len(paths) * channels * data.image_size**2 <= data.array_max_gb * 2**30 else "shards"
 
 
-def write_split(data: DataParams, split: str, root: str, form: str) -> tuple[dict, np.ndarray | None]:
-    """Prepare `split` in `form` under `root`; returns its manifest entry and, for shards, the labels to store."""
+def write_split(data: DataParams, split: str, root: str, form: str, classes: list[str] | None = None
+                ) -> tuple[dict, np.ndarray | None]:
+    """Prepare `split` in `form` under `root`; returns its manifest entry and, for shards, the labels to store.
+    `classes`: its reference split's class list (`load_split`)."""
     if form == "array":
-        return save_split(root, split, train_images(data) if split == "train" else load_split(data, split)), None
+        ds = train_images(data) if split == "train" else load_split(data, split, classes)
+        return save_split(root, split, ds), None
     if split == "train" and data.subset is not None:
         raise ValueError("data.subset: not supported with storage: shards (prepare a smaller folder instead)")
     source, name = split_source(data, split)
@@ -80,22 +106,17 @@ def write_split(data: DataParams, split: str, root: str, form: str) -> tuple[dic
     channels = 3 if data.to_rgb else 1
     labels, classes, skipped, digest = shard_source(
         source, name, url, max_side=data.max_side, mode="RGB" if channels == 3 else "L", background=data.background,
-        strict=data.strict, size=data.image_size, seed=data.seed)
+        strict=data.strict, size=data.image_size, seed=data.seed, classes=classes or None,
+        reference=reference_name(data, split))
     return shard_entry(url, labels, classes, source, skipped, digest, data.image_size, channels, data.max_side,
                        data.background), labels
 
 
-def check_classes(entries: dict[str, dict]) -> None:
-    """The labeled evaluation splits name the same classes (so label i means one class in both)."""
-    fit, test = entries.get("eval_train", {}), entries.get("test", {})
-    fit = entries.get(fit.get("alias"), fit)
-    if not (fit.get("labeled") and test.get("labeled")) or fit["classes"] == test["classes"]:
-        return
-    only_fit, only_test = sorted(set(fit["classes"]) - set(test["classes"])), sorted(set(test["classes"]) -
-                                                                                      set(fit["classes"]))
-    raise ValueError(f"the evaluation splits name different classes: {fit['source']} has "
-                     f"{only_fit or 'no others'} that {test['source']} lacks, and it has {only_test or 'no others'}; "
-                     "give both splits the same class folders")
+def labeled_classes(entries: dict[str, dict], split: str | None) -> list[str] | None:
+    """The class list of prepared `split`'s entry (following an alias) when it is labeled, else None."""
+    entry = entries.get(split or "", {})
+    entry = entries.get(entry.get("alias"), entry)
+    return entry["classes"] if entry.get("labeled") else None
 
 
 def prepare(data: DataParams, root: str, splits: tuple[str, ...] = PREPARED_SPLITS) -> dict:
@@ -110,8 +131,8 @@ def prepare(data: DataParams, root: str, splits: tuple[str, ...] = PREPARED_SPLI
         form = storage_form(data, split)
         log.info("preparing %s (%s of %s) as %s ...", split, split_source(data, split)[1],
                  split_source(data, split)[0], form)
-        entries[split], stored = write_split(data, split, root, form)
+        classes = labeled_classes(entries, reference_split(data, split))
+        entries[split], stored = write_split(data, split, root, form, classes)
         if stored is not None:
             labels[split] = stored
-    check_classes(entries)
     return save_manifest(root, entries, labels, extra={"source": data.source, "data": data.model_dump(mode="json")})

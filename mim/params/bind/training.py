@@ -62,7 +62,7 @@ def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str,
     device = resolve_device(t.device)
     dist = init_distributed(device.type)
     if dist.enabled:
-        device = resolve_device(t.device, dist.local_rank)
+        device = resolve_device(t.device, dist.local_rank, "train.device")
     set_deterministic(t.deterministic)
     data = data if data is not None else train_images(params.data)
     aug = augment(params.data, params.image_size)
