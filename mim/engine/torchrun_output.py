@@ -14,7 +14,7 @@ from typing import TextIO
 RENDEZVOUS_FAILURES = ("RendezvousTimeoutError", "RendezvousConnectionError", "RendezvousClosedError")
 _CHILD_FAILED = "ChildFailedError"
 _ONE_LINE = re.compile(r"^mim [\w-]+: ")  # what a rank prints for an error users cause (see mim.cli.main)
-_AGENT_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ \d+ torch/distributed/")  # the agent's logging lines
+_AGENT_LOG = re.compile(r"^[IWE]\d{4} [\d:.]+ \d+ \S*torch/distributed/")  # the agent's logging lines
 
 
 def _exception_name(line: str) -> str:
