@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 from mim.cli import runs
@@ -104,10 +105,15 @@ def cmd_params(args: argparse.Namespace) -> int:
 
     if args.params_command == "use":
         from mim.params.edit import use_set
+        from mim.project.state import state_dir
 
-        written = use_set(args.dir, args.name, args.source)
+        backup = state_dir() / "params-backup" / time.strftime("%Y%m%d-%H%M%S")
+        written = use_set(args.dir, args.name, args.source, backup_dir=backup)
         print(f"{args.dir}: now the {args.name!r} set ({len(written)} files: {', '.join(written)})"
               + (f"; data.source = {args.source}" if args.source else ""))
+        if backup.is_dir():
+            kept = ", ".join(p.name for p in sorted(backup.iterdir()))
+            print(f"the files it replaced are kept in {backup}/ ({kept})")
         return 0
     if args.params_command == "check":
         valid = check_dir(args.dir)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+MaskRatio = Annotated[float, Field(gt=0.0, lt=1.0)]  # 0 masks nothing: no loss, no learning
 PositiveInt = Annotated[int, Field(gt=0)]
 
 

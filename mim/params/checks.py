@@ -60,6 +60,7 @@ def cross_checks(recipe: RecipeParams, recipe_file: str, data: DataParams, data_
         if isinstance(teacher, TeacherParams) and teacher.patch_size != patch:
             problems.append(f"{recipe_file}: model.patch_size {patch} differs from patch_size {teacher.patch_size} "
                             f"in {teacher_file} (the teacher's features land on the student's token grid)")
+    problems += _mask_count(recipe, recipe_file, sizes)
     nproc = recipe.launcher.nproc_per_node
     if isinstance(nproc, int):
         ways = nproc * recipe.launcher.nnodes * train.accum_steps
@@ -72,3 +73,24 @@ def cross_checks(recipe: RecipeParams, recipe_file: str, data: DataParams, data_
                             f"even, but train.batch_size {train.batch_size} / {ways} (processes x accum_steps) = "
                             f"{train.batch_size // ways}")
     return problems
+
+
+def _mask_count(recipe: RecipeParams, recipe_file: str, sizes: dict[str, tuple[int, str]]) -> list[str]:
+    """A ViT recipe's mask must hide at least one token (or SimMIM unit) and keep at least one visible, at the
+    pre-training size: `int(N * ratio + 0.5)` of N (`mim.masking.checks.num_masked`'s rule)."""
+    method, model = recipe.method, recipe.model
+    ratio = getattr(method, "mask_ratio", None)
+    if ratio is None or model.arch != "vit" or method.name == "mixmim":
+        return []
+    field = "train.image_size" if "train.image_size" in sizes else "data.image_size"
+    size = sizes[field][0]
+    unit = method.mask_unit_size if method.name == "simmim" else model.patch_size
+    if size % unit:
+        return []  # reported above
+    total = (size // unit) ** 2
+    masked = int(total * ratio + 0.5)
+    if 0 < masked < total:
+        return []
+    what = "mask units" if method.name == "simmim" else "tokens"
+    return [f"{recipe_file}: method.mask_ratio {ratio} masks {masked} of the {total} {what} at {field} {size}: "
+            f"choose a ratio that masks at least one and keeps at least one"]

@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 
 from mim.io import write_text
 from mim.params.files import check_dir, cross_file_problems, load_file
-from mim.params.loading import ParamsError
+from mim.params.loading import ParamsError, params_error, problems_of
 
 SETS = "sets"  # params/sets/<name>/: complete params sets that `use_set` makes active
 
@@ -69,13 +69,13 @@ def edit_files(params_dir: str | Path, updates: dict[str, dict[str, Any]]) -> li
             try:
                 load_file(staged / f"{stem}.yaml")
             except ParamsError as err:
-                problems.append(str(err).removeprefix("invalid parameters:\n  "))
+                problems += problems_of(err)
         if not problems:
             edited = [str(staged / f"{stem}.yaml") for stem in texts]
             problems = [p for p in cross_file_problems(staged, _valid_files(staged)) if any(e in p for e in edited)]
         if problems:
-            message = "\n  ".join(problems).replace(str(staged), str(params_dir))
-            raise ParamsError(f"invalid parameters (no file changed):\n  {message}")
+            raise params_error([p.replace(str(staged), str(params_dir)) for p in problems],
+                               "invalid parameters (no file changed)")
     for stem, text in texts.items():
         if any(s == stem for s, _ in changed):
             write_text(str(params_dir / f"{stem}.yaml"), text)
@@ -98,9 +98,11 @@ def list_sets(params_dir: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def use_set(params_dir: str | Path, name: str, source: str | None = None) -> list[str]:
+def use_set(params_dir: str | Path, name: str, source: str | None = None,
+            backup_dir: str | Path | None = None) -> list[str]:
     """Make `params/sets/<name>/` the active params: every file of the set is validated, then copied over
-    `params/<file>.yaml`; `source` also sets `data.source`. Returns the files written."""
+    `params/<file>.yaml`; `source` also sets `data.source`. The files it replaces with other contents are first
+    copied to `backup_dir` (nothing is lost: an edit not yet committed survives). Returns the files written."""
     params_dir = Path(params_dir)
     folder = params_dir / SETS / name
     if not folder.is_dir():
@@ -112,6 +114,11 @@ def use_set(params_dir: str | Path, name: str, source: str | None = None) -> lis
             shutil.copy2(f, staged / f.name)
         if source is not None:
             edit_file(staged / "data.yaml", {"source": source})
+        replaced = [f.name for f in sorted(staged.glob("*.yaml"))
+                    if (params_dir / f.name).is_file() and (params_dir / f.name).read_text() != f.read_text()]
+        if backup_dir is not None:
+            for file_name in replaced:
+                write_text(str(Path(backup_dir) / file_name), (params_dir / file_name).read_text())
         written = []
         for f in sorted(staged.glob("*.yaml")):
             write_text(str(params_dir / f.name), f.read_text())

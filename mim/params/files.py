@@ -19,6 +19,8 @@ from mim.params.loading import (
     apply_overrides,
     deep_merge,
     load_params,
+    params_error,
+    problems_of,
     read_yaml,
     section,
     validate,
@@ -79,7 +81,7 @@ def load_pretrain(params_dir: str | Path, recipe: str, overrides: list[str] | No
     problems = cross_checks(recipe_params, str(params_dir / f"{recipe}.yaml"), data, str(params_dir / "data.yaml"),
                             shared)
     if problems:
-        raise ParamsError("invalid parameters:\n  " + "\n  ".join(problems))
+        raise params_error(problems)
     return compose(recipe_params, data, f"{params_dir / f'{recipe}.yaml'} + {params_dir / 'data.yaml'}")
 
 
@@ -118,7 +120,13 @@ def load_one_off(params_dir: str | Path, method: str | None, params_file: str | 
             log.info("%s not found: the recipe is the built-in %s defaults (and --set)",
                      params_dir / f"{method}.yaml", method)
         recipe = validate(RecipeParams, apply_overrides(named, own_sets), _origin("params", own_sets))
-    return compose(recipe, load_data(params_dir, data_sets, data_dict, origins), "params")
+    data = load_data(params_dir, data_sets, data_dict, origins)
+    recipe_origin = str(params_file) if params_file is not None else (
+        str(params_dir / f"{method}.yaml") if method and (params_dir / f"{method}.yaml").is_file() else "params")
+    problems = cross_checks(recipe, recipe_origin, data, " + ".join(origins) or "data params")
+    if problems:
+        raise params_error(problems)
+    return compose(recipe, data, "params")
 
 
 def load_data(params_dir: str | Path, overrides: list[str] | None = None, base: dict[str, Any] | None = None,
@@ -167,13 +175,13 @@ def check_dir(params_dir: str | Path) -> dict[str, BaseModel]:
         try:
             valid[f.stem] = load_file(f)
         except ParamsError as err:
-            errors.append(str(err).removeprefix("invalid parameters:\n  "))
+            errors += problems_of(err)
     errors += cross_file_problems(params_dir, valid)
     for name in ("data", "eval"):
         if name not in valid and not any(e.startswith(str(params_dir / name)) for e in errors):
             errors.append(f"{params_dir / (name + '.yaml')}: params file not found")
     if errors:
-        raise ParamsError("invalid parameters:\n  " + "\n  ".join(errors))
+        raise params_error(errors)
     return valid
 
 

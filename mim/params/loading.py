@@ -128,7 +128,22 @@ def validate(model: type[M], data: dict[str, Any], origin: str) -> M:
                 got[where] = f" (got {e['input']!r})"
         lines = [f"{origin}: {where}: {' or '.join(dict.fromkeys(msgs))}{got.get(where, '')}"
                  for where, msgs in problems.items()]
-        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+        raise params_error(lines) from None
+
+
+def params_error(problems: list[str], header: str = "invalid parameters") -> ParamsError:
+    """One line for one problem, like every other error; an indented list for several."""
+    if len(problems) == 1:
+        return ParamsError(f"{header}: {problems[0]}")
+    return ParamsError(f"{header}:\n  " + "\n  ".join(problems))
+
+
+def problems_of(err: ParamsError) -> list[str]:
+    """The problem lines of a `params_error` (to gather several files' problems into one error)."""
+    text = str(err).removeprefix("invalid parameters")
+    if text.startswith(":\n  "):
+        return text[4:].split("\n  ")
+    return [text.removeprefix(": ")]
 
 
 def load_params(model: type[M], path: str | Path | None = None, overrides: list[str] | None = None,

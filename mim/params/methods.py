@@ -6,7 +6,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from mim.params.base import Fraction, PositiveInt, Strict
+from mim.params.base import Fraction, MaskRatio, PositiveInt, Strict
 
 
 class DecoderParams(Strict):
@@ -34,7 +34,7 @@ class HogParams(Strict):
 
 class MaeParams(MethodBase):
     name: Literal["mae"] = "mae"
-    mask_ratio: Fraction = 0.75
+    mask_ratio: MaskRatio = 0.75
     norm_pix_loss: bool = True
     target: Literal["pixels", "hog"] = Field("pixels", description="hog = FastMIM-style HOG regression")
     hog: HogParams = HogParams()
@@ -44,7 +44,7 @@ class MaeParams(MethodBase):
 
 class SimMimParams(MethodBase):
     name: Literal["simmim"] = "simmim"
-    mask_ratio: Fraction = 0.6
+    mask_ratio: MaskRatio = 0.6
     mask_unit_size: PositiveInt = 8
     target: Literal["pixels", "hog"] = Field("pixels", description="hog = MaskFeat (mask tokens + HOG, L2)")
     hog: HogParams = HogParams()
@@ -57,7 +57,7 @@ class CCViTParams(MethodBase):
 
     name: Literal["ccvit"] = "ccvit"
     tokenizer: str = Field("models/tokenizer", description="folder written by `mim tokenizer`")
-    mask_ratio: Fraction = 0.38  # 75 of 196 in the paper
+    mask_ratio: MaskRatio = 0.38  # 75 of 196 in the paper
     min_block: PositiveInt = Field(4, description="smallest mask block in tokens (16 at 14x14 tokens in BEiT)")
     replace_ratio: Fraction = Field(0.1, description="tokens replaced by their own centroid, among unmasked ones")
     pixel_layer: PositiveInt | None = Field(None, description="encoder block feeding the pixel branch (1-based); "
@@ -83,7 +83,7 @@ class Img2VecParams(MethodBase):
 
     name: Literal["img2vec"] = "img2vec"
     teacher: str = Field("models/teacher", description="folder written by `mim teacher` (params/teacher.yaml)")
-    mask_ratio: Fraction = 0.75
+    mask_ratio: MaskRatio = 0.75
     loss: Literal["smooth_l1", "mse"] = "smooth_l1"
     beta: Annotated[float, Field(gt=0)] = Field(1.0, description="SmoothL1's switch from L2 to L1")
     decoder: DecoderParams = DecoderParams()
@@ -116,7 +116,7 @@ class CimParams(MethodBase):
     name: Literal["cim"] = "cim"
     tokenizer: str = Field("models/tokenizer", description="folder written by `mim tokenizer` (the generator's ids)")
     objective: Literal["revdet", "respix"] = "revdet"
-    mask_ratio: Fraction = Field(0.4, description="BEiT block masking on the generator's input")
+    mask_ratio: MaskRatio = Field(0.4, description="BEiT block masking on the generator's input")
     min_block: PositiveInt = 4
     temperature: Annotated[float, Field(gt=0)] = Field(1.0, description="sampling softmax(logits / T)")
     decode_all: bool = Field(False, description="decode every patch through the codebook, not only the masked ones")
@@ -140,7 +140,7 @@ class DmjdParams(MethodBase):
     encoder's visible tokens predicts theirs (SmoothL1)."""
 
     name: Literal["dmjd"] = "dmjd"
-    mask_ratio: Fraction = 0.6
+    mask_ratio: MaskRatio = 0.6
     views: PositiveInt = Field(2, description="masked views per image, visible sets disjoint (1 = the single-view "
                                "counterpart `mim bench dmjd` compares against)")
     unit: PositiveInt = Field(1, description="mask on blocks of unit x unit tokens (2 = DMJD's 32-px units at 16 px)")
@@ -162,7 +162,7 @@ class MixMimParams(MethodBase):
     """MixMIM: masked tokens filled with the partner image's, both images reconstructed (model: arch hier)."""
 
     name: Literal["mixmim"] = "mixmim"
-    mask_ratio: Fraction = Field(0.5, description="fraction of last-grid tokens taken from the partner image")
+    mask_ratio: MaskRatio = Field(0.5, description="fraction of last-grid tokens taken from the partner image")
     norm_pix_loss: bool = True
     decoder: DecoderParams = DecoderParams()
 
