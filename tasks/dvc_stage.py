@@ -7,6 +7,7 @@ project goes through `project_lock` (an advisory file lock): one call at a time,
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import subprocess
@@ -15,28 +16,65 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 
 _SKIPPED = re.compile(r"Stage '(?P<stage>[^']+)' didn't change, skipping")
 _RAN = re.compile(r"Running stage '(?P<stage>[^']+)'")
+_DEAD = re.compile(r"Process '(?P<cmd>.*)' with \(Pid (?P<pid>\d+)\), in RWLock-file '[^']*' had been killed")
 
 
 class StageFailed(RuntimeError):
     """`dvc repro` exited non-zero; the message carries the end of its output."""
 
 
+def _log(message: str, *args: object) -> None:
+    """To the flow run's log when there is one, else to this module's logger."""
+    try:
+        get_run_logger().info(message, *args)
+    except MissingContextError:
+        logging.getLogger(__name__).info(message, *args)
+
+
 @contextmanager
 def project_lock(project: Path) -> Iterator[None]:
-    """Hold the project's DVC lock (blocking) for the duration of the block."""
+    """Hold the project's DVC lock (blocking) for the duration of the block.
+
+    The lock is an advisory `flock`, which the kernel drops when its holder dies, so a killed flow never leaves it
+    stuck; the file names its holder (pid, command) while held and is emptied on release, so a holder that died
+    holding it is reported, and a wait names whom it waits for."""
     path = project / ".dvc" / "tmp" / "mim-flow.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(f)
+            _log("waiting for the project lock %s, held by %s", path,
+                 f"pid {holder[0]} ({holder[1]})" if holder else "another process")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        if (left := _holder(f)) and left[0] != os.getpid():
+            _log("recovered the project lock %s: its holder, pid %d (%s), died holding it", path, *left)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+        f.flush()
         try:
             yield
         finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _holder(f: IO[str]) -> tuple[int, str] | None:
+    """(pid, command) from the lock file; None when it is empty (free) or holds something else."""
+    f.seek(0)
+    found = re.fullmatch(r"pid (\d+): (.*)", f.read().strip())
+    return (int(found[1]), found[2]) if found else None
 
 
 def tool_env() -> dict[str, str]:
@@ -52,7 +90,7 @@ def repro(stage: str, project: str) -> dict[str, list[str]]:
     Returns the stages that ran and those DVC skipped as unchanged."""
     logger = get_run_logger()
     tail: deque[str] = deque(maxlen=40)
-    ran, skipped = [], []
+    ran, skipped, dead = [], [], set()
     cmd = ["dvc", "repro", *([stage] if stage else [])]
     proc = subprocess.Popen(cmd, cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
@@ -62,6 +100,12 @@ def repro(stage: str, project: str) -> dict[str, list[str]]:
         if not line:
             continue
         tail.append(line)
+        if m := _DEAD.search(line):  # DVC frees a dead process's paths one warning each: say it once
+            if m["pid"] not in dead:
+                dead.add(m["pid"])
+                logger.warning("recovered DVC's lock %s: pid %s (%s) died holding it", Path(project, ".dvc", "tmp",
+                               "rwlock"), m["pid"], m["cmd"])
+            continue
         logger.info("%s", line)
         if m := _RAN.search(line):
             ran.append(m["stage"])

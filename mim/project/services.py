@@ -130,13 +130,16 @@ def _stop(state: ServiceState, wait_s: float = 15.0) -> None:
 
 
 def up(project_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
-       timeout_s: float = 120) -> dict[str, ServiceState]:
-    """Start the Prefect and MLflow servers unless ours already run and answer; wait until both are healthy."""
+       timeout_s: float = 120, names: tuple[str, ...] = NAMES) -> dict[str, ServiceState]:
+    """Start the Prefect and MLflow servers (those in `names`) unless ours already run and answer; wait until they
+    are healthy."""
     mim = state_dir(project_dir)
     mim.mkdir(parents=True, exist_ok=True)
     states = _read(project_dir)
     todo = []
     for name, port in (("prefect", prefect_port), ("mlflow", mlflow_port)):
+        if name not in names:
+            continue
         old = states.get(name)
         if old is not None and old.port == port and _alive(old.pid) and _healthy(old):
             continue
