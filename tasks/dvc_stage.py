@@ -23,7 +23,6 @@ from prefect.exceptions import MissingContextError
 
 _SKIPPED = re.compile(r"Stage '(?P<stage>[^']+)' didn't change, skipping")
 _RAN = re.compile(r"Running stage '(?P<stage>[^']+)'")
-_DEAD = re.compile(r"Process '(?P<cmd>.*)' with \(Pid (?P<pid>\d+)\), in RWLock-file '[^']*' had been killed")
 
 
 class StageFailed(RuntimeError):
@@ -77,6 +76,38 @@ def _holder(f: IO[str]) -> tuple[int, str] | None:
     return (int(found[1]), found[2]) if found else None
 
 
+def clear_dead_dvc_locks(project: Path) -> list[tuple[int, str]]:
+    """Drop the entries of processes that no longer run from DVC's `.dvc/tmp/rwlock` (edited under DVC's own guard);
+    returns their (pid, command). DVC itself frees only the paths a later command needs, one warning per path, and
+    leaves the rest (a killed `dvc repro`'s read locks on every dependency) in the file."""
+    import psutil
+    from dvc.config import Config
+    from dvc.fs import localfs
+    from dvc.rwlock import _edit_rwlock
+
+    tmp = project / ".dvc" / "tmp"
+    if not (tmp / "rwlock").is_file():
+        return []
+    dead: dict[int, str] = {}
+
+    def live(info: dict) -> bool:
+        if psutil.pid_exists(info["pid"]):
+            return True
+        dead[info["pid"]] = info["cmd"]
+        return False
+
+    hardlink = Config(dvc_dir=str(project / ".dvc"), validate=False)["core"].get("hardlink_lock", False)
+    with _edit_rwlock(str(tmp), localfs, hardlink) as lock:
+        for path, infos in list(lock["read"].items()):
+            lock["read"][path] = [i for i in infos if live(i)]
+            if not lock["read"][path]:
+                del lock["read"][path]
+        for path, info in list(lock["write"].items()):
+            if not live(info):
+                del lock["write"][path]
+    return sorted(dead.items())
+
+
 def tool_env() -> dict[str, str]:
     """This interpreter's bin directory first on PATH, so `dvc` and the stages' `mim` are this environment's."""
     bin_dir = str(Path(sys.executable).parent)
@@ -90,7 +121,10 @@ def repro(stage: str, project: str) -> dict[str, list[str]]:
     Returns the stages that ran and those DVC skipped as unchanged."""
     logger = get_run_logger()
     tail: deque[str] = deque(maxlen=40)
-    ran, skipped, dead = [], [], set()
+    ran, skipped = [], []
+    for pid, cmd in clear_dead_dvc_locks(Path(project)):
+        logger.warning("recovered DVC's lock %s: pid %d (%s) died holding it", Path(project, ".dvc/tmp/rwlock"),
+                       pid, cmd)
     cmd = ["dvc", "repro", *([stage] if stage else [])]
     proc = subprocess.Popen(cmd, cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
@@ -100,12 +134,6 @@ def repro(stage: str, project: str) -> dict[str, list[str]]:
         if not line:
             continue
         tail.append(line)
-        if m := _DEAD.search(line):  # DVC frees a dead process's paths one warning each: say it once
-            if m["pid"] not in dead:
-                dead.add(m["pid"])
-                logger.warning("recovered DVC's lock %s: pid %s (%s) died holding it", Path(project, ".dvc", "tmp",
-                               "rwlock"), m["pid"], m["cmd"])
-            continue
         logger.info("%s", line)
         if m := _RAN.search(line):
             ran.append(m["stage"])
