@@ -139,7 +139,10 @@ def status_lines(api: str | None) -> list[str]:
     """One line per deployment: served or not, with the hint."""
     if api is None or not answers(api):
         return [down_line(api)]
-    deps = deployments(api)
+    try:
+        deps = deployments(api)
+    except (OSError, ValueError) as err:  # the server answers its health check but not this query
+        return [f"deployments: could not list them on {api}: {err}"]
     if not deps:
         return [f"deployments: none on {api}; {SERVE_HINT}"]
     width = max(len(d.name) for d in deps)
