@@ -228,11 +228,22 @@ def test_services_cli_and_the_pipeline_under_load(tmp_path, monkeypatch):
         assert nothing.returncode == 1 and "no deployment pretrain/mae on" in nothing.stderr
         assert "start `mim serve`" in nothing.stderr
 
+        # Deployed on a work pool whose worker never started: the run would stay scheduled forever.
+        deploy = _mim("deploy", "--pool", "nowhere", env=env, cwd=root)
+        assert deploy.returncode == 0, deploy.stderr
+        idle = _mim("run", "pretrain/mae", env=env, cwd=root)
+        assert idle.returncode == 1 and idle.stderr.strip() == (
+            "mim run: error: no worker is serving pretrain/mae: no worker has ever polled it (it expects work pool "
+            "'nowhere'); start a worker: `prefect worker start --pool nowhere` (or serve it here: `mim serve`)")
+
         holder = _dead_lock_holder(root, env)
         dvc_pid = _killed_dvc_repro(root, env)
-        serve = subprocess.Popen([sys.executable, "-m", "mim.cli", "serve"], env=env, cwd=root,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        with open(tmp_path / "serve.log", "w") as log:  # `mim serve` takes the pool's deployments over
+            serve = subprocess.Popen([sys.executable, "-m", "mim.cli", "serve"], env=env, cwd=root, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         _wait("mim serve to poll", lambda: (d := deployments.find(api, "pipeline/all")) and d.served(), 120)
+        assert ("mim serve: pipeline/all was deployed on work pool 'nowhere'; it is served here now"
+                in (tmp_path / "serve.log").read_text())
         status = _mim("status", env=env, cwd=root)
         assert re.search(r"pipeline/all +served", status.stdout)
         assert re.search(r"pretrain/simmim +served", status.stdout)
