@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prefect.runtime import deployment, flow_run
 
+from mim.project.graph import pipeline_methods
 from mim.project.state import project_dir
 from mim.tracking import StageRun
 from mim.tracking import flow_run as mlflow_flow_run
@@ -22,6 +23,15 @@ def project() -> Path:
     if not (root / "dvc.yaml").is_file():
         raise FileNotFoundError(f"{root}: no dvc.yaml; run `mim serve` from the project or set MIM_PROJECT_DIR")
     return root
+
+
+def check_methods(root: Path, methods: list[str]) -> list[str]:
+    """`methods` when each is in dvc.yaml's methods matrix; else ValueError naming the unknown ones and the known."""
+    known = pipeline_methods(root)
+    if unknown := [m for m in methods if m not in known]:
+        raise ValueError(f"unknown method{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+                         f"dvc.yaml's methods are {', '.join(known)}")
+    return methods
 
 
 @contextmanager

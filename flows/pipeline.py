@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import EVAL_KEYS, edit_params, flow_context
+from flows.common import EVAL_KEYS, check_methods, edit_params, flow_context, project
 from mim.io import write_text
 from mim.project.compare import comparison_table
 from mim.project.graph import input_stage, pipeline_methods
@@ -21,8 +21,8 @@ def pipeline_flow(methods: list[str] | None = None, epochs: float | None = None,
                   subset: int | None = None) -> dict[str, Any]:
     """Run the whole graph (default: every method in dvc.yaml); `epochs`/`steps` go into every method's params."""
     logger = get_run_logger()
+    methods = check_methods(project(), methods) if methods else list(pipeline_methods(project()))
     with flow_context("pipeline/all") as (root, parent):
-        methods = methods or list(pipeline_methods(root))
         changed = edit_params(root, methods, epochs=epochs, steps=steps, subset=subset)
         ran = [s for stage in ["prepare", "baseline", "pixels"] for s in repro(stage, str(root))["ran"]]
         for m in methods:

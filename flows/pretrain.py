@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import EVAL_KEYS, edit_params, flow_context
-from mim.project.graph import input_stage, pipeline_methods
+from flows.common import EVAL_KEYS, check_methods, edit_params, flow_context, project
+from mim.project.graph import input_stage
 from mim.project.results import read_metrics
 from tasks import repro
 
@@ -21,9 +21,8 @@ def pretrain_flow(method: str = "mae", epochs: float | None = None, steps: int |
     Given parameters are written into params/<method>.yaml
     (`subset` into params/data.yaml) first, so `dvc repro` and DVC's cache see them."""
     logger = get_run_logger()
+    check_methods(project(), [method])
     with flow_context(f"pretrain/{method}") as (root, parent):
-        if method not in (known := pipeline_methods(root)):
-            raise ValueError(f"unknown method {method!r}; dvc.yaml runs {', '.join(known)}")
         changed = edit_params(root, [method], epochs=epochs, steps=steps, base_lr=base_lr, batch_size=batch_size,
                               subset=subset)
         parent.set_tags({"method": method, "params_changed": ",".join(changed) or "none"})

@@ -30,6 +30,29 @@ def deployments() -> list:
                                            description=s["description"]) for s in deployment_specs(project())]
 
 
+def take_over(names: list[str]) -> list[str]:
+    """Delete the deployments of these names that `mim deploy` put on a work pool: `serve` would update them in place,
+    keeping the pool's flow storage, and every run it picked would crash loading the flow. Returns lines to print."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    lines = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                old = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if old.work_pool_name or old.storage_document_id:
+                client.delete_deployment(old.id)
+                lines.append(f"{name} was deployed on work pool {old.work_pool_name!r}; it is served here now "
+                             f"(`mim deploy --pool {old.work_pool_name}` gives it back)")
+    return lines
+
+
 def serve_all() -> None:
     """Blocks: runs the flows of these deployments in subprocesses of this process, in the project directory."""
-    serve(*deployments())
+    served = deployments()
+    for line in take_over([f"{d.flow_name}/{d.name}" for d in served]):
+        print(f"mim serve: {line}", flush=True)
+    serve(*served)

@@ -7,6 +7,7 @@ project goes through `project_lock` (an advisory file lock): one call at a time,
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import subprocess
@@ -15,8 +16,10 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 
 _SKIPPED = re.compile(r"Stage '(?P<stage>[^']+)' didn't change, skipping")
 _RAN = re.compile(r"Running stage '(?P<stage>[^']+)'")
@@ -26,17 +29,83 @@ class StageFailed(RuntimeError):
     """`dvc repro` exited non-zero; the message carries the end of its output."""
 
 
+def _log(message: str, *args: object) -> None:
+    """To the flow run's log when there is one, else to this module's logger."""
+    try:
+        get_run_logger().info(message, *args)
+    except MissingContextError:
+        logging.getLogger(__name__).info(message, *args)
+
+
 @contextmanager
 def project_lock(project: Path) -> Iterator[None]:
-    """Hold the project's DVC lock (blocking) for the duration of the block."""
+    """Hold the project's DVC lock (blocking) for the duration of the block.
+
+    The lock is an advisory `flock`, which the kernel drops when its holder dies, so a killed flow never leaves it
+    stuck; the file names its holder (pid, command) while held and is emptied on release, so a holder that died
+    holding it is reported, and a wait names whom it waits for."""
     path = project / ".dvc" / "tmp" / "mim-flow.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(f)
+            _log("waiting for the project lock %s, held by %s", path,
+                 f"pid {holder[0]} ({holder[1]})" if holder else "another process")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        if (left := _holder(f)) and left[0] != os.getpid():
+            _log("recovered the project lock %s: its holder, pid %d (%s), died holding it", path, *left)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+        f.flush()
         try:
             yield
         finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _holder(f: IO[str]) -> tuple[int, str] | None:
+    """(pid, command) from the lock file; None when it is empty (free) or holds something else."""
+    f.seek(0)
+    found = re.fullmatch(r"pid (\d+): (.*)", f.read().strip())
+    return (int(found[1]), found[2]) if found else None
+
+
+def clear_dead_dvc_locks(project: Path) -> list[tuple[int, str]]:
+    """Drop the entries of processes that no longer run from DVC's `.dvc/tmp/rwlock` (edited under DVC's own guard);
+    returns their (pid, command). DVC itself frees only the paths a later command needs, one warning per path, and
+    leaves the rest (a killed `dvc repro`'s read locks on every dependency) in the file."""
+    import psutil
+    from dvc.config import Config
+    from dvc.fs import localfs
+    from dvc.rwlock import _edit_rwlock
+
+    tmp = project / ".dvc" / "tmp"
+    if not (tmp / "rwlock").is_file():
+        return []
+    dead: dict[int, str] = {}
+
+    def live(info: dict) -> bool:
+        if psutil.pid_exists(info["pid"]):
+            return True
+        dead[info["pid"]] = info["cmd"]
+        return False
+
+    hardlink = Config(dvc_dir=str(project / ".dvc"), validate=False)["core"].get("hardlink_lock", False)
+    with _edit_rwlock(str(tmp), localfs, hardlink) as lock:
+        for path, infos in list(lock["read"].items()):
+            lock["read"][path] = [i for i in infos if live(i)]
+            if not lock["read"][path]:
+                del lock["read"][path]
+        for path, info in list(lock["write"].items()):
+            if not live(info):
+                del lock["write"][path]
+    return sorted(dead.items())
 
 
 def tool_env() -> dict[str, str]:
@@ -53,6 +122,9 @@ def repro(stage: str, project: str) -> dict[str, list[str]]:
     logger = get_run_logger()
     tail: deque[str] = deque(maxlen=40)
     ran, skipped = [], []
+    for pid, cmd in clear_dead_dvc_locks(Path(project)):
+        logger.warning("recovered DVC's lock %s: pid %d (%s) died holding it", Path(project, ".dvc/tmp/rwlock"),
+                       pid, cmd)
     cmd = ["dvc", "repro", *([stage] if stage else [])]
     proc = subprocess.Popen(cmd, cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)

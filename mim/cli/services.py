@@ -9,10 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mim.cli import deployments, profile
+from mim.project.state import state_dir
+
+PROFILE_RECORD = "prefect-profile.json"  # in .mim/: the Prefect profile values `mim up` replaced
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     for name, text in (("up", "start the local Prefect and MLflow servers (127.0.0.1, state in .mim/)"),
-                       ("down", "stop the servers `mim up` started"), ("status", "show the local servers")):
+                       ("down", "stop the servers `mim up` started and restore the Prefect profile"),
+                       ("status", "show the local servers and whether something serves each deployment")):
         sv = sub.add_parser(name, help=text)
         if name == "up":
             sv.add_argument("--prefect-port", type=int, default=4200)
@@ -25,6 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "runs them (the same as `python -m flows.deploy`)")
     dp.add_argument("--pool", required=True, help="work pool name (created as a process pool if missing)")
     dp.set_defaults(func=cmd_deploy)
+    deployments.add_parser(sub)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -36,26 +43,32 @@ def cmd_services(args: argparse.Namespace) -> int:
         states = services.up(root, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
         for name, st in states.items():
             print(f"{name:<8} {st.url}  (pid {st.pid}, log {st.log})")
-        print(f"Prefect API: {_point_prefect_profile(states['prefect'].url + '/api')}")
+        print(f"Prefect API: {_point_prefect_profile(states['prefect'].url + '/api', root)}")
         print(f"MLflow UI:   {states['mlflow'].url}")
         return 0
     if args.command == "down":
         stopped = services.down(root)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        if line := profile.restore(state_dir(root) / PROFILE_RECORD):
+            print(line)
         return 0
+    recorded = services.recorded(root)
     for name, st in services.status(root).items():
-        print(f"{name:<8} " + (f"{st.url}  (pid {st.pid})" if st else "not running"))
+        url = recorded[name].url if name in recorded else f"http://{services.HOST}:{services.DEFAULT_PORTS[name]}"
+        print(f"{name:<8} " + (f"{st.url}  (pid {st.pid})" if st else f"not running ({url}): start it with `mim up`"))
+    for line in deployments.status_lines(deployments.api_url(root)):
+        print(line)
     return 0
 
 
-def _point_prefect_profile(api_url: str) -> str:
+def _point_prefect_profile(api_url: str, root: Path) -> str:
     """Point the active Prefect profile at our server, so a plain `prefect deployment run ...` finds it."""
-    prefect = Path(sys.executable).parent / "prefect"
-    cmd = [str(prefect), "config", "set", f"PREFECT_API_URL={api_url}", "PREFECT_SERVER_ANALYTICS_ENABLED=false"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if done.returncode:
-        return f"export PREFECT_API_URL={api_url}  (could not set it in the Prefect profile: {done.stderr.strip()})"
-    return f"{api_url} (set in the active Prefect profile; `prefect config unset PREFECT_API_URL` undoes it)"
+    from prefect.exceptions import PrefectException
+
+    try:
+        return profile.point(api_url, state_dir(root) / PROFILE_RECORD)
+    except (OSError, ValueError, PrefectException) as err:
+        return f"export PREFECT_API_URL={api_url}  (could not set it in the Prefect profile: {err})"
 
 
 def _flows_env() -> dict[str, str]:

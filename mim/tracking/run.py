@@ -25,6 +25,7 @@ from mim.tracking.uri import artifact_root, experiment_name, tracking_uri
 log = logging.getLogger("mim.tracking")
 PARENT_RUN_ENV = "MIM_PARENT_RUN_ID"
 TRACKING_ENV = "MIM_TRACKING"  # "off" disables tracking
+RETRY_S = 15.0  # during an outage, calls are dropped and the server is tried again every RETRY_S seconds
 _STOP = object()
 RUN_NOTE = "mlflow_run_id"  # beside a stage's checkpoint: the run that wrote it
 
@@ -195,7 +196,7 @@ class StageRun:
 
     def _call(self, fn: Callable[[], Any]) -> None:
         if self._failing and time.monotonic() < self._retry_at:
-            self.failures += 1  # during an outage, calls are dropped and the server is retried every 15 s
+            self.failures += 1  # during an outage, calls are dropped until the next try (RETRY_S)
             return
         try:
             fn()
@@ -204,7 +205,7 @@ class StageRun:
             if not self._failing:
                 self._warn(err)
             self._failing = True
-            self._retry_at = time.monotonic() + 15.0
+            self._retry_at = time.monotonic() + RETRY_S
             return
         if self._failing:
             log.warning("MLflow reachable again; logging resumed")
