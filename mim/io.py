@@ -8,6 +8,7 @@ and raises `OutputWriteError` naming the path and the cause.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -33,33 +34,87 @@ class OutputWriteError(OSError):
         return self.strerror or ""
 
 
+class MissingPackageError(ImportError):
+    """A URL whose fsspec file system needs a package that is not installed (s3:// without s3fs)."""
+
+
+class UnreachableError(OSError):
+    """A URL whose server could not be reached (connection refused, no route, timeout) or refused the request:
+    not the same as a file that does not exist."""
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """fsspec's (file system, path) of a local path or URL; `MissingPackageError` naming the URL and the package
+    to install when its file system's package is missing."""
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        package = getattr(err.__cause__, "name", None) or str(err)
+        scheme = url.split("://", 1)[0]
+        raise MissingPackageError(f"{url}: {scheme}:// URLs need the {package} package (pip install {package})"
+                                  ) from None
+
+
+def check_reachable(fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
+    """For an http(s) URL, `UnreachableError` naming the URL and the cause when its server does not answer (or
+    answers with an error other than 404); nothing for other file systems or a URL that answers or does not exist
+    (the caller says "does not exist")."""
+    if not {"http", "https"} & set((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
+        return
+    import aiohttp
+
+    try:
+        fs.exists(path, strict=True)
+    except FileNotFoundError:
+        return
+    except aiohttp.ClientResponseError as err:
+        raise UnreachableError(errno.EIO, f"{url}: the server answered {err.status} {err.message}", url) from None
+    except (TimeoutError, aiohttp.ClientError, fsspec.exceptions.FSTimeoutError, OSError) as err:
+        cause = str(err) or type(err).__name__
+        raise UnreachableError(errno.EHOSTUNREACH, f"could not reach {url} ({cause})", url) from None
+
+
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, fsspec.implementations.local.LocalFileSystem)
 
 
-class _Recording:
-    """A file object that remembers the OSError its `write` raised: some writers turn it into another error
-    (torch.save's zip writer raises a RuntimeError about the file position), which would hide the cause."""
+def _file_in_the_way(path: str) -> str | None:
+    """The nearest existing ancestor of local `path` (or `path` itself) when it is a file, not a folder."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return None if p.is_dir() else str(p)
 
-    def __init__(self, f: IO[bytes]) -> None:
-        self._f, self.error = f, None
 
-    def write(self, data: bytes) -> int | None:
-        try:
-            return self._f.write(data)
-        except OSError as err:
-            self.error = self.error or err
-            raise
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._f, name)
+def check_output_folder(folder: str, target: str | None = None) -> None:
+    """Fail before any work when nothing could be written under `folder` (for the output `target`, default the
+    folder itself): a file in the way, a read-only or not writable location (`OutputWriteError`), a file system
+    whose package is missing, or `memory://`, whose files vanish when this process exits (ValueError)."""
+    target = target or folder
+    fs, path = filesystem(folder)
+    if "memory" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
+        raise ValueError(f"{target}: files under memory:// vanish when this process exits, so the outputs would be "
+                         "lost; give a folder or a persistent URL (s3://, gs://, ...)")
+    if not _is_local(fs):
+        return
+    if blocker := _file_in_the_way(path):
+        raise OutputWriteError.of(target, OSError(errno.ENOTDIR, f"{blocker} is a file, not a folder"), kept=False)
+    existing = Path(path).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OutputWriteError.of(target, OSError(code, f"{existing}: {os.strerror(code)}"), kept=False)
 
 
 def atomic_write(url: str, write: Callable[[IO[bytes]], object]) -> None:
     """Call `write(f)` on a temporary sibling of `url` opened for binary writing, then rename it over `url`
     (os.replace locally, fsspec `mv` elsewhere). Writers that stream (torch.save, savefig, np.save) never need the
     whole file in memory. On an OSError the temporary file is removed and `OutputWriteError` raised."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = filesystem(url)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     kept, recording = False, None
     try:
@@ -84,6 +139,9 @@ def atomic_write(url: str, write: Callable[[IO[bytes]], object]) -> None:
         cause = err if isinstance(err, OSError) else recording.error if recording else None
         if cause is None:
             raise
+        if isinstance(cause, FileExistsError | NotADirectoryError) and _is_local(fs) and (
+                blocker := _file_in_the_way(os.path.dirname(path))):
+            cause = OSError(cause.errno, f"{blocker} is a file, not a folder")
         raise OutputWriteError.of(url, cause, kept) from err
 
 
@@ -106,15 +164,19 @@ def write_text(url: str, text: str) -> None:
 
 
 def exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = filesystem(url)
     return fs.exists(path)
 
 
 def read_bytes(url: str, what: str = "file") -> bytes:
-    """The whole file at `url`; FileNotFoundError naming `what` is expected there when it does not exist."""
-    fs, path = fsspec.core.url_to_fs(url)
+    """The whole file at `url`; FileNotFoundError naming `what` when it does not exist, IsADirectoryError when it
+    is a folder, `UnreachableError` when its server does not answer."""
+    fs, path = filesystem(url)
+    check_reachable(fs, path, url)
     if not fs.exists(path):
         raise FileNotFoundError(f"{url}: no {what} there")
+    if fs.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{url} is a folder, not the {what} file", url)
     with fs.open(path, "rb") as f:
         return f.read()
 

@@ -10,6 +10,21 @@ from mim.io import write_text
 from mim.params import DEFAULT_PARAMS_DIR
 
 
+class UsageError(ValueError):
+    """A command-line argument naming something that does not exist (exit 2, like argparse's own errors)."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of images, steps, clusters)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one parameter by its dotted path, e.g. --set train.steps=100 (repeatable)")

@@ -13,6 +13,7 @@ import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 from mim.cli import bench, services, stages
+from mim.cli.common import UsageError
 from mim.params import ParamsError
 
 
@@ -93,12 +94,15 @@ def report_error(command: str, err: Exception) -> int:
     from mim.engine.runtime import GpuOutOfMemoryError
     from mim.engine.trainer import NonFiniteLossError
     from mim.evaluation.finetune import FinetuneNonFiniteLossError
-    from mim.io import OutputWriteError
+    from mim.io import MissingPackageError, OutputWriteError, UnreachableError
     from mim.models.state import CheckpointError
     from mim.project.services import ServiceError
 
     if isinstance(err, ParamsError):
         print(f"mim {command}: {err}", file=sys.stderr)
+        return 2
+    if isinstance(err, UsageError):
+        print(f"mim {command}: error: {err}", file=sys.stderr)
         return 2
     if isinstance(err, CheckpointError | NonFiniteLossError | FinetuneNonFiniteLossError | EmptyDatasetError
                   | ServiceError | OutputWriteError | LaunchError | GpuOutOfMemoryError | FileNotFoundError
@@ -109,8 +113,13 @@ def report_error(command: str, err: Exception) -> int:
         lower = _OOM_PARAMS.get(command, "the batch size")
         print(f"mim {command}: error: the GPU ran out of memory: lower {lower}", file=sys.stderr)
         return 1
-    if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
-        where = f"{err.filename}: " if err.filename else ""
+    if isinstance(err, MissingPackageError):
+        print(f"mim {command}: error: {err}", file=sys.stderr)
+        return 1
+    if isinstance(err, OSError) and (err.errno in _ENVIRONMENT_ERRNOS or isinstance(
+            err, UnreachableError | IsADirectoryError | NotADirectoryError)):
+        named = err.filename and str(err.filename) in (err.strerror or "")
+        where = f"{err.filename}: " if err.filename and not named else ""
         print(f"mim {command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     raise err

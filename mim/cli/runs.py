@@ -8,9 +8,11 @@ import argparse
 import json
 import logging
 import os
+import posixpath
 from typing import TYPE_CHECKING
 
 from mim.cli.common import write_json
+from mim.io import check_output_folder
 
 if TYPE_CHECKING:
     from mim.data.shards import ShardSplit
@@ -25,6 +27,7 @@ def pretrain(args: argparse.Namespace) -> int:
 
     params = load_one_off(args.params_dir, args.method, args.params, args.overrides)
     out = (args.out or f"runs/{params.method.name}").rstrip("/")
+    check_output_folder(out)  # a file in the way, a read-only disk, memory://: said before any work
     data = one_off_data(params.data, out, prepare_here=os.environ.get("RANK") is None)  # before any re-launch
     if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):
         return relaunch_with_torchrun(params.launcher.nproc_per_node, params.launcher.nnodes, args.argv,
@@ -74,6 +77,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
     data_sets, eval_sets = split_overrides(args.overrides, "data")
     params = load_params(EvalParams, args.params, eval_sets)
+    if args.out:  # checked before the evaluation, not after it
+        check_output_folder(posixpath.dirname(args.out) or ".", args.out)
     data = load_data(args.params_dir, data_sets)  # never the file's metadata: it may name any URL
     note_trained_on(args.encoder, read_metadata(args.encoder), data)
     encoder = load_encoder(args.encoder, img_size=data.image_size)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from mim.cli import runs
-from mim.cli.common import add_params_dir, add_set
+from mim.cli.common import UsageError, add_params_dir, add_set
 from mim.params import DEFAULT_PARAMS_DIR, METHOD_NAMES, ParamsError
 
 
@@ -199,5 +199,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mim.project.state import project_dir
 
     root = project_dir()
-    print(comparison_table(root, args.methods or list(pipeline_methods(root))), end="")
+    known = list(pipeline_methods(root))
+    if unknown := [m for m in args.methods if m not in known]:
+        raise UsageError(f"unknown method {unknown[0]!r}: dvc.yaml runs {', '.join(known)}")
+    print(comparison_table(root, args.methods or known), end="")
     return 0

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from mim.data.dataset import UNLABELED, ImageTensors
 from mim.data.decode import decode_bytes
 from mim.data.errors import ClassMismatchError, CorruptImageError, CorruptImageWarning, EmptyDatasetError
+from mim.io import check_reachable, filesystem
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 _MODES = {1: "L", 3: "RGB"}
@@ -91,8 +92,9 @@ def list_image_folder(url: str, classes: list[str] | None = None, reference: str
     `classes`: the class list of a reference split (`reference` names it in errors). Labels then index it, by
     name: a folder missing some of its classes keeps the others' labels; a class folder it lacks is a
     `ClassMismatchError`."""
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = filesystem(url)
     root = root.rstrip("/") or "/"
+    check_reachable(fs, root, url)
     if not fs.exists(root):
         raise FileNotFoundError(f"image folder {url!r} does not exist")
     if not fs.isdir(root):

@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 
 from mim.data.dataset import ImageTensors
 from mim.data.shards import ShardSplit
-from mim.io import atomic_write, atomic_write_bytes
+from mim.io import atomic_write, atomic_write_bytes, filesystem
 
 MANIFEST = "manifest.json"
 FORMAT = "mim-prepared/1"
@@ -52,7 +51,7 @@ def clear_manifest(root: str | Path) -> None:
     """Remove `root`'s manifest before its splits are rewritten: until the new manifest is written last, the folder
     does not pass as prepared (a run stopped half-way, by a full disk or a kill, leaves no stale manifest beside
     new arrays)."""
-    fs, path = fsspec.core.url_to_fs(f"{str(root).rstrip('/')}/{MANIFEST}")
+    fs, path = filesystem(f"{str(root).rstrip('/')}/{MANIFEST}")
     if fs.exists(path):
         fs.rm(path)
 

@@ -25,7 +25,7 @@ from PIL import Image
 from mim.data.dataset import ImageTensors, subset_indices
 from mim.data.decode import decode_bytes
 from mim.data.folder import resize_center_crop
-from mim.io import OutputWriteError
+from mim.io import OutputWriteError, filesystem
 
 CHUNK_BYTES = "64MB"
 PNG_SOURCES = ("fashion-mnist", "synthetic")  # in-memory sources: their images are stored losslessly
@@ -64,7 +64,7 @@ def write_shards(url: str, items: Iterable[tuple[int, int, bytes]], chunk_bytes:
     fsspec URL: written locally, then uploaded). Returns the labels in stored order [N] int64."""
     from litdata.streaming.writer import BinaryWriter
 
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = filesystem(url)
     local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
     target = path if local else tempfile.mkdtemp(prefix="mim-shards-")
     if local and os.path.isdir(target):

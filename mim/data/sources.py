@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import posixpath
 
-import fsspec
-
 from mim.data.dataset import ImageTensors
 from mim.data.fashion_mnist import DEFAULT_FASHION_MNIST, load_fashion_mnist
 from mim.data.folder import load_image_folder
 from mim.data.synthetic import make_synthetic
+from mim.io import check_reachable, filesystem
 from mim.rng import derive_seed
 
 SPLITS = ("train", "test")
@@ -70,7 +69,8 @@ def split_folder(url: str, split: str) -> str:
     pre-training). A missing split folder is an error: a folder is never silently used as two splits."""
     if split in (".", ""):
         return url
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = filesystem(url)
+    check_reachable(fs, root, url)
     candidate = root.rstrip("/") + "/" + split
     if fs.isdir(candidate):
         return url.rstrip("/") + "/" + split
