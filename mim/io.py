@@ -110,6 +110,24 @@ def check_output_folder(folder: str, target: str | None = None) -> None:
         raise OutputWriteError.of(target, OSError(code, f"{existing}: {os.strerror(code)}"), kept=False)
 
 
+class _Recording:
+    """A file object that remembers the OSError its `write` raised: some writers turn it into another error
+    (torch.save's zip writer raises a RuntimeError about the file position), which would hide the cause."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f, self.error = f, None
+
+    def write(self, data: bytes) -> int | None:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._f, name)
+
+
 def atomic_write(url: str, write: Callable[[IO[bytes]], object]) -> None:
     """Call `write(f)` on a temporary sibling of `url` opened for binary writing, then rename it over `url`
     (os.replace locally, fsspec `mv` elsewhere). Writers that stream (torch.save, savefig, np.save) never need the

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mim.io import atomic_write, exists, read_bytes
-from mim.models.state import CheckpointError, load_state_strict
+from mim.models.state import CheckpointError, load_failure, load_state_strict
 
 __all__ = ["CheckpointError", "checkpoint_exists", "load_checkpoint", "load_state_strict", "save_checkpoint"]
 
@@ -31,5 +31,5 @@ def load_checkpoint(url: str, map_location: str | torch.device = "cpu") -> dict[
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt/foreign file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""  # torch's own text runs to 6 lines
-        raise CheckpointError(f"{url}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+        raise CheckpointError(f"{url}: not a readable checkpoint ({load_failure(err)}); the file is damaged or not a "
+                              "mim checkpoint: remove it to start over") from None

@@ -98,6 +98,19 @@ def _metadata(data: bytes, path: str) -> dict[str, str]:
         raise ValueError(f"{path}: not a safetensors file ({err})") from None
 
 
+def read_safetensors(data: bytes, origin: str) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors bytes; a file cut short (an interrupted copy or download) or otherwise damaged is
+    a ValueError naming `origin`, not the library's traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_bytes(data)
+    except SafetensorError as err:
+        cause = str(err).removeprefix("Error while deserializing header: ").removeprefix("Error while deserializing: ")
+        raise ValueError(f"{origin}: not a readable safetensors file: {cause} (cut short or damaged; copy or "
+                         "download it again)") from None
+
+
 def read_metadata(path: str) -> dict[str, str]:
     """The metadata mim wrote beside the weights (architecture, timm name and kwargs, lineage)."""
     meta = _metadata(_read(path), path)
@@ -118,7 +131,7 @@ def load_encoder(path: str, img_size: int | None = None) -> Encoder:
     if arch not in ARCHS:
         raise ValueError(f"{path}: unknown encoder architecture {arch!r} (known: {', '.join(ARCHS)})")
     spec_type, encoder_type = ARCHS[arch]
-    spec, state = _spec_fields(meta, spec_type, path), load_bytes(data)
+    spec, state = _spec_fields(meta, spec_type, path), read_safetensors(data, path)
     resized = bool(img_size) and img_size != spec.get("img_size") and arch != "cnn"  # a CNN takes any size
     if resized:  # the hierarchical encoder's sin-cos positions are a buffer: rebuilt for the new grid
         spec = {**spec, "img_size": img_size}
@@ -136,8 +149,11 @@ def load_encoder(path: str, img_size: int | None = None) -> Encoder:
 def _spec_fields(meta: dict[str, str], spec_type: type[EncoderSpec], path: str) -> dict:
     """The metadata's spec as a mapping of the fields `spec_type` has: the file is untrusted, so an unknown key is
     refused (with its name and the file's), never passed on."""
+    if "spec" not in meta:
+        raise ValueError(f"{path}: the metadata has no 'spec' key (the architecture's fields); not an encoder "
+                         "exported by mim, or a damaged one")
     try:
-        spec = json.loads(meta.get("spec", ""))
+        spec = json.loads(meta["spec"])
     except ValueError:
         raise ValueError(f"{path}: the metadata's spec is not JSON; not an encoder exported by mim") from None
     if not isinstance(spec, dict):

