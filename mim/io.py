@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import fsspec
 
@@ -197,6 +197,35 @@ def read_bytes(url: str, what: str = "file") -> bytes:
         raise IsADirectoryError(errno.EISDIR, f"{url} is a folder, not the {what} file", url)
     with fs.open(path, "rb") as f:
         return f.read()
+
+
+class DamagedFileError(ValueError):
+    """A file a stage wrote that cannot be read back (cut short, overwritten, edited by hand): the message names
+    the file and the command that writes it again."""
+
+
+def load_npy(path: str | Path, rebuild: str, mmap_mode: str | None = None) -> Any:
+    """`np.load` of a .npy file (no pickles); a damaged file is a `DamagedFileError` saying how to `rebuild` it."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; {rebuild}") from None
+    except (ValueError, EOFError, OSError) as err:
+        raise DamagedFileError(f"{path}: not a readable .npy array ({err}); {rebuild}") from None
+
+
+def read_json_object(path: str | Path, rebuild: str) -> dict[str, Any]:
+    """The JSON object in a local file; invalid JSON or another JSON value is a `DamagedFileError` saying how to
+    `rebuild` the file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedFileError(f"{path}: not valid JSON ({err}); {rebuild}") from None
+    if not isinstance(value, dict):
+        raise DamagedFileError(f"{path}: expected a JSON object, got {type(value).__name__}; {rebuild}")
+    return value
 
 
 def file_md5(path: Path) -> str:

@@ -21,9 +21,10 @@ import torch
 
 from mim.data.dataset import ImageTensors
 from mim.data.shards import ShardSplit
-from mim.io import atomic_write, atomic_write_bytes, filesystem
+from mim.io import atomic_write, atomic_write_bytes, filesystem, load_npy, read_json_object
 
 MANIFEST = "manifest.json"
+REBUILD = "rebuild it with `dvc repro prepare` (or `mim prepare`)"
 FORMAT = "mim-prepared/1"
 
 
@@ -60,7 +61,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no prepared data set there; run `mim prepare` (or `dvc repro prepare`)")
-    manifest = json.loads(path.read_text())
+    manifest = read_json_object(path, REBUILD)
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a prepared data set (format {manifest.get('format')!r})")
     return manifest
@@ -106,7 +107,7 @@ def open_prepared(root: str | Path, split: str) -> ImageTensors | ShardSplit:
     split, info = _resolve(root, split)
     if info.get("form", "array") == "array":
         return load_prepared(root, split)
-    labels = torch.from_numpy(np.load(root / f"{split}_labels.npy", allow_pickle=False)).long()
+    labels = torch.from_numpy(load_npy(root / f"{split}_labels.npy", REBUILD)).long()
     mode = "L" if info["shape"][0] == 1 else "RGB"
     return ShardSplit(info["url"], labels, info["classes"], f"{root}:{split}", mode, tuple(info["background"]),
                       info["digest"], info["shape"][-1])
@@ -121,9 +122,9 @@ def load_prepared(root: str | Path, split: str, limit: int | None = None) -> Ima
         shards = open_prepared(root, split)
         n = len(shards) if limit is None else min(limit, len(shards))
         return shards.tensors(info["shape"][-1], range(n))
-    mapped = np.load(root / f"{split}_images.npy", allow_pickle=False, mmap_mode="c")  # shared pages, copy on write
+    mapped = load_npy(root / f"{split}_images.npy", REBUILD, mmap_mode="c")  # shared pages, copy on write
     images = torch.from_numpy(mapped[:limit] if limit is not None else mapped)
-    labels = torch.from_numpy(np.load(root / f"{split}_labels.npy", allow_pickle=False)).long()
+    labels = torch.from_numpy(load_npy(root / f"{split}_labels.npy", REBUILD)).long()
     labels = labels[:limit] if limit is not None else labels
     ds = ImageTensors(images=images, labels=labels, classes=info["classes"], source=f"{root}:{split}")
     if list(images.shape[1:]) != info["shape"] or (limit is None and len(ds) != info["count"]):

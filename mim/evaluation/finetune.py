@@ -104,6 +104,9 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
         dev = resolve_device(device, dist.local_rank, "finetune.device")
     if batch_size % dist.world_size:
         raise ValueError(f"finetune.batch_size {batch_size} is not divisible by {dist.world_size} processes")
+    if batch_size > len(train):
+        raise ValueError(f"finetune.batch_size {batch_size} is larger than the {len(train)} training images "
+                         "(finetune.train_subset or the data): lower finetune.batch_size")
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     torch.manual_seed(derive_seed(seed, "head"))
     set_drop_path(encoder, drop_path)

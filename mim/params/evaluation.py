@@ -50,6 +50,13 @@ class FinetuneParams(Strict):
     resume: Literal["auto", "never", "force"] = Field(
         "auto", description="as train.resume: continue a killed run's checkpoint when the same run made it")
 
+    @model_validator(mode="after")
+    def _batch_fits_subset(self) -> FinetuneParams:
+        if self.train_subset is not None and self.batch_size > self.train_subset:
+            raise ValueError(f"batch_size {self.batch_size} is larger than train_subset {self.train_subset}: lower "
+                             "finetune.batch_size or raise finetune.train_subset")
+        return self
+
 
 class TransferParams(Strict):
     """`params/transfer.yaml`: what `mim transfer` runs for each pre-trained encoder (and the scratch baseline)."""

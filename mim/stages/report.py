@@ -7,6 +7,7 @@ pipeline's parent run when a flow runs it). A method that has not run yet is lis
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,9 @@ from mim.project.results import baselines, read_json, read_metrics
 from mim.tracking import StageRun, latest_run_ids
 
 REPORTS = Path("reports")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+log = logging.getLogger("mim")
+DIVERSITY_REBUILD = "re-run `dvc repro diversity`"
 PROTOCOLS = {"knn_top1": "k-NN", "linear_top1": "linear", "finetune_top1": "fine-tune"}
 
 
@@ -35,11 +39,11 @@ def _pct(m: dict, key: str) -> str:
 
 def gather(root: Path, methods: list[str]) -> list[dict[str, Any]]:
     """One row per method: whatever its stages have written so far."""
-    diversity = read_json(root / "metrics/diversity.json")
+    diversity = read_json(root / "metrics/diversity.json", DIVERSITY_REBUILD)
     rows = []
     for m in methods:
         meta = {}
-        params = read_json(root / model_dir(m) / PARAMS_FILE)
+        params = read_json(root / model_dir(m) / PARAMS_FILE, f"re-run `dvc repro pretrain@{m}`")
         if params:
             model = params["model"]
             meta["encoder"] = {"vit": f"ViT-{model.get('size')}/{model.get('patch_size')}",
@@ -99,20 +103,33 @@ def exported_encoders(root: Path, methods: list[str], img_size: int) -> Iterator
             yield m, load_encoder(str(path), img_size=img_size).eval()
 
 
+def copy_reconstructions(root: Path, methods: list[str]) -> None:
+    """`reports/reconstructions/<method>.png` from each method's current grid, and nothing else: a copy whose
+    source is gone (or is not a PNG) is not shown as current."""
+    folder = REPORTS / "reconstructions"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for m in methods:
+        src = root / plots_dir("pretrain", m) / "reconstructions.png"
+        if not src.is_file():
+            continue
+        with src.open("rb") as f:
+            if f.read(8) != PNG_SIGNATURE:
+                log.warning("%s is not a PNG picture: left out of the report (re-run `dvc repro pretrain@%s`)", src, m)
+                continue
+        shutil.copy2(src, folder / f"{m}.png")
+
+
 def run(params_dir: str | Path, root: Path | None = None) -> str:
     root = Path(root or ".")
     transfer, data = load_with_data(params_dir, "transfer")
     methods = list(pipeline_methods(root))
     rows = gather(root, methods)
-    (REPORTS / "reconstructions").mkdir(parents=True, exist_ok=True)
-    for m in methods:
-        src = root / plots_dir("pretrain", m) / "reconstructions.png"
-        if src.is_file():
-            shutil.copy2(src, REPORTS / "reconstructions" / f"{m}.png")
+    copy_reconstructions(root, methods)
     base_rows = baselines(root, transfer.scratch_of)
     with StageRun("report") as tracker:
         run_ids = latest_run_ids([f"pretrain@{m}" for m in methods])
-        teachers = read_json(root / "metrics/diversity.json")
+        teachers = read_json(root / "metrics/diversity.json", DIVERSITY_REBUILD)
         save_grouped_bars({r["name"]: {PROTOCOLS[k]: r[s][k] for s, k in (("evaluate", "knn_top1"),
                                                                            ("evaluate", "linear_top1"),
                                                                            ("transfer", "finetune_top1")) if k in r[s]}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mim.io import atomic_write, write_text
+from mim.io import atomic_write, load_npy, read_json_object, write_text
 from mim.targets.pixels import patch_vectors
 
 log = logging.getLogger("mim.tokenizer")
@@ -116,10 +116,11 @@ class CentroidTokenizer:
         if not meta_path.is_file():
             raise FileNotFoundError(f"{folder}: no centroid tokenizer there (tokenizer.json missing); "
                                     "build it with `mim tokenizer` (or `dvc repro tokenizer`)")
-        meta = json.loads(meta_path.read_text())
+        rebuild = "rebuild it with `dvc repro tokenizer` (or `mim tokenizer`)"
+        meta = read_json_object(meta_path, rebuild)
         if meta.pop("format", None) != FORMAT:
-            raise ValueError(f"{meta_path}: not a mim centroid tokenizer")
-        centroids = torch.from_numpy(np.load(folder / "centroids.npy", allow_pickle=False))
+            raise ValueError(f"{meta_path}: not a mim centroid tokenizer; {rebuild}")
+        centroids = torch.from_numpy(load_npy(folder / "centroids.npy", rebuild))
         return cls(centroids, TokenizerInfo(**meta))
 
 
