@@ -19,7 +19,7 @@ def comparison_table(root: Path, methods: list[str]) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for m in methods:
         t, e = read_metrics(root, "pretrain", m), read_metrics(root, "evaluate", m)
-        cost = f"{t['steps']} | {t['wall_time_s']:.0f} | {t['images_per_s']:.0f}" if t else "- | - | -"
+        cost = f"{t.get('steps', '-')} | {t['wall_time_s']:.0f} | {t['images_per_s']:.0f}" if t else "- | - | -"
         lines.append(f"| {m} | {cost} | {pct(e, 'knn_top1')} | {pct(e, 'linear_top1')} |")
     lines += [f"| {b['name']} (baseline) | - | - | - | {pct(b, 'knn_top1')} | {pct(b, 'linear_top1')} |"
               for b in baselines(root)]
