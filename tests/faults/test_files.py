@@ -249,9 +249,9 @@ def test_a_garbage_checkpoint_names_the_file_without_torchs_unsafe_advice(tmp_pa
 def test_an_unknown_teacher_model_names_it_and_how_to_list_them(capsys):
     with pytest.raises(ValueError) as caught:
         build_timm_teacher("efficientnet_lite1x", "random")
-    assert _reported(capsys, "teacher", caught.value) == (
-        "mim teacher: error: teacher name 'efficientnet_lite1x': timm has no such model (close: efficientnet_lite1, "
-        "efficientnet_lite4, efficientnet_lite3; list them with timm.list_models('*efficientnet*'))")
+    line = _reported(capsys, "teacher", caught.value)
+    assert line.startswith("mim teacher: error: teacher name 'efficientnet_lite1x': timm has no such model (close: "
+                           "efficientnet_lite1") and line.endswith("list them with timm.list_models('*efficientnet*'))")
 
 
 # -- damaged prepared data, tokenizer and metrics files -------------------------------------------------------------
