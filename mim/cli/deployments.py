@@ -88,6 +88,14 @@ def answers(api: str) -> bool:
     return True
 
 
+def require_server(api: str | None) -> str:
+    """`api` (without a trailing slash) when a Prefect server answers there; else ServiceError saying to start one."""
+    api = api.rstrip("/") if api else None
+    if api is None or not answers(api):
+        raise ServiceError(down_line(api))
+    return api
+
+
 def down_line(api: str | None) -> str:
     if api is None:
         return "no Prefect server is configured (PREFECT_API_URL unset): start one with `mim up`"
@@ -122,8 +130,7 @@ def find(api: str, name: str) -> Deployment | None:
 
 def check_served(api: str | None, name: str) -> Deployment:
     """The deployment `name` when the server answers and something serves it; else ServiceError with the hint."""
-    if api is None or not answers(api):
-        raise ServiceError(down_line(api))
+    api = require_server(api)
     if "/" not in name:
         raise ServiceError(f"{name!r}: name a deployment as FLOW/DEPLOYMENT, e.g. pretrain/mae or pipeline/all")
     dep = find(api, name)
