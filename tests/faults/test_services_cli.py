@@ -108,3 +108,29 @@ def test_serve_and_deploy_with_a_url_nothing_answers(tmp_path, monkeypatch, capf
         assert err.splitlines() == [f"mim {args[0]}: error: the Prefect server at {api} does not answer: "
                                     "start it with `mim up` (or set PREFECT_API_URL)"], err
     assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_a_server_that_refuses_us_still_answers(tmp_path):
+    """A server that replies with an HTTP error (an API key missing, as on Prefect Cloud) is up: only no reply at
+    all is 'does not answer'."""
+    import http.server
+    import threading
+
+    from mim.cli.deployments import answers
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the handler's API
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert answers(f"http://127.0.0.1:{server.server_address[1]}/api")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not answers(f"http://127.0.0.1:{server.server_address[1]}/api")
