@@ -74,18 +74,32 @@ def api_url(root: Path) -> str | None:
 
 def _call(url: str, body: dict | None = None, timeout_s: float = 5.0) -> object:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
-                                 method="GET" if body is None else "POST")
+    headers = {"Content-Type": "application/json"}
+    if key := os.environ.get("PREFECT_API_KEY"):  # a server behind an API key (Prefect Cloud)
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=data, headers=headers, method="GET" if body is None else "POST")
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         return json.loads(resp.read() or b"null")
 
 
 def answers(api: str) -> bool:
+    """Whether a server answers at `api`: any HTTP reply counts (one that refuses us, e.g. for a missing API key,
+    is up; the calls that follow say what it refused)."""
     try:
         _call(f"{api}/health")
+    except urllib.error.HTTPError:
+        return True
     except (OSError, ValueError):
         return False
     return True
+
+
+def require_server(api: str | None) -> str:
+    """`api` (without a trailing slash) when a Prefect server answers there; else ServiceError saying to start one."""
+    api = api.rstrip("/") if api else None
+    if api is None or not answers(api):
+        raise ServiceError(down_line(api))
+    return api
 
 
 def down_line(api: str | None) -> str:
@@ -122,8 +136,7 @@ def find(api: str, name: str) -> Deployment | None:
 
 def check_served(api: str | None, name: str) -> Deployment:
     """The deployment `name` when the server answers and something serves it; else ServiceError with the hint."""
-    if api is None or not answers(api):
-        raise ServiceError(down_line(api))
+    api = require_server(api)
     if "/" not in name:
         raise ServiceError(f"{name!r}: name a deployment as FLOW/DEPLOYMENT, e.g. pretrain/mae or pipeline/all")
     dep = find(api, name)

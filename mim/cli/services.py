@@ -21,8 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        ("status", "show the local servers and whether something serves each deployment")):
         sv = sub.add_parser(name, help=text)
         if name == "up":
-            sv.add_argument("--prefect-port", type=int, default=4200)
-            sv.add_argument("--mlflow-port", type=int, default=5000)
+            sv.add_argument("--prefect-port", type=_port, default=4200, help="default 4200")
+            sv.add_argument("--mlflow-port", type=_port, default=5000, help="default 5000; not the Prefect port")
         sv.set_defaults(func=cmd_services)
     sv = sub.add_parser("serve", help="serve the Prefect deployments (pretrain/<method>, pipeline/all); blocks "
                         "(the same as `python -m flows`)")
@@ -32,6 +32,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     dp.add_argument("--pool", required=True, help="work pool name (created as a process pool if missing)")
     dp.set_defaults(func=cmd_deploy)
     deployments.add_parser(sub)
+
+
+def _port(text: str) -> int:
+    """A TCP port number, 1-65535 (argparse turns the error into `mim up: error: argument --X-port: ...`)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: choose 1-65535")
+    return port
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -72,17 +83,14 @@ def _point_prefect_profile(api_url: str, root: Path) -> str:
 
 
 def _flows_env() -> dict[str, str]:
-    """This environment plus the project's Prefect server (`PREFECT_API_URL`, unless set) and the project folder."""
+    """This environment plus the project's Prefect server (`PREFECT_API_URL`, unless set) and the project folder;
+    ServiceError when that server does not answer (the flows would end in a connection traceback)."""
     from mim.project import services
     from mim.project.state import project_dir
 
     root = project_dir()
     env = dict(os.environ)
-    if not env.get("PREFECT_API_URL"):
-        url = services.prefect_api_url(root)
-        if url is None:
-            raise services.ServiceError("no Prefect server: run `mim up` first (or set PREFECT_API_URL)")
-        env["PREFECT_API_URL"] = url
+    env["PREFECT_API_URL"] = deployments.require_server(env.get("PREFECT_API_URL") or services.prefect_api_url(root))
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env["MIM_PROJECT_DIR"] = str(root)  # flow runs act on this project, wherever their process starts
     return env

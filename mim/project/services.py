@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -103,10 +104,17 @@ def _command(name: str, port: int, mim: Path) -> tuple[list[str], dict[str, str]
     return cmd, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job runner: 7 fewer processes, 3x faster
 
 
-def _tail(log: Path, n: int = 20) -> str:
+_ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)\b|ERROR\b|Error\b)")  # `OSError: ...`, uvicorn's `ERROR: ...`
+
+
+def _cause(log: Path, width: int = 160) -> str:
+    """The log's last line that starts with an error (else its last line), cut to `width`: the cause, on one line."""
     with contextlib.suppress(OSError):
-        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
-    return "(no log)"
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if _ERROR_LINE.match(line)]
+        if last := (errors or lines)[-1:]:
+            return last[0] if len(last[0]) <= width else last[0][:width] + "..."
+    return "nothing in its log"
 
 
 def _ours(state: ServiceState) -> bool:
@@ -133,6 +141,13 @@ def up(project_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
        timeout_s: float = 120, names: tuple[str, ...] = NAMES) -> dict[str, ServiceState]:
     """Start the Prefect and MLflow servers (those in `names`) unless ours already run and answer; wait until they
     are healthy."""
+    ports = {"prefect": prefect_port, "mlflow": mlflow_port}
+    for name in names:
+        if not 1 <= ports[name] <= 65535:
+            raise ServiceError(f"{name}: port {ports[name]} is out of range: choose 1-65535 (mim up --{name}-port N)")
+    if set(NAMES) <= set(names) and prefect_port == mlflow_port:
+        raise ServiceError(f"prefect and mlflow cannot share port {prefect_port}: choose two ports "
+                           "(mim up --prefect-port N --mlflow-port M)")
     mim = state_dir(project_dir)
     mim.mkdir(parents=True, exist_ok=True)
     states = _read(project_dir)
@@ -156,16 +171,23 @@ def up(project_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         states[name] = ServiceState(name, proc.pid, port, f"http://{HOST}:{port}", mim / f"{name}.log")
     _write(project_dir, states)
+    started = [states[name] for name, _ in todo]
     deadline = time.monotonic() + timeout_s
-    for state in [states[name] for name, _ in todo]:
+    for state in started:
         while not _healthy(state):
             dead = not _alive(state.pid)
             if dead or time.monotonic() > deadline:
-                _stop(state)
-                _write(project_dir, {n: s for n, s in states.items() if n != state.name})
+                # all or nothing: stop what this call started, so no server is left half-configured
+                for other in started:
+                    _stop(other)
+                _write(project_dir, {n: s for n, s in states.items() if s not in started})
                 why = "exited" if dead else f"was not healthy after {timeout_s:.0f} s"
-                raise ServiceError(f"{state.name} server on port {state.port} {why}; "
-                                   f"last lines of {state.log}:\n{_tail(state.log)}")
+                also = [s.name for s in started if s is not state]
+                stopped = f"; stopped {', '.join(also)}, started with it" if also else ""
+                kept = [f"; {s.name} was running before and still is ({s.url})" for s in states.values()
+                        if s not in started and s.name in names]
+                raise ServiceError(f"{state.name} server on port {state.port} {why}: {_cause(state.log)} "
+                                   f"(log: {state.log}){stopped}{''.join(kept)}")
             time.sleep(0.25)
     return states
 
