@@ -102,21 +102,24 @@ class StageRun:
         self.close("FINISHED" if exc_type is None else "KILLED" if stopped else "FAILED")
 
     def follow_checkpoint(self, ckpt_url: str) -> str | None:
-        """Link this run to the run that wrote the checkpoint at `ckpt_url`, when there is one: tag
-        `mim.continues_run` with its id and mark it KILLED if it never ended (its process was killed). Then
-        record this run as the checkpoint's writer. Returns the earlier run's id."""
+        """Link this run to the earlier run of the same stage that did not end (its id is kept beside the
+        checkpoint until the stage completes): mark that run KILLED if it never ended (its process was killed),
+        and when its checkpoint is there to resume from, tag `mim.continues_run` with its id (returned). Then
+        record this run as the checkpoint's writer."""
         if not self.enabled or self.run_id is None:
             return None
         note = Path(ckpt_url).parent / RUN_NOTE
-        earlier = note.read_text().strip() if note.is_file() and Path(ckpt_url).is_file() else None
+        earlier = note.read_text().strip() if note.is_file() else None
+        continues = earlier if earlier and earlier != self.run_id and Path(ckpt_url).is_file() else None
         if earlier and earlier != self.run_id:
             def link() -> None:
-                self._client.set_tag(self.run_id, "mim.continues_run", earlier)
+                if continues:
+                    self._client.set_tag(self.run_id, "mim.continues_run", continues)
                 if self._client.get_run(earlier).info.status == "RUNNING":
                     self._client.set_terminated(earlier, "KILLED")
             self._submit(link)
         write_text(str(note), self.run_id + "\n")
-        return earlier
+        return continues
 
     def close(self, status: str = "FINISHED", timeout_s: float = 60.0) -> None:
         """Flush queued calls (at most `timeout_s`), then end the run with `status`."""
