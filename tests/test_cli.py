@@ -11,8 +11,8 @@ def _sets(items):
     return [a for s in items for a in ("--set", s)]
 
 
-def test_unknown_param_is_one_clear_line():
-    r = run_mim("pretrain", "--method", "mae", "--set", "train.stepz=3")
+def test_unknown_param_is_one_clear_line(tmp_path):
+    r = run_mim("pretrain", "--method", "mae", "--set", "train.stepz=3", "--out", str(tmp_path / "o"))
     assert r.returncode == 2
     assert "train.stepz: Extra inputs are not permitted" in r.stderr
     assert "Traceback" not in r.stderr

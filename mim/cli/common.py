@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from mim.io import write_text
-from mim.params import DEFAULT_PARAMS_DIR
+from mim.params import DEFAULT_PARAMS_DIR, ParamsError
 
 
 class UsageError(ValueError):
@@ -27,7 +27,20 @@ def positive_int(text: str) -> int:
 
 def add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one parameter by its dotted path, e.g. --set train.steps=100 (repeatable)")
+                   help="override one parameter by its dotted path, e.g. --set train.steps=100 (repeatable; one-off "
+                   "forms only: the stage forms read params/*.yaml alone)")
+
+
+def refuse_sets(args: argparse.Namespace, own_file: str, one_off: str | None = None) -> None:
+    """The stage form (what dvc.yaml runs) takes no --set: its outputs are DVC-tracked, and a value in no params file
+    would be recorded as if the files had made it. The line names the file to edit (data.* -> data.yaml)."""
+    if not args.overrides:
+        return
+    key = args.overrides[0].partition("=")[0]
+    name = "data" if key.startswith("data.") else own_file
+    alternative = f", or use the one-off form ({one_off})" if one_off else ""
+    raise ParamsError(f"--set {args.overrides[0]}: the stage form reads its params only from the params files (its "
+                      f"outputs are tracked by DVC); edit {args.params_dir}/{name}.yaml instead{alternative}")
 
 
 def add_params_dir(p: argparse.ArgumentParser, form: str = "") -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from mim.cli import runs
-from mim.cli.common import UsageError, add_params_dir, add_set
+from mim.cli.common import UsageError, add_params_dir, add_set, refuse_sets
 from mim.params import DEFAULT_PARAMS_DIR, METHOD_NAMES, ParamsError
 
 
@@ -131,6 +131,7 @@ def cmd_simple_stage(args: argparse.Namespace) -> int:
     from mim.stages import diversity, prepare, teacher, tokenizer
 
     stage = {"prepare": prepare, "tokenizer": tokenizer, "teacher": teacher, "diversity": diversity}[args.command]
+    refuse_sets(args, "data" if args.command == "prepare" else args.command)
     result = stage.run(args.params_dir, args.overrides)
     if args.command == "teacher":
         print(json.dumps(result, indent=2))
@@ -138,12 +139,15 @@ def cmd_simple_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    one_off = args.params is not None or args.out is not None
+    if not one_off and not args.method:
+        raise ParamsError("mim pretrain: give --method (stage form) or --params/--out (one-off form)")
+    if not one_off:
+        refuse_sets(args, args.method, "--out DIR")
     if args.resume:
         args.overrides = [*args.overrides, f"train.resume={args.resume}"]
-    if args.params is not None or args.out is not None:
+    if one_off:
         return runs.pretrain(args)
-    if not args.method:
-        raise ParamsError("mim pretrain: give --method (stage form) or --params/--out (one-off form)")
     from mim.engine.launch import needs_launch, relaunch_with_torchrun
     from mim.params import load_pretrain
 
@@ -168,6 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(stage_forms) != 1:
         raise ParamsError("mim evaluate: give one of --method R, --baseline-of R or --pixels (stage form), "
                           "or --encoder FILE (one-off form)")
+    refuse_sets(args, "eval", "--encoder FILE")
     from mim.stages import evaluate
 
     results = evaluate.run(args.method or args.baseline_of, args.params_dir, args.overrides,
@@ -180,6 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_transfer(args: argparse.Namespace) -> int:
     if bool(args.method) == args.scratch:
         raise ParamsError("mim transfer: give one of --method RECIPE or --scratch")
+    refuse_sets(args, "transfer")
     from mim.stages import transfer
 
     print(json.dumps(transfer.run(args.method, args.params_dir, args.overrides), indent=2))

@@ -24,14 +24,19 @@ from mim.tracking.uri import artifact_root, experiment_name, tracking_uri
 
 log = logging.getLogger("mim.tracking")
 PARENT_RUN_ENV = "MIM_PARENT_RUN_ID"
-TRACKING_ENV = "MIM_TRACKING"  # "off" disables tracking
+TRACKING_ENV = "MIM_TRACKING"  # on/off (or true/false, 1/0, yes/no, any case)
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 RETRY_S = 15.0  # during an outage, calls are dropped and the server is tried again every RETRY_S seconds
 _STOP = object()
 RUN_NOTE = "mlflow_run_id"  # beside a stage's checkpoint: the run that wrote it
 
 
 def tracking_enabled() -> bool:
-    return os.environ.get(TRACKING_ENV, "on") != "off" and os.environ.get("RANK", "0") == "0"
+    """MIM_TRACKING's switch (default on), on global rank 0 only; a word it does not know is an error, never "on"."""
+    word = os.environ.get(TRACKING_ENV, "on")
+    if word.strip().lower() not in _SWITCH:
+        raise ValueError(f"{TRACKING_ENV}={word!r}: not a switch; use on or off (also true/false, 1/0, yes/no)")
+    return _SWITCH[word.strip().lower()] and os.environ.get("RANK", "0") == "0"
 
 
 def connect(root: Path | None = None) -> tuple[Any, str]:
