@@ -11,7 +11,7 @@ from mim.analysis import diversity_by_level, save_bar_chart, save_level_curves
 from mim.data.prepared import load_prepared
 from mim.io import write_text
 from mim.params import load_with_data
-from mim.params.bind.data import augment
+from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.targets import teacher_source
 from mim.project.layout import PREPARED
 from mim.targets.teacher import Teacher
@@ -24,6 +24,7 @@ PLOTS = Path("plots/diversity")
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     p, d = load_with_data(params_dir, "diversity", overrides)
     grid = d.token_grid(p.patch_size, "diversity.patch_size")
+    check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
     transform = augment(d)
     images = transform.eval(load_prepared(PREPARED, "test", limit=p.images).images)
     results: dict[str, dict] = {}

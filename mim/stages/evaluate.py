@@ -18,7 +18,7 @@ from mim.io import write_text
 from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
 from mim.params import DataParams, EvalParams, load_pretrain, load_with_data
-from mim.params.bind.data import augment
+from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.params.bind.evaluation import probe_config
 from mim.project.layout import PREPARED, encoder_file, metrics_file, plots_dir
@@ -53,6 +53,7 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     pixels (`pixels`); every result has `knn_top1` and `linear_top1` (percent)."""
     params, data = load_with_data(params_dir, "eval", overrides)
     name = "pixels" if pixels else f"baseline-{method}" if baseline else method
+    check_prepared(data, PREPARED, Path(params_dir) / "data.yaml")
     train, test = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
     with StageRun("evaluate", name, tags={"evaluated": method or "pixels"}) as tracker:
         tracker.log_params({"eval": params.model_dump(mode="json"), "data": data.model_dump(mode="json")})

@@ -16,6 +16,7 @@ from pathlib import Path
 from mim.data.prepared import load_prepared, open_prepared, read_manifest
 from mim.engine.distributed import shutdown_distributed
 from mim.params import load_pretrain
+from mim.params.bind.data import check_prepared
 from mim.params.bind.training import PICTURE_COUNT, pretrain_run
 from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir
 from mim.project.runs import stage_files
@@ -37,6 +38,7 @@ def input_tags(folder: str | None) -> dict[str, str]:
 
 def run(method: str, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     params = load_pretrain(params_dir, method, overrides)
+    check_prepared(params.data, PREPARED, Path(params_dir) / "data.yaml")
     data = open_prepared(PREPARED, "train")
     extra_input = params.method.input_dir
     ckpt = checkpoint_url(f"pretrain-{method}")

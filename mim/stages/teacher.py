@@ -12,7 +12,7 @@ from mim.analysis import diversity_summary, token_diversity
 from mim.data.prepared import load_prepared
 from mim.io import write_text
 from mim.params import load_with_data
-from mim.params.bind.data import augment
+from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.targets import teacher_source
 from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.targets.teacher import Teacher, teacher_manifest
@@ -22,6 +22,7 @@ from mim.tracking import StageRun
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "teacher", overrides)
     grid = d.token_grid(t.patch_size, "teacher.patch_size")
+    check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
     source = teacher_source(t)
     with StageRun("teacher", tags={"teacher.source": source.source}) as tracker:
         transform = augment(d)

@@ -14,7 +14,7 @@ from mim.analysis import save_codebook_grid
 from mim.data.prepared import open_prepared
 from mim.io import write_text
 from mim.params import load_with_data
-from mim.params.bind.data import augment
+from mim.params.bind.data import augment, check_prepared
 from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.rng import generator_for
 from mim.targets.centroids import CentroidTokenizer, codebook_usage, sample_patch_vectors
@@ -26,6 +26,7 @@ log = logging.getLogger("mim.tokenizer")
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "tokenizer", overrides)
     d.token_grid(t.patch_size, "tokenizer.patch_size")  # refuses a patch size that does not tile the images
+    check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
     train, test = open_prepared(PREPARED, "train"), open_prepared(PREPARED, "test")  # shards: decoded as sampled
     transform, out = augment(d), model_dir("tokenizer")
     channels = transform.out_channels(train.channels)

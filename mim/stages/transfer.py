@@ -19,7 +19,7 @@ from mim.evaluation.finetune import finetune
 from mim.io import write_text
 from mim.models.export import load_encoder
 from mim.params import EvalParams, load_params, load_pretrain, load_with_data
-from mim.params.bind.data import augment
+from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.project.layout import PREPARED, checkpoint_url, encoder_file, metrics_file, model_dir, plots_dir
 from mim.stages.evaluate import evaluate
@@ -33,6 +33,7 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     """Transfer `method`'s encoder, or (`method` None) the scratch baseline."""
     params, data = load_with_data(params_dir, "transfer", overrides)
     name = method or "scratch"
+    check_prepared(data, PREPARED, Path(params_dir) / "data.yaml")
     train_all, test_all = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
     ft = params.finetune
     with StageRun("transfer", name) as tracker:

@@ -108,8 +108,7 @@ def test_a_full_disk_during_pretraining_keeps_the_last_checkpoint(tmp_path, monk
             assert load_checkpoint(str(ckpt))["step"] == 2
 
 
-def test_a_full_disk_while_preparing_leaves_no_prepared_folder_that_passes_as_complete(tmp_path, monkeypatch,
-                                                                                        capsys):
+def test_a_full_disk_while_preparing_keeps_the_previous_prepared_data(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MIM_DEBUG", raising=False)
     disk = tmp_path / "disk"
     with small_filesystem(disk, 1024) as mounted:
@@ -126,7 +125,9 @@ def test_a_full_disk_while_preparing_leaves_no_prepared_folder_that_passes_as_co
         assert code == 1
         assert line == (f"mim pretrain: error: could not write {out}/prepared/train: No space left on device "
                         "(nothing was written there)")
-        assert not manifest.exists() and not (out / "prepared" / "train").exists()
+        # the earlier preparation is kept as it was; the new one's temporary folder is gone
+        assert json.loads(manifest.read_text())["data"] == {"source": "synthetic:64"}
+        assert not (out / "prepared" / "train").exists() and not _leftover_temps(out)
         # arrays (what `mim prepare` writes for in-memory sources): the same, and no temporary file is left
         from mim.io import OutputWriteError
         from mim.params.bind.data import prepare
@@ -136,7 +137,7 @@ def test_a_full_disk_while_preparing_leaves_no_prepared_folder_that_passes_as_co
         (root / "manifest.json").write_text(json.dumps({"format": "mim-prepared/1", "splits": {}}))
         with pytest.raises(OutputWriteError, match="No space left on device"):
             prepare(DataParams(source="synthetic:256", image_size=16, storage="array"), str(root))
-        assert not (root / "manifest.json").exists() and not _leftover_temps(root)
+        assert (root / "manifest.json").exists() and not _leftover_temps(disk)
 
 
 SAVE_AND_MEASURE = """

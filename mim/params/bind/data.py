@@ -8,19 +8,27 @@ Prepared splits: `train` (pre-training: `source` / `train_split`, may be unlabel
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
 
 import numpy as np
 
 from mim.data import BatchAugment, ImageTensors, load_dataset
 from mim.data.folder import list_image_folder
-from mim.data.prepared import alias_entry, clear_manifest, save_manifest, save_split, shard_entry
+from mim.data.prepared import alias_entry, clear_manifest, read_manifest, save_manifest, save_split, shard_entry
 from mim.data.shards import PNG_SOURCES, shard_source
 from mim.data.sources import split_folder
+from mim.io import OutputWriteError
 from mim.params.models import DataParams
 from mim.rng import generator_for
 
 log = logging.getLogger("mim.prepare")
 PREPARED_SPLITS = ("train", "eval_train", "test")
+# the data params that change what `mim prepare` stores (dvc.yaml's prepare stage lists the same ones)
+PREPARED_BY = ("source", "train_split", "eval_split", "eval_source", "eval_train_split", "image_size", "subset", "seed",
+               "strict", "background", "storage", "array_max_gb", "max_side", "shards_url", "to_rgb")
 
 
 def augment(data: DataParams, image_size: int | None = None) -> BatchAugment:
@@ -121,8 +129,32 @@ def labeled_classes(entries: dict[str, dict], split: str | None) -> list[str] | 
 
 def prepare(data: DataParams, root: str, splits: tuple[str, ...] = PREPARED_SPLITS) -> dict:
     """Write `splits` of `data` under `root`, each in its storage form, and the manifest (which also records the
-    data params, so a one-off run can reuse what it prepared)."""
-    clear_manifest(root)
+    data params, so a stage can tell stale prepared data and a one-off run can reuse what it prepared).
+
+    A local `root` is written as a temporary sibling folder and swapped in whole at the end, so a refused or failed
+    prepare (classes that differ, a full disk) leaves the previous prepared data as it was. At a URL the manifest
+    is removed first instead (the folder then does not pass as prepared until the new manifest is written)."""
+    if "://" in root:
+        clear_manifest(root)
+        return _write_prepared(data, root, splits)
+    final = Path(root)
+    work = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        manifest = _write_prepared(data, str(work), splits, moves_to=str(final))
+    except OutputWriteError as err:
+        shutil.rmtree(work, ignore_errors=True)
+        where = str(err.filename).replace(str(work), str(final))
+        raise OutputWriteError(err.errno, str(err).replace(str(work), str(final)), where) from err
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _swap_in(work, final)
+    return manifest
+
+
+def _write_prepared(data: DataParams, root: str, splits: tuple[str, ...], moves_to: str | None = None) -> dict:
+    """The splits and manifest under `root`; shard URLs inside `root` are recorded under `moves_to`, where the
+    folder will be."""
     entries, labels = {}, {}
     for split in splits:
         if is_alias(data, split):
@@ -135,4 +167,28 @@ def prepare(data: DataParams, root: str, splits: tuple[str, ...] = PREPARED_SPLI
         entries[split], stored = write_split(data, split, root, form, classes)
         if stored is not None:
             labels[split] = stored
+    for entry in entries.values():
+        if moves_to and entry.get("url", "").startswith(f"{root}/"):
+            entry["url"] = moves_to + entry["url"][len(root):]
     return save_manifest(root, entries, labels, extra={"source": data.source, "data": data.model_dump(mode="json")})
+
+
+def _swap_in(work: Path, final: Path) -> None:
+    """Put the complete folder `work` at `final`; the previous one is removed only after."""
+    old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(work, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_prepared(data: DataParams, root: str | Path, data_file: str | Path = "params/data.yaml") -> None:
+    """Refuse prepared data made from other data params than `data` (what `data_file` says now): a stage run by
+    itself after an edit of data.yaml would train or evaluate on the old images while recording the new source.
+    Under `dvc repro` prepare re-runs first, so this never triggers there."""
+    recorded = read_manifest(root).get("data") or {}
+    now = data.model_dump(mode="json")
+    changed = [f"{k}: {recorded[k]!r} -> {now[k]!r}" for k in PREPARED_BY if k in recorded and recorded[k] != now[k]]
+    if changed:
+        raise ValueError(f"{root} was prepared from other data params than {data_file} now holds ({'; '.join(changed)})"
+                         "; run `dvc repro prepare` (or `mim prepare`) first")
