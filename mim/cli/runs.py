@@ -16,18 +16,26 @@ from mim.io import check_output_folder
 
 if TYPE_CHECKING:
     from mim.data.shards import ShardSplit
-    from mim.params import DataParams
+    from mim.params import DataParams, PretrainParams
 
 log = logging.getLogger("mim")
 
 
 def pretrain(args: argparse.Namespace) -> int:
-    from mim.engine.launch import needs_launch, relaunch_with_torchrun
     from mim.params.files import load_one_off
 
     params = load_one_off(args.params_dir, args.method, args.params, args.overrides)
     out = (args.out or f"runs/{params.method.name}").rstrip("/")
     check_output_folder(out)  # a file in the way, a read-only disk, memory://: said before any work
+    from mim.project.lock import holding, lock_file_of
+
+    with holding(lock_file_of(out), out):  # for the whole run, its ranks included
+        return _pretrain_into(args, params, out)
+
+
+def _pretrain_into(args: argparse.Namespace, params: PretrainParams, out: str) -> int:
+    from mim.engine.launch import needs_launch, relaunch_with_torchrun
+
     data = one_off_data(params.data, out, prepare_here=os.environ.get("RANK") is None)  # before any re-launch
     if needs_launch(params.launcher.nproc_per_node, params.launcher.nnodes):
         return relaunch_with_torchrun(params.launcher.nproc_per_node, params.launcher.nnodes, args.argv,

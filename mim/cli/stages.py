@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -152,11 +153,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from mim.params import load_pretrain
 
     launcher = load_pretrain(args.params_dir, args.method, args.overrides).launcher
-    if needs_launch(launcher.nproc_per_node, launcher.nnodes):
-        return relaunch_with_torchrun(launcher.nproc_per_node, launcher.nnodes, args.argv, launcher.rdzv_timeout_s)
-    from mim.stages import pretrain
+    with holding_checkpoint(f"pretrain-{args.method}"):  # for the whole run, its ranks included
+        if needs_launch(launcher.nproc_per_node, launcher.nnodes):
+            return relaunch_with_torchrun(launcher.nproc_per_node, launcher.nnodes, args.argv,
+                                          launcher.rdzv_timeout_s)
+        from mim.stages import pretrain
 
-    metrics = pretrain.run(args.method, args.params_dir, args.overrides)
+        metrics = pretrain.run(args.method, args.params_dir, args.overrides)
     if metrics:
         logging.getLogger("mim").info("done: %d steps, final loss %.4f, %.0f img/s", metrics["steps"],
                                       metrics["final_loss"], metrics["images_per_s"])
@@ -188,8 +191,17 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     refuse_sets(args, "transfer")
     from mim.stages import transfer
 
-    print(json.dumps(transfer.run(args.method, args.params_dir, args.overrides), indent=2))
+    with holding_checkpoint(f"transfer-{args.method or 'scratch'}"):
+        print(json.dumps(transfer.run(args.method, args.params_dir, args.overrides), indent=2))
     return 0
+
+
+def holding_checkpoint(name: str) -> contextlib.AbstractContextManager[None]:
+    """The lock on stage `name`'s checkpoint folder `.mim/checkpoints/<name>/`, held while the stage runs."""
+    from mim.project.layout import checkpoint_lock, checkpoint_url
+    from mim.project.lock import holding
+
+    return holding(checkpoint_lock(name), f"{Path(checkpoint_url(name)).parent}/ (the checkpoint of {name})")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -33,3 +33,9 @@ def checkpoint_url(name: str) -> str:
     (which DVC deletes before a re-run), so a killed stage resumes where it stopped. The checkpoint records what
     made it, and a run made from anything else refuses it (`mim.engine.identity`)."""
     return str(STATE / "checkpoints" / name / "last.pt")
+
+
+def checkpoint_lock(name: str) -> str:
+    """The lock file of stage `name`'s checkpoint folder (beside it: a completed stage removes the folder), held
+    while the stage runs so two runs of one stage cannot write one checkpoint (`mim.project.lock`)."""
+    return str(STATE / "checkpoints" / f"{name}.lock")

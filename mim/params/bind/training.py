@@ -16,7 +16,7 @@ from mim.engine.identity import ResumePolicy, RunIdentity
 from mim.engine.pretrain import pretrain
 from mim.engine.runtime import resolve_device, set_deterministic
 from mim.engine.trainer import MetricsCallback, TrainResult
-from mim.io import path_md5, write_text
+from mim.io import exists, path_md5, write_text
 from mim.params.bind.data import augment, train_images
 from mim.params.bind.methods import build_method
 from mim.params.models import PretrainParams
@@ -68,12 +68,16 @@ def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str,
     aug = augment(params.data, params.image_size)
     torch.manual_seed(derive_seed(t.seed, "init"))  # same initial weights on every rank
     method = build_method(params, aug.out_channels(data.channels))
-    if dist.is_main:
-        write_text(params_file, params.model_dump_json(indent=2) + "\n")
+    resolved = params.model_dump_json(indent=2) + "\n"
+    if dist.is_main and not exists(files.checkpoint):  # else only once the checkpoint's resume check passed: a
+        write_text(params_file, resolved)              # refused run must not relabel the earlier run's outputs
     shown = held_out if held_out is not None else data
     pictures = (shown.tensors(params.data.image_size, range(PICTURE_COUNT)) if isinstance(shown, ShardSplit)
                 else shown).images[:PICTURE_COUNT]
     digest = data.digest()
-    return pretrain(method, data, aug, train_config(params, digest), files, device=device, dist=dist,
-                    resume=resume or t.resume, picture_images=pictures, on_metrics=on_metrics,
-                    export_metadata={"data": params.data.model_dump_json(), "data_digest": digest})
+    result = pretrain(method, data, aug, train_config(params, digest), files, device=device, dist=dist,
+                      resume=resume or t.resume, picture_images=pictures, on_metrics=on_metrics,
+                      export_metadata={"data": params.data.model_dump_json(), "data_digest": digest})
+    if dist.is_main:
+        write_text(params_file, resolved)
+    return result
