@@ -23,8 +23,8 @@ PLOTS = Path("plots/diversity")
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     p, d = load_with_data(params_dir, "diversity", overrides)
-    grid = d.token_grid(p.patch_size, "diversity.patch_size")
     check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
+    grid = d.token_grid(p.patch_size, "diversity.patch_size")
     transform = augment(d)
     images = transform.eval(load_prepared(PREPARED, "test", limit=p.images).images)
     results: dict[str, dict] = {}

@@ -21,8 +21,8 @@ from mim.tracking import StageRun
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "teacher", overrides)
-    grid = d.token_grid(t.patch_size, "teacher.patch_size")
     check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
+    grid = d.token_grid(t.patch_size, "teacher.patch_size")
     source = teacher_source(t)
     with StageRun("teacher", tags={"teacher.source": source.source}) as tracker:
         transform = augment(d)

@@ -25,8 +25,8 @@ log = logging.getLogger("mim.tokenizer")
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "tokenizer", overrides)
-    d.token_grid(t.patch_size, "tokenizer.patch_size")  # refuses a patch size that does not tile the images
     check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
+    d.token_grid(t.patch_size, "tokenizer.patch_size")  # refuses a patch size that does not tile the images
     train, test = open_prepared(PREPARED, "train"), open_prepared(PREPARED, "test")  # shards: decoded as sampled
     transform, out = augment(d), model_dir("tokenizer")
     channels = transform.out_channels(train.channels)
