@@ -216,3 +216,14 @@ def test_the_stage_form_refuses_set(in_project, capsys):
             f"mim {argv[0]}: --set {argv[-1]}: the stage form reads its params only from the params files (its "
             f"outputs are tracked by DVC); edit params/{file}.yaml instead{alternative}")
     assert not (project / "metrics" / "evaluate" / "mae.json").exists()
+
+
+def test_the_stale_data_check_compares_what_dvc_reruns_prepare_for():
+    import yaml
+
+    from mim.params.bind.data import PREPARED_BY
+    from tests.helpers import ROOT
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]
+    listed = next(p["params/data.yaml"] for p in stage["params"] if isinstance(p, dict) and "params/data.yaml" in p)
+    assert sorted(PREPARED_BY) == sorted(listed)
