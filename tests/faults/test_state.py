@@ -129,7 +129,7 @@ def test_a_refused_prepare_keeps_the_previous_prepared_data(in_project, tmp_path
                 _png(folder / split / c / f"{i}.png", 40 * i + ord(c))
     _edit_data(project, source=str(folder))
     assert main(["-q", "prepare"]) == 1
-    assert "give both splits the same class folders" in _one_line(capsys.readouterr().err, "prepare")
+    assert "has class folder(s) c that the split" in _one_line(capsys.readouterr().err, "prepare")
     assert _digest(project / "data" / "prepared") == before  # arrays and manifest as they were
     assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared"]  # no temporary folder left
     _edit_data(project, source="synthetic:96")
