@@ -88,9 +88,10 @@ def no_tracking(monkeypatch, tmp_path):
 def test_a_folder_without_split_folders_is_never_used_as_both_splits(form, tmp_path, capsys, no_tracking,
                                                                       encoder_file):
     flat = class_folder(tmp_path / "flat", ["a", "b"])
-    params = params_dir(tmp_path, f"source: {flat}\nimage_size: 16\n")
+    storage = "storage: shards\n" if form == "prepare-shards" else ""  # the stage form takes no --set
+    params = params_dir(tmp_path, f"source: {flat}\nimage_size: 16\n{storage}")
     args = {"prepare": ["prepare", "--params-dir", str(params)],
-            "prepare-shards": ["prepare", "--params-dir", str(params), *sets("storage=shards")],
+            "prepare-shards": ["prepare", "--params-dir", str(params)],
             "pretrain-one-off": ["pretrain", "--method", "mae", "--params-dir", str(params), "--out",
                                  str(tmp_path / "run"), *sets(*TINY_MODEL)],
             "evaluate-encoder": ["evaluate", "--encoder", str(encoder_file), "--params-dir", str(params)]}[form]
