@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from mim.io import write_text
-from mim.params import DEFAULT_PARAMS_DIR, ParamsError
+from mim.params import DEFAULT_PARAMS_DIR
 
 
 class UsageError(ValueError):
@@ -39,7 +39,7 @@ def refuse_sets(args: argparse.Namespace, own_file: str, one_off: str | None = N
     key = args.overrides[0].partition("=")[0]
     name = "data" if key.startswith("data.") else own_file
     alternative = f", or use the one-off form ({one_off})" if one_off else ""
-    raise ParamsError(f"--set {args.overrides[0]}: the stage form reads its params only from the params files (its "
+    raise UsageError(f"--set {args.overrides[0]}: the stage form reads its params only from the params files (its "
                       f"outputs are tracked by DVC); edit {args.params_dir}/{name}.yaml instead{alternative}")
 
 
