@@ -355,9 +355,15 @@ def test_bench_counts_must_be_positive_whole_numbers(capsys, argv, flag):
                                             f">= 1, got {argv[2] if argv[2] == '0' else repr(argv[2])}")
 
 
-def test_finetune_batch_above_its_subset_names_both_params(capsys):
-    assert main(["transfer", "--method", "mae", "--set", "finetune.batch_size=64",
-                 "--set", "finetune.train_subset=32"]) == 2
+def test_finetune_batch_above_its_subset_names_both_params(capsys, tmp_path):
+    from mim.params.edit import edit_yaml_text
+
+    params = tmp_path / "params"  # the stage form takes no --set: the values go in its params file
+    shutil.copytree(ROOT / "params", params, ignore=shutil.ignore_patterns("sets"))
+    transfer = params / "transfer.yaml"
+    transfer.write_text(edit_yaml_text(transfer.read_text(), {"finetune.batch_size": 64,
+                                                              "finetune.train_subset": 32})[0])
+    assert main(["transfer", "--method", "mae", "--params-dir", str(params)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().endswith("finetune: batch_size 64 is larger than train_subset 32: lower finetune.batch_size "
