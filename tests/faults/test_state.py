@@ -122,6 +122,8 @@ def _png(path: Path, value: int) -> None:
 def test_a_refused_prepare_keeps_the_previous_prepared_data(in_project, tmp_path, capsys):
     project = in_project
     before = _digest(project / "data" / "prepared")
+    leftover = project / "data" / f"prepared.tmp-{_dead_pid()}-0000abcd"  # of a prepare killed before its swap
+    (leftover / "train").mkdir(parents=True)
     folder = tmp_path / "mm"  # train/{a,b}, test/{b,c}: the evaluation splits name different classes
     for split, classes in (("train", "ab"), ("test", "bc")):
         for c in classes:
@@ -131,7 +133,8 @@ def test_a_refused_prepare_keeps_the_previous_prepared_data(in_project, tmp_path
     assert main(["-q", "prepare"]) == 1
     assert "has class folder(s) c that the split" in _one_line(capsys.readouterr().err, "prepare")
     assert _digest(project / "data" / "prepared") == before  # arrays and manifest as they were
-    assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared"]  # no temporary folder left
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared"]  # no temporary folder left, the
+    # killed prepare's removed
     _edit_data(project, source="synthetic:96")
     assert main(["-q", "evaluate", "--pixels"]) == 0  # still usable as it is
     (project / "metrics" / "evaluate" / "pixels.json").unlink()

@@ -138,7 +138,8 @@ def prepare(data: DataParams, root: str, splits: tuple[str, ...] = PREPARED_SPLI
         clear_manifest(root)
         return _write_prepared(data, root, splits)
     final = Path(root)
-    work = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    _remove_leftovers(final)
+    work = final.with_name(f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         manifest = _write_prepared(data, str(work), splits, moves_to=str(final))
     except OutputWriteError as err:
@@ -171,6 +172,18 @@ def _write_prepared(data: DataParams, root: str, splits: tuple[str, ...], moves_
         if moves_to and entry.get("url", "").startswith(f"{root}/"):
             entry["url"] = moves_to + entry["url"][len(root):]
     return save_manifest(root, entries, labels, extra={"source": data.source, "data": data.model_dump(mode="json")})
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Remove the temporary folders of prepares killed before their swap (their PID, in the name, is gone)."""
+    for folder in final.parent.glob(f"{final.name}.tmp-*-*"):
+        pid = folder.name.split(".tmp-")[-1].split("-")[0]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
 
 
 def _swap_in(work: Path, final: Path) -> None:
