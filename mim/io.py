@@ -46,14 +46,22 @@ class UnreachableError(OSError):
         return self.strerror or ""
 
 
+HTTP_TIMEOUT_S = 60.0  # http(s) sources: seconds to connect, and without a byte, before a run gives up
+
+
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """fsspec's (file system, path) of a local path or URL; `MissingPackageError` naming the URL and the package
     to install when its file system's package is missing."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
     try:
+        if scheme in ("http", "https"):  # a server that accepts and never answers must not hang a run
+            import aiohttp
+
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT_S, sock_read=HTTP_TIMEOUT_S)
+            return fsspec.core.url_to_fs(url, client_kwargs={"timeout": timeout})
         return fsspec.core.url_to_fs(url)
     except ImportError as err:
         package = getattr(err.__cause__, "name", None) or str(err)
-        scheme = url.split("://", 1)[0]
         raise MissingPackageError(f"{url}: {scheme}:// URLs need the {package} package (pip install {package})"
                                   ) from None
 

@@ -142,7 +142,7 @@ def cmd_simple_stage(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     one_off = args.params is not None or args.out is not None
     if not one_off and not args.method:
-        raise ParamsError("mim pretrain: give --method (stage form) or --params/--out (one-off form)")
+        raise ParamsError("give --method (stage form) or --params/--out (one-off form)")
     if not one_off:
         refuse_sets(args, args.method, "--out DIR")
     if args.resume:
@@ -170,10 +170,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     stage_forms = [f for f in (args.method, args.baseline_of, args.pixels or None) if f]
     if args.encoder is not None:
         if stage_forms:
-            raise ParamsError("mim evaluate: --encoder (one-off form) cannot be combined with the stage form")
+            raise ParamsError("--encoder (one-off form) cannot be combined with the stage form")
         return runs.evaluate(args)
     if len(stage_forms) != 1:
-        raise ParamsError("mim evaluate: give one of --method R, --baseline-of R or --pixels (stage form), "
+        raise ParamsError("give one of --method R, --baseline-of R or --pixels (stage form), "
                           "or --encoder FILE (one-off form)")
     refuse_sets(args, "eval", "--encoder FILE")
     from mim.stages import evaluate
@@ -187,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     if bool(args.method) == args.scratch:
-        raise ParamsError("mim transfer: give one of --method RECIPE or --scratch")
+        raise ParamsError("give one of --method RECIPE or --scratch")
     refuse_sets(args, "transfer")
     from mim.stages import transfer
 

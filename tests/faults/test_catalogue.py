@@ -40,3 +40,20 @@ def test_a_mask_that_hides_nothing_or_everything_is_a_params_error(tmp_path, cap
     line = _one_line(capsys.readouterr().err)
     assert "method.mask_ratio 0.02 masks 0 of the 16 tokens at data.image_size 16" in line
     assert not out.exists()  # refused before anything was written
+
+
+def test_an_http_source_that_never_answers_times_out_with_one_line(tmp_path, monkeypatch, capsys):
+    """A server that accepts the connection and never replies: one line after `HTTP_TIMEOUT_S`, not a hang."""
+    import socket
+
+    import mim.io
+
+    monkeypatch.setattr(mim.io, "HTTP_TIMEOUT_S", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/ds"
+        code = main(["pretrain", "--method", "mae", "--out", str(tmp_path / "run"), "--set", f"data.source={url}",
+                     "--set", "data.image_size=16", "--set", "model.patch_size=4"])
+    assert code == 1
+    assert _one_line(capsys.readouterr().err).startswith(f"mim pretrain: error: could not reach {url} (")
