@@ -60,3 +60,18 @@ def make_project(dest: Path) -> Path:
     git(dest, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     git(dest, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "project")
     return dest
+
+
+def drop_methods(project: Path, names: tuple[str, ...]) -> None:
+    """Take recipes out of the project's dvc.yaml matrix (and baselines), committed: end-to-end tests that need not
+    run every variant."""
+    import yaml
+
+    spec = yaml.safe_load((project / "dvc.yaml").read_text())
+    for entry in spec["vars"]:
+        if "methods" in entry:
+            entry["methods"] = {m: v for m, v in entry["methods"].items() if m not in names}
+        if "baselines" in entry:
+            entry["baselines"] = [b for b in entry["baselines"] if b not in names]
+    (project / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", f"without {', '.join(names)}")

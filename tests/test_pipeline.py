@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.pipeline_project import git, make_project
+from tests.pipeline_project import drop_methods, git, make_project
 
 pytestmark = pytest.mark.slow
 TRAIN_METRICS = {"train/loss", "train/lr", "train/img_per_s"}
@@ -37,11 +37,16 @@ def _parent(client, flow_name: str):
     return runs[0]
 
 
+# variants that share their base method's stage commands and code paths (tested at unit level): left out here
+VARIANTS = ("maskfeat", "fastmim", "cim-resnet-revdet")
+
+
 def test_pretrain_flow_end_to_end(prefect_harness, project):
     import mlflow
 
     from flows.pretrain import pretrain_flow
 
+    drop_methods(project, VARIANTS)
     first = pretrain_flow(method="mae")
     assert first["ran"] == ["prepare", "pretrain@mae", "evaluate@mae"]
 
@@ -119,11 +124,11 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    late = ["cim-resnet", "cim-resnet-revdet", "mixmim", "dmjd", "maskfeat", "fastmim"]
+    late = ["cim-resnet", "mixmim", "dmjd"]
     assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", *late]
     assert sorted(everything["ran"][:4]) == ["baseline@cim-resnet", "baseline@mae", "baseline@mixmim", "pixels"]
-    assert everything["ran"][4:16] == [f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")]
-    rest = everything["ran"][16:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
+    assert everything["ran"][4:10] == [f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")]
+    rest = everything["ran"][10:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
     assert sorted(rest) == sorted(["diversity", "scratch", "report", *(f"transfer@{m}" for m in everything["methods"])])
     assert rest[-1] == "report"
     report = (project / "reports/comparison.md").read_text()

@@ -71,9 +71,7 @@ def test_fsdp_two_processes_match_one_process_and_resume(tmp_path):
     continued = tmp_path / "continued"  # an fsdp checkpoint (whole) loads back into a sharded model
     shutil.copytree(two, continued)
     more = _sets(*tiny_overrides("mae", **{"train.steps": 12, "train.batch_size": 16, "train.ckpt_every": 4}), *fsdp)
-    refused = run_mim("pretrain", "--out", str(continued), "--resume", *more)  # a longer schedule is another run
-    assert refused.returncode == 1 and "train.steps: 8 -> 12" in refused.stderr, refused.stderr
-    r3 = run_mim("pretrain", "--out", str(continued), "--resume", "force", *more)
+    r3 = run_mim("pretrain", "--out", str(continued), "--resume", "force", *more)  # a longer schedule: forced
     assert r3.returncode == 0, r3.stderr
     assert "at step 8" in r3.stderr and len(_history(continued)) == 12
     forced = json.loads((continued / "train_metrics.json").read_text())["resume_changes"]
