@@ -37,8 +37,9 @@ def _parent(client, flow_name: str):
     return runs[0]
 
 
-# variants that share their base method's stage commands and code paths (tested at unit level): left out here
-VARIANTS = ("maskfeat", "fastmim", "cim-resnet-revdet")
+# recipes whose stage commands and code paths the others already take here (each is tested at unit level and runs
+# in `make demo`): left out to keep the suite's time
+VARIANTS = ("maskfeat", "fastmim", "cim-resnet-revdet", "mixmim", "dmjd")
 
 
 def test_pretrain_flow_end_to_end(prefect_harness, project):
@@ -124,11 +125,11 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    late = ["cim-resnet", "mixmim", "dmjd"]
+    late = ["cim-resnet"]
     assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", *late]
-    assert sorted(everything["ran"][:4]) == ["baseline@cim-resnet", "baseline@mae", "baseline@mixmim", "pixels"]
-    assert everything["ran"][4:10] == [f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")]
-    rest = everything["ran"][10:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
+    assert sorted(everything["ran"][:3]) == ["baseline@cim-resnet", "baseline@mae", "pixels"]
+    assert everything["ran"][3:5] == [f"{stage}@{m}" for m in late for stage in ("pretrain", "evaluate")]
+    rest = everything["ran"][5:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
     assert sorted(rest) == sorted(["diversity", "scratch", "report", *(f"transfer@{m}" for m in everything["methods"])])
     assert rest[-1] == "report"
     report = (project / "reports/comparison.md").read_text()
@@ -138,8 +139,6 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     shown = {a.path for a in client.list_artifacts(report_run.info.run_id, "report")}
     assert {"report/comparison.md", "report/accuracy.png", "report/accuracy_vs_time.png",
             "report/features.png"} <= shown
-    dmjd_run = _children(client, _parent(client, "pipeline/all").info.run_id)["pretrain@dmjd"]
-    assert {"dmjd/loss_masked", "dmjd/loss_visible", "dmjd/token_coverage"} <= set(dmjd_run.data.metrics)
     resnet = json.loads((project / "models/cim-resnet/params.json").read_text())
     assert resnet["model"]["arch"] == "cnn" and resnet["method"]["objective"] == "respix"
     diversity = json.loads((project / "metrics/diversity.json").read_text())
@@ -151,7 +150,7 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     table = (project / ".mim/comparison.md").read_text()
     assert all(f"| {m} | 4 |" in table for m in everything["methods"])
     assert "| random-init mae encoder (baseline) |" in table
-    assert "| random-init cim-resnet encoder (baseline) |" in table and "| random-init mixmim encoder" in table
+    assert "| random-init cim-resnet encoder (baseline) |" in table
     assert "| raw pixels (baseline) |" in table
 
 

@@ -19,6 +19,7 @@ from mim.cli.main import main
 from mim.engine.identity import RunIdentity, check_resume, source_digest
 from mim.models.state import CheckpointError
 from mim.params.edit import edit_yaml_text
+from tasks.dvc_stage import tool_env
 from tests.helpers import pretrain, tiny_overrides, tiny_params
 from tests.pipeline_project import make_project
 
@@ -99,13 +100,13 @@ LONG = {"mae": {"train.steps": 40, "train.ckpt_every": 4, "train.deterministic":
 
 
 def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, timeout=300)
+    return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, timeout=300, env=tool_env())
 
 
 def _kill_mid_run(project: Path, stage: str, ckpt: Path, sig: int = signal.SIGKILL) -> int:
     """Start `dvc repro stage`, send `sig` to its whole process group once a checkpoint is written; the
     checkpoint's step."""
-    proc = subprocess.Popen(["dvc", "repro", stage], cwd=project, start_new_session=True,
+    proc = subprocess.Popen(["dvc", "repro", stage], cwd=project, start_new_session=True, env=tool_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
