@@ -124,3 +124,11 @@ def make_trainer(method: MIMMethod, data: ImageTensors, params: PretrainParams, 
     """A CPU `Trainer` for `params` writing its checkpoint under `out`, as a one-off run would."""
     return Trainer(method, data, augment(params.data, params.image_size), training.train_config(params, data.digest()),
                    run_files(str(out)).checkpoint, torch.device("cpu"))
+
+
+def one_error_line(stderr: str, command: str) -> str:
+    """The single `mim <command>: ...` line an expected error prints (and no traceback)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1 and lines[0].startswith(f"mim {command}: "), stderr
+    return lines[0]

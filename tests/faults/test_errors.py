@@ -29,7 +29,7 @@ from mim.models.vit import MaskedViT, ViTSpec, build_vit
 from mim.params import DataParams
 from mim.params.bind.data import augment
 from mim.project.runs import run_files
-from tests.helpers import ROOT, pretrain, tiny_overrides, tiny_params
+from tests.helpers import ROOT, one_error_line, pretrain, tiny_overrides, tiny_params
 
 TINY_SETS = [a for s in tiny_overrides("mae", **{"data.source": "synthetic:96", "model.depth": 1})
              for a in ("--set", s)]
@@ -68,13 +68,6 @@ def _limit_file_size(limit: int):
     return apply
 
 
-def _one_error_line(stderr: str, command: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert "Traceback" not in stderr, stderr
-    assert len(lines) == 1 and lines[0].startswith(f"mim {command}: "), stderr
-    return lines[0]
-
-
 def _leftover_temps(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".tmp-" in p.name]
 
@@ -98,7 +91,7 @@ def test_a_full_disk_during_pretraining_keeps_the_last_checkpoint(tmp_path, monk
             proc = _mim("-q", "pretrain", "--out", str(out), *TINY_SETS, *sets, preexec=_limit_file_size(size // 2))
             code, stderr = proc.returncode, proc.stderr
         ckpt = Path(run_files(str(out)).checkpoint)
-        line = _one_error_line(stderr, "pretrain")
+        line = one_error_line(stderr, "pretrain")
         assert code == 1
         cause = "No space left on device" if mounted else "File too large"
         assert line == f"mim pretrain: error: could not write {ckpt}: {cause} " + (
@@ -121,7 +114,7 @@ def test_a_full_disk_while_preparing_keeps_the_previous_prepared_data(tmp_path, 
         _fill(disk, 24 * 1024)
         code = main(["-q", "pretrain", "--out", str(out), *TINY_SETS, "--set", "data.storage=shards",
                      "--set", "train.steps=1"])
-        line = _one_error_line(capsys.readouterr().err, "pretrain")
+        line = one_error_line(capsys.readouterr().err, "pretrain")
         assert code == 1
         assert line == (f"mim pretrain: error: could not write {out}/prepared/train: No space left on device "
                         "(nothing was written there)")
@@ -193,14 +186,14 @@ def test_a_rendezvous_no_peer_joins_ends_in_one_line(tmp_path, monkeypatch, caps
     code = main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "launcher.nnodes=2",
                  "--set", "launcher.rdzv_timeout_s=1"])
     err = capsys.readouterr().err
-    line = _one_error_line(err, "pretrain")
+    line = one_error_line(err, "pretrain")
     assert code == 1
     assert line == (f"mim pretrain: error: not all 2 nodes (launcher.nnodes) joined the rendezvous at 127.0.0.1:{port} "
                     "(MIM_RDZV_ENDPOINT) within 1 s (launcher.rdzv_timeout_s): start the same command on every "
                     "node, or check MIM_RDZV_ENDPOINT and launcher.nnodes")
     monkeypatch.setenv("MIM_RDZV_ENDPOINT", "no-such-node.invalid:29400")
     assert main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "launcher.nnodes=2"]) == 1
-    assert "cannot resolve host 'no-such-node.invalid'" in _one_error_line(capsys.readouterr().err, "pretrain")
+    assert "cannot resolve host 'no-such-node.invalid'" in one_error_line(capsys.readouterr().err, "pretrain")
 
 
 @pytest.mark.slow
@@ -224,7 +217,7 @@ def test_a_nan_in_finetuning_is_one_line_naming_the_step_and_the_lr(capsys):
         finetune(vit, train, test, augment(d), epochs=4, batch_size=32, base_lr=1e30, warmup_fraction=0.0,
                  device="cpu", seed=0)
     assert report_error("transfer", caught.value) == 1
-    line = _one_error_line(capsys.readouterr().err, "transfer")
+    line = one_error_line(capsys.readouterr().err, "transfer")
     assert line.startswith("mim transfer: error: fine-tuning loss is nan at step ")
     assert line.endswith(": lower finetune.base_lr (now 1e+30)")
 
@@ -236,7 +229,7 @@ def test_gpu_out_of_memory_names_the_batch_size_to_lower(tmp_path, monkeypatch, 
     monkeypatch.setattr(MAE, "forward", out_of_memory)  # no GPU here: the method's forward raises it
     monkeypatch.delenv("MIM_DEBUG", raising=False)
     code = main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "train.accum_steps=2"])
-    line = _one_error_line(capsys.readouterr().err, "pretrain")
+    line = one_error_line(capsys.readouterr().err, "pretrain")
     assert code == 1
     assert line == ("mim pretrain: error: the GPU ran out of memory during pre-training: lower train.batch_size "
                     "(now 16) or raise train.accum_steps (now 2), which keeps the batch and its lr")
@@ -251,12 +244,12 @@ def test_gpu_out_of_memory_names_the_batch_size_to_lower(tmp_path, monkeypatch, 
         evaluate(vit, load_dataset(d.source, "train", size=16), load_dataset(d.source, "test", size=16),
                  EvalParams(batch_size=64), d)
     assert report_error("evaluate", caught.value) == 1
-    assert _one_error_line(capsys.readouterr().err, "evaluate") == (
+    assert one_error_line(capsys.readouterr().err, "evaluate") == (
         "mim evaluate: error: the GPU ran out of memory during evaluation: lower batch_size (now 64) or "
         "linear.batch_size (now 1024) in params/eval.yaml")
     # raised where no stage said which batch size: the command's param, from report_error
     assert report_error("evaluate", torch.cuda.OutOfMemoryError("CUDA out of memory")) == 1
-    assert _one_error_line(capsys.readouterr().err, "evaluate") == (
+    assert one_error_line(capsys.readouterr().err, "evaluate") == (
         "mim evaluate: error: the GPU ran out of memory: lower batch_size in params/eval.yaml")
 
 
@@ -279,7 +272,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     threading.Thread(target=interrupt, daemon=True).start()
     code = main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "train.steps=100000"])
     assert started.is_set() and code == 130
-    assert _one_error_line(capsys.readouterr().err, "pretrain") == (
+    assert one_error_line(capsys.readouterr().err, "pretrain") == (
         "mim pretrain: interrupted (Ctrl-C); files it had written are whole (a checkpoint resumes the run)")
 
 

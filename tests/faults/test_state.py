@@ -22,7 +22,7 @@ from mim.cli.main import main
 from mim.params.edit import edit_yaml_text
 from mim.project.lock import LOCK_FILE
 from mim.tracking import tracking_enabled
-from tests.helpers import tiny_overrides
+from tests.helpers import one_error_line, tiny_overrides
 from tests.pipeline_project import make_project
 
 pytestmark = pytest.mark.slow
@@ -34,13 +34,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MIM_TRACKING": "off", **extra}
     env.pop("MIM_DEBUG", None)
     return env
-
-
-def _one_line(stderr: str, command: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert "Traceback" not in stderr, stderr
-    assert len(lines) == 1 and lines[0].startswith(f"mim {command}: "), stderr
-    return lines[0]
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -90,7 +83,7 @@ def test_tracking_switch_words(monkeypatch, project, capsys):
     monkeypatch.delenv("MIM_DEBUG", raising=False)
     monkeypatch.setenv("MIM_TRACKING", "maybe")
     assert main(["-q", "prepare"]) == 1
-    assert _one_line(capsys.readouterr().err, "prepare") == (
+    assert one_error_line(capsys.readouterr().err, "prepare") == (
         "mim prepare: error: MIM_TRACKING='maybe': not a switch; use on or off (also true/false, 1/0, yes/no)")
 
 
@@ -101,7 +94,7 @@ def test_stale_prepared_data_is_refused_by_every_stage(in_project, capsys):
     r = subprocess.run([sys.executable, "-m", "mim.cli", "pretrain", "--method", "mae"], cwd=project,
                        capture_output=True, text=True, timeout=120, env=_env())
     assert r.returncode == 1
-    assert _one_line(r.stderr, "pretrain") == (
+    assert one_error_line(r.stderr, "pretrain") == (
         "mim pretrain: error: data/prepared was prepared from other data params than params/data.yaml now holds "
         "(source: 'synthetic:96' -> 'synthetic:200'); run `dvc repro prepare` (or `mim prepare`) first")
     assert not (project / "models" / "mae").exists()
@@ -109,7 +102,7 @@ def test_stale_prepared_data_is_refused_by_every_stage(in_project, capsys):
     for argv in (["evaluate", "--pixels"], ["transfer", "--scratch"], ["tokenizer"], ["teacher"], ["diversity"],
                  ["pretrain", "--method", "mae"]):
         assert main(["-q", *argv]) == 1, argv
-        line = _one_line(capsys.readouterr().err, argv[0])
+        line = one_error_line(capsys.readouterr().err, argv[0])
         assert line.endswith("(image_size: 16 -> 24); run `dvc repro prepare` (or `mim prepare`) first"), line
     assert not any((project / d).exists() for d in ("metrics/evaluate", "metrics/transfer", "models/tokenizer"))
 
@@ -131,7 +124,7 @@ def test_a_refused_prepare_keeps_the_previous_prepared_data(in_project, tmp_path
                 _png(folder / split / c / f"{i}.png", 40 * i + ord(c))
     _edit_data(project, source=str(folder))
     assert main(["-q", "prepare"]) == 1
-    assert "has class folder(s) c that the split" in _one_line(capsys.readouterr().err, "prepare")
+    assert "has class folder(s) c that the split" in one_error_line(capsys.readouterr().err, "prepare")
     assert _digest(project / "data" / "prepared") == before  # arrays and manifest as they were
     assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared"]  # no temporary folder left, the
     # killed prepare's removed
@@ -155,7 +148,7 @@ def test_two_one_off_runs_into_one_folder(tmp_path):
         second = subprocess.run([sys.executable, "-m", "mim.cli", "pretrain", "--out", str(out), *TINY_SETS,
                                  "--set", "train.seed=1"], env=_env(), capture_output=True, text=True, timeout=120)
         assert second.returncode == 1
-        assert _one_line(second.stderr, "pretrain") == (
+        assert one_error_line(second.stderr, "pretrain") == (
             f"mim pretrain: error: {out} is in use by another run (PID {first.pid}, lock file {lock}); wait for it "
             "to end or write elsewhere")
         assert first.poll() is None  # the first run goes on, its params file its own
@@ -178,7 +171,7 @@ def test_a_finished_run_is_not_overwritten_without_resume_never(tmp_path, monkey
     kept = _digest(out)
     # re-run with other params and no --resume: refused, the finished run's files (params.json too) untouched
     assert main(["-q", "pretrain", "--out", str(out), *TINY_SETS, "--set", "train.steps=2"]) == 1
-    line = _one_line(capsys.readouterr().err, "pretrain")
+    line = one_error_line(capsys.readouterr().err, "pretrain")
     assert "this checkpoint was made by a different run (train.steps: 4 -> 2)" in line
     assert _digest(out) == kept
     # --resume never: replaced on purpose
@@ -195,7 +188,7 @@ def test_the_stage_checkpoint_is_locked_while_a_stage_runs(in_project, capsys, c
     try:
         lock.write_text(f"{holder.pid} {socket.gethostname()}\n")
         assert main(["-q", "pretrain", "--method", "mae"]) == 1
-        assert _one_line(capsys.readouterr().err, "pretrain") == (
+        assert one_error_line(capsys.readouterr().err, "pretrain") == (
             f"mim pretrain: error: .mim/checkpoints/pretrain-mae/ (the checkpoint of pretrain-mae) is in use by "
             f"another run (PID {holder.pid}, lock file .mim/checkpoints/pretrain-mae.lock); wait for it to end or "
             "write elsewhere")
@@ -216,7 +209,7 @@ def test_the_stage_form_refuses_set(in_project, capsys):
             (["prepare", "--set", "data.source=synthetic:200"], "data", ""),
             (["transfer", "--scratch", "--set", "finetune.epochs=2"], "transfer", "")):
         assert main(["-q", *argv]) == 2, argv
-        assert _one_line(capsys.readouterr().err, argv[0]) == (
+        assert one_error_line(capsys.readouterr().err, argv[0]) == (
             f"mim {argv[0]}: error: --set {argv[-1]}: the stage form reads its params only from the params files (its "
             f"outputs are tracked by DVC); edit params/{file}.yaml instead{alternative}")
     assert not (project / "metrics" / "evaluate" / "mae.json").exists()
