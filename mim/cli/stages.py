@@ -30,6 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pu.add_argument("name", help="the set's folder name under params/sets/")
     pu.add_argument("--source", help="also set data.source (an image folder or fsspec URL)")
     pu.add_argument("--dir", default=DEFAULT_PARAMS_DIR, help="params directory (default params)")
+    psub.add_parser("reference", help="print the params reference (every file's keys, types, defaults) as markdown",
+                    description="Markdown generated from the pydantic models: `mim params reference > "
+                    "docs/params.md` regenerates the docs page.")
     pp.set_defaults(func=cmd_params)
 
     simple = {"prepare": "stage: read the data source once and write data/prepared/",
@@ -115,6 +118,11 @@ def cmd_params(args: argparse.Namespace) -> int:
         if backup.is_dir():
             kept = ", ".join(p.name for p in sorted(backup.iterdir()))
             print(f"the files it replaced are kept in {backup}/ ({kept})")
+        return 0
+    if args.params_command == "reference":
+        from mim.params.reference import params_reference
+
+        print(params_reference(), end="")
         return 0
     if args.params_command == "check":
         valid = check_dir(args.dir)

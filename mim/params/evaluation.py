@@ -11,7 +11,7 @@ from mim.params.base import Fraction, PositiveInt, Strict
 
 
 class KnnParams(Strict):
-    k: PositiveInt = 20
+    k: PositiveInt = Field(20, description="neighbours (cosine similarity, weighted by exp(sim / temperature))")
     temperature: Annotated[float, Field(gt=0)] = 0.07
 
 
@@ -74,10 +74,11 @@ class TransferParams(Strict):
 
 
 class EvalParams(Strict):
-    pool: Literal["cls", "mean"] = "mean"
+    pool: Literal["cls", "mean"] = Field("mean", description="features: mean of the patch tokens or the class "
+                                         "token")
     batch_size: PositiveInt = 512
-    train_subset: PositiveInt | None = None
-    test_subset: PositiveInt | None = None
+    train_subset: PositiveInt | None = Field(None, description="seeded subset of the fit split (null = all)")
+    test_subset: PositiveInt | None = Field(None, description="seeded subset of the scored split (null = all)")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     knn: KnnParams = KnnParams()

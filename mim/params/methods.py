@@ -10,9 +10,9 @@ from mim.params.base import Fraction, MaskRatio, PositiveInt, Strict
 
 
 class DecoderParams(Strict):
-    embed_dim: PositiveInt = 64
-    depth: PositiveInt = 1
-    num_heads: PositiveInt = 2
+    embed_dim: PositiveInt = Field(64, description="decoder width")
+    depth: PositiveInt = Field(1, description="decoder blocks")
+    num_heads: PositiveInt = Field(2, description="decoder attention heads")
 
 
 class MethodBase(Strict):
@@ -34,8 +34,8 @@ class HogParams(Strict):
 
 class MaeParams(MethodBase):
     name: Literal["mae"] = "mae"
-    mask_ratio: MaskRatio = 0.75
-    norm_pix_loss: bool = True
+    mask_ratio: MaskRatio = Field(0.75, description="fraction of patches hidden from the encoder")
+    norm_pix_loss: bool = Field(True, description="the target is each patch's pixels normalized by its own mean/std")
     target: Literal["pixels", "hog"] = Field("pixels", description="hog = FastMIM-style HOG regression")
     hog: HogParams = HogParams()
     views: PositiveInt = Field(1, description="masked views per image, visible sets disjoint (DMJD's sampler)")
@@ -44,8 +44,8 @@ class MaeParams(MethodBase):
 
 class SimMimParams(MethodBase):
     name: Literal["simmim"] = "simmim"
-    mask_ratio: MaskRatio = 0.6
-    mask_unit_size: PositiveInt = 8
+    mask_ratio: MaskRatio = Field(0.6, description="fraction of mask units replaced by the mask token")
+    mask_unit_size: PositiveInt = Field(8, description="masking granularity in pixels (a multiple of the patch size)")
     target: Literal["pixels", "hog"] = Field("pixels", description="hog = MaskFeat (mask tokens + HOG, L2)")
     hog: HogParams = HogParams()
     views: PositiveInt = Field(1, description="masked views per image, visible sets disjoint (DMJD's sampler; "

@@ -17,15 +17,17 @@ from mim.params.methods import MaeParams, MethodParams
 
 class ViTParams(Strict):
     arch: Literal["vit"] = "vit"
-    size: Literal["micro", "tiny", "small", "base", "large"] = "micro"
-    patch_size: PositiveInt = 4
-    embed_dim: PositiveInt | None = None
-    depth: PositiveInt | None = None
-    num_heads: PositiveInt | None = None
+    size: Literal["micro", "tiny", "small", "base", "large"] = Field(
+        "micro", description="width/depth/heads preset: micro 128/4/4 (the CPU demo), tiny 192/12/3, small 384/12/6, "
+        "base 768/12/12, large 1024/24/16")
+    patch_size: PositiveInt = Field(4, description="patch side in pixels (16 at 224 px)")
+    embed_dim: PositiveInt | None = Field(None, description="override the preset's width")
+    depth: PositiveInt | None = Field(None, description="override the preset's number of blocks")
+    num_heads: PositiveInt | None = Field(None, description="override the preset's attention heads")
     mlp_ratio: Annotated[float, Field(gt=0)] = 4.0
     qkv_bias: bool = True
     norm_eps: Annotated[float, Field(gt=0)] = 1e-6
-    drop_path: Fraction = 0.0
+    drop_path: Fraction = Field(0.0, description="stochastic depth rate (rises linearly to this over the blocks)")
     pos_embed: Literal["sincos", "learn"] = "sincos"
 
 
@@ -67,9 +69,11 @@ ModelParams = Annotated[Annotated[ViTParams, Tag("vit")] | Annotated[CnnParams, 
 
 
 class AugmentParams(Strict):
-    scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.35, 1.0)
-    ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (3 / 4, 4 / 3)
-    hflip: Annotated[float, Field(ge=0, le=1)] = 0.5
+    scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = Field(
+        (0.35, 1.0), description="RandomResizedCrop area range ([1, 1] = whole images)")
+    ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
+        (3 / 4, 4 / 3), description="RandomResizedCrop aspect-ratio range")
+    hflip: Annotated[float, Field(ge=0, le=1)] = Field(0.5, description="horizontal flip probability")
 
     @model_validator(mode="after")
     def _ordered(self) -> AugmentParams:
@@ -81,22 +85,24 @@ class AugmentParams(Strict):
 
 
 class DataParams(Strict):
-    source: str = "fashion-mnist"
+    source: str = Field("fashion-mnist", description="fashion-mnist[:/dir/with/idx/files], synthetic:N, or an "
+                        "image folder (local path or fsspec URL) with one sub-folder per split (docs/data.md)")
     train_split: str = Field("train", description="pre-training split: a sub-folder of source ('.' = source itself)")
     eval_source: str | None = Field(None, description="labeled evaluation data (null = source): pre-train on "
                                     "unlabeled photos, evaluate on a labeled set")
     eval_train_split: str = Field("train", description="the eval source's split evaluation fits on (k-NN, probe)")
     eval_split: str = Field("test", description="the eval source's split evaluation scores on")
-    image_size: PositiveInt = 32
-    to_rgb: bool = True
+    image_size: PositiveInt = Field(32, description="images are resized (shorter side) and center-cropped to this")
+    to_rgb: bool = Field(True, description="grey images become 3 channels")
     subset: PositiveInt | None = Field(None, description="train on a seeded random subset of this many images")
     seed: int = Field(0, description="seeds the subset and synthetic data")
     strict: bool = Field(False, description="corrupt image files are errors instead of skipped with a warning")
     background: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)],
                       Annotated[int, Field(ge=0, le=255)]] = Field(
         (255, 255, 255), description="RGB colour that transparent pixels (PNG alpha, GIF transparency) are laid on")
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[Annotated[float, Field(gt=0)], ...] = (0.5, 0.5, 0.5)
+    mean: tuple[float, ...] = Field((0.5, 0.5, 0.5), description="per-channel normalization mean (0-1 scale)")
+    std: tuple[Annotated[float, Field(gt=0)], ...] = Field((0.5, 0.5, 0.5), description="per-channel "
+                                                           "normalization std (0-1 scale)")
     augment: AugmentParams = AugmentParams()
     on_device: Literal["auto", "always", "never"] = Field(
         "auto", description="array form: keep the uint8 training set on the GPU (auto: on CUDA when it takes at "
@@ -127,46 +133,52 @@ class DataParams(Strict):
 
 
 class OptimParams(Strict):
-    base_lr: Annotated[float, Field(gt=0)] = 5e-4  # MAE's ImageNet value is 1.5e-4 over 800+ epochs
-    weight_decay: Annotated[float, Field(ge=0)] = 0.05
+    base_lr: Annotated[float, Field(gt=0)] = Field(5e-4, description="AdamW lr = base_lr x train.batch_size / 256 "
+                                                   "(MAE's ImageNet value is 1.5e-4 over 800+ epochs)")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.05, description="AdamW weight decay (never on 1-d "
+                                                        "params, biases and tokens)")
     betas: tuple[Fraction, Fraction] = (0.9, 0.95)
     eps: Annotated[float, Field(gt=0)] = 1e-8
-    clip_grad: Annotated[float, Field(gt=0)] | None = None
-    fused: Literal["auto", "on", "off"] = "auto"
+    clip_grad: Annotated[float, Field(gt=0)] | None = Field(None, description="max gradient norm (null = no clipping)")
+    fused: Literal["auto", "on", "off"] = Field("auto", description="fused AdamW (auto: on CUDA)")
 
 
 class ScheduleParams(Strict):
-    warmup_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
-    warmup_steps: Annotated[int, Field(ge=0)] | None = None
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    warmup_fraction: Annotated[float, Field(ge=0, le=1)] = Field(0.05, description="linear warm-up over this "
+                                                                 "fraction of the steps, then cosine decay")
+    warmup_steps: Annotated[int, Field(ge=0)] | None = Field(None, description="warm-up in steps (replaces "
+                                                             "warmup_fraction)")
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="the cosine ends at lr x this")
 
 
 class TrainParams(Strict):
     image_size: PositiveInt | None = Field(None, description="pre-train at this resolution (FastMIM's low-res "
                                            "pre-training); null = data.image_size. Evaluation uses data.image_size")
-    batch_size: PositiveInt = 256
-    accum_steps: PositiveInt = 1
-    epochs: Annotated[float, Field(gt=0)] = 3.0
+    batch_size: PositiveInt = Field(256, description="the global batch (all processes, all accumulation steps)")
+    accum_steps: PositiveInt = Field(1, description="gradient accumulation: micro-batch = batch_size / (processes "
+                                     "x accum_steps)")
+    epochs: Annotated[float, Field(gt=0)] = Field(3.0, description="passes over the training set (fractions allowed)")
     steps: PositiveInt | None = Field(None, description="optimizer steps; when set, it replaces epochs")
-    seed: int = 0
+    seed: int = Field(0, description="every batch, crop, mask and dropout derives from (seed, step)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    compile: bool = False
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision (auto: bf16 on CUDA)")
+    compile: bool = Field(False, description="torch.compile the model")
     deterministic: bool = False
-    ckpt_every: PositiveInt = 200
+    ckpt_every: PositiveInt = Field(200, description="checkpoint every this many steps (a killed run resumes there)")
     ckpt_every_s: Annotated[float, Field(gt=0)] | None = Field(
         300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)")
     resume: Literal["auto", "never", "force"] = Field(
         "auto", description="auto: continue a checkpoint made by the same run (params, data, inputs, code) and "
                             "refuse one made by another, naming what changed; never: start at step 0; force: "
                             "continue it anyway (the changes are logged and recorded)")
-    log_every_s: Annotated[float, Field(gt=0)] = 10.0
+    log_every_s: Annotated[float, Field(gt=0)] = Field(10.0, description="log a progress line this often")
     log_every_steps: PositiveInt | None = None
 
 
 class LauncherParams(Strict):
-    nproc_per_node: PositiveInt | Literal["auto"] = 1
-    nnodes: PositiveInt = 1
+    nproc_per_node: PositiveInt | Literal["auto"] = Field(1, description="processes (GPUs) per node; >1 re-launches "
+                                                          "the stage under torchrun (auto: every visible GPU)")
+    nnodes: PositiveInt = Field(1, description="nodes; >1 needs MIM_RDZV_ENDPOINT (docs/scaling.md)")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp: a whole model per rank; fsdp: parameters, "
                                              "gradients and optimizer state sharded across ranks (large models)")
     rdzv_timeout_s: PositiveInt = Field(600, description="several nodes: how long torchrun waits for every node to "
