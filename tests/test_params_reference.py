@@ -40,3 +40,10 @@ def test_a_new_field_shows_up():
     table = "\n".join(_model_tables(Probe, "probe.", "probe.yaml"))
     assert "| `probe.width` | int > 0 | `3` | a probe field |" in table
     assert "| `probe.mode` | string \\| null | `null` |  |" in table
+
+
+def test_cli_prints_the_reference(capsys):
+    from mim.cli.main import main
+
+    assert main(["params", "reference"]) == 0
+    assert capsys.readouterr().out == params_reference()
