@@ -1,5 +1,6 @@
 # make demo: `dvc repro` the default pipeline on Fashion-MNIST (CPU, minutes) and show the metrics.
 # make test: install everything and run the linters and the test suite.
+# make setup installs the library with every extra (pipeline, teacher, dev), at the versions constraints.txt pins.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[pipeline,teacher,dev]'
 	touch $@
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package; installed when we are root.

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import json
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 import fsspec
@@ -35,7 +37,19 @@ class OutputWriteError(OSError):
 
 
 class MissingPackageError(ImportError):
-    """A URL whose fsspec file system needs a package that is not installed (s3:// without s3fs)."""
+    """A package the asked-for feature needs is not installed (s3:// without s3fs, the Lite0 teacher without
+    `mim[teacher]`); the message names the package and the pip command that installs it."""
+
+
+def import_optional(module: str, package: str, extra: str, needed_by: str, otherwise: str = "") -> ModuleType:
+    """`module` imported, or a `MissingPackageError` in one line: what needs it, the package, and the extra of mim
+    that installs it (`otherwise`, when given: another way to go on without it)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        tail = f"; {otherwise}" if otherwise else ""
+        raise MissingPackageError(f"{needed_by} needs the {package} package: pip install 'mim[{extra}]'{tail}",
+                                  name=module) from None
 
 
 class UnreachableError(OSError):

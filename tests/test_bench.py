@@ -31,7 +31,7 @@ def _check_run(run: dict, rounds: int) -> None:
     assert run["loss_last"] != run["loss_first"], "the optimizer did not change the model"
 
 
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install transformers)")
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install 'mim[bench]')")
 def test_mae_against_transformers():
     result = bench_pretrain("mae", **TINY)
     assert result["method"] == "mae" and result["batch"] == 4 and result["amp"] == "fp32"
@@ -55,7 +55,7 @@ def test_mae_against_transformers():
     assert "ours" in text and "transformers" in text
 
 
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install transformers)")
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install 'mim[bench]')")
 def test_param_counts_match_at_default_decoder():
     transformers = pytest.importorskip("transformers")
     from mim.bench.pretrain import hf_vitmae_config
@@ -95,7 +95,7 @@ def test_mae_without_peer_needs_no_transformers(monkeypatch):
 
 def test_missing_transformers_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ImportError, match="pip install transformers"):
+    with pytest.raises(ImportError, match=r"pip install 'mim\[bench\]'"):
         bench_pretrain("mae", **TINY)
 
 

@@ -21,6 +21,7 @@ from mim.bench.convert_hf import convert_vitmae_state_dict
 from mim.bench.timing import StepRunner, count_params, device_name, peak_tflops
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
 from mim.engine.runtime import autocast_dtype, resolve_device
+from mim.io import import_optional
 from mim.masking import count_for_ratio, masking_from_noise
 from mim.methods.mae import build_mae
 from mim.methods.simmim import build_simmim
@@ -37,15 +38,9 @@ MAE_PAPER_DECODER = (512, 8, 16)
 
 
 def _import_transformers() -> Any:
-    """The `transformers` module, or an ImportError saying how to install it."""
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "bench_pretrain(method='mae') compares against HuggingFace transformers, which is not installed: "
-            "run `pip install transformers` (or `make setup`), or pass peer=False to time ours only"
-        ) from err
-    return transformers
+    """The `transformers` module, or a `MissingPackageError` naming the `bench` extra."""
+    return import_optional("transformers", "transformers", "bench", "the comparison with HuggingFace ViTMAE",
+                           otherwise="or pass peer=False to time ours only")
 
 
 def hf_vitmae_config(spec: ViTSpec, decoder_dim: int, decoder_depth: int, decoder_heads: int, mask_ratio: float) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mim.data import load_dataset
+from mim.io import import_optional
 from mim.params import DataParams
 from mim.params.bind.data import augment
 from mim.rng import generator_for
@@ -39,10 +40,8 @@ def _best_of(n: int, fn: Any) -> float:
 def bench_tokenizer(*, k: int = 1024, num_patches: int = 200_000, patch_size: int = 4, iters: int = 20,
                     seed: int = 0, source: str = "fashion-mnist", image_size: int = 32) -> dict[str, Any]:
     """Build and assignment times, assignment patches/s and inertia for ours and MiniBatchKMeans."""
-    try:
-        from sklearn.cluster import MiniBatchKMeans
-    except ImportError:  # pragma: no cover - dev dependency
-        raise ImportError("the tokenizer benchmark compares against scikit-learn: pip install scikit-learn") from None
+    MiniBatchKMeans = import_optional("sklearn.cluster", "scikit-learn", "bench",
+                                      "the tokenizer benchmark (against MiniBatchKMeans)").MiniBatchKMeans
     data = DataParams(source=source, image_size=image_size)
     images = load_dataset(source, data.train_split, size=image_size).images
     x = sample_patch_vectors(images, augment(data), patch_size, num_patches, generator_for(seed, "bench"))

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from typing import Any
 
-from mim.io import write_text
+from mim.io import MissingPackageError, write_text
 from mim.params import DEFAULT_PARAMS_DIR
 
 
 class UsageError(ValueError):
     """A command-line argument naming something that does not exist (exit 2, like argparse's own errors)."""
+
+
+PIPELINE_PACKAGES = ("prefect", "mlflow", "dvc")  # what `pip install 'mim[pipeline]'` adds to the library
+
+
+def require_pipeline() -> None:
+    """`MissingPackageError` in one line unless the pipeline extra is installed: the commands that start servers,
+    serve flows and run deployments need it (the library and the stage commands need it not)."""
+    missing = [name for name in PIPELINE_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingPackageError(f"needs the pipeline extra ({', '.join(missing)} not installed): "
+                                  "pip install 'mim[pipeline]'")
 
 
 def positive_int(text: str) -> int:

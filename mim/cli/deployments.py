@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mim.cli.common import require_pipeline
 from mim.project.services import ServiceError
 
 SERVED_WITHIN_S = 60.0  # Prefect's own NOT_READY timeout; runners and workers poll every 10-15 s
@@ -175,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Check, then replace this process by `prefect deployment run NAME ...` against the checked server."""
     from mim.project.state import project_dir
 
+    require_pipeline()
     api = api_url(project_dir())
     check_served(api, args.deployment)
     from mim.project.services import executable

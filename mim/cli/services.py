@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from mim.cli import deployments, profile
+from mim.cli.common import require_pipeline
 from mim.project.state import state_dir
 
 PROFILE_RECORD = "prefect-profile.json"  # in .mim/: the Prefect profile values `mim up` replaced
@@ -49,6 +50,7 @@ def cmd_services(args: argparse.Namespace) -> int:
     from mim.project import services
     from mim.project.state import project_dir
 
+    require_pipeline()
     root = project_dir()
     if args.command == "up":
         states = services.up(root, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
@@ -88,6 +90,7 @@ def _flows_env() -> dict[str, str]:
     from mim.project import services
     from mim.project.state import project_dir
 
+    require_pipeline()
     root = project_dir()
     env = dict(os.environ)
     env["PREFECT_API_URL"] = deployments.require_server(env.get("PREFECT_API_URL") or services.prefect_api_url(root))

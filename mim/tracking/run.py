@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mim.io import write_text
+from mim.io import MissingPackageError, import_optional, write_text
 from mim.project.state import project_dir
 from mim.tracking.lineage import flatten, git_commit
 from mim.tracking.uri import artifact_root, experiment_name, tracking_uri
@@ -29,6 +29,9 @@ _SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "fals
 RETRY_S = 15.0  # during an outage, calls are dropped and the server is tried again every RETRY_S seconds
 _STOP = object()
 RUN_NOTE = "mlflow_run_id"  # beside a stage's checkpoint: the run that wrote it
+# the tag the MLflow 3 UI reads to choose an experiment's landing page: "custom_model_development" (shown as
+# "Machine learning") opens on the runs table and charts; untagged ones may be taken for GenAI (traces)
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_enabled() -> bool:
@@ -40,21 +43,27 @@ def tracking_enabled() -> bool:
 
 
 def connect(root: Path | None = None) -> tuple[Any, str]:
-    """Import mlflow pointed at this project's store; returns (mlflow module, experiment id)."""
+    """Import mlflow pointed at this project's store; returns (mlflow module, experiment id). The experiment is
+    marked a model-training one (created so, or tagged when an older one lacks the mark), so that the MLflow UI
+    opens it on the runs table and charts, not on the GenAI traces page. `MissingPackageError` without mlflow."""
     # Fail fast on an unreachable server instead of mlflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    import mlflow
+    mlflow = import_optional("mlflow", "mlflow", "pipeline", f"MLflow tracking ({TRACKING_ENV} is on)",
+                             otherwise=f"or set {TRACKING_ENV}=off")
 
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     name = experiment_name()
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
-        exp_id = mlflow.create_experiment(name, artifact_location=artifact_root(uri, root))
+        exp_id = mlflow.create_experiment(name, artifact_location=artifact_root(uri, root),
+                                          tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     else:
         exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # a kind someone chose on purpose is kept
+            mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return mlflow, exp_id
 
 
@@ -93,6 +102,8 @@ class StageRun:
             else:
                 tags = {**tags, "mlflow.parentRunId": parent} if parent else tags
                 self.run_id = self._client.create_run(exp_id, run_name=self.run_name, tags=tags).info.run_id
+        except MissingPackageError:  # an install to fix (or tracking to switch off), not an outage to ride out
+            raise
         except Exception as err:  # noqa: BLE001 - tracking must never stop the stage
             self._warn(err)
             self.enabled = False
@@ -250,6 +261,8 @@ def latest_run_ids(run_names: list[str]) -> dict[str, str]:
         mlflow, exp_id = connect()
         runs = mlflow.MlflowClient().search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
                                                  order_by=["attributes.start_time DESC"], max_results=5000)
+    except MissingPackageError:
+        raise
     except Exception as err:  # noqa: BLE001 - any store problem: report without ids
         log.warning("MLflow run ids unavailable (%s: %s)", type(err).__name__, err)
         return {}
