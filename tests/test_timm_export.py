@@ -70,6 +70,19 @@ def test_vit_export_loads_in_timm_with_the_evaluation_features(tmp_path, monkeyp
         assert not torch.allclose(_timm(tmp_path / "out")(x), encoder.pooled(x, pool), atol=1e-3)
 
 
+def test_a_vit_pre_trained_at_a_lower_resolution_exports_at_the_evaluation_size(tmp_path):
+    # FastMIM: pre-trained at 8 px, evaluated (and exported) at the data's 16 px with its positions resampled
+    file = _encoder_file(tmp_path / "enc.safetensors",
+                         build_vit(ViTSpec(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=1,
+                                           pos_embed="learn")))
+    export_for_timm(file, str(tmp_path / "out"), "mean")
+    model = _timm(tmp_path / "out")
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(model(x), load_encoder(file, img_size=16).eval().pooled(x, "mean"), atol=1e-6)
+    assert model.pretrained_cfg["input_size"] == (3, 16, 16)
+
+
 @pytest.mark.parametrize("input_size", [None, 32])
 def test_cnn_export_loads_in_timm_with_the_evaluation_features(tmp_path, input_size):
     torch.manual_seed(0)
@@ -145,3 +158,30 @@ def test_push_without_credentials_is_one_line_and_nothing_else(tmp_path, monkeyp
     assert not (tmp_path / "out").exists()
     assert main(["export", "--encoder", enc, str(tmp_path / "out"), "--push", "no-org"]) == 1
     assert "org/name" in one_error_line(capsys.readouterr().err, "export")
+
+
+def test_push_with_credentials_creates_the_repository_and_uploads_the_folder(tmp_path, monkeypatch, capsys):
+    import httpx
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
+                        lambda self, repo_id, **kw: calls.append(("create", repo_id, kw["private"])) or "https://hf/x")
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder",
+                        lambda self, **kw: calls.append(("upload", kw["repo_id"], kw["folder_path"])))
+    enc = _encoder_file(tmp_path / "enc.safetensors",
+                        build_vit(ViTSpec(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=1)))
+    out = str(tmp_path / "out")
+    assert main(["export", "--encoder", enc, out, "--push", "my-lab/m", "--private"]) == 0
+    assert calls == [("create", "my-lab/m", True), ("upload", "my-lab/m", out)]
+    assert 'timm.create_model("hf-hub:my-lab/m", pretrained=True)' in (tmp_path / "out" / "README.md").read_text()
+
+    def unreachable(self, **kw):
+        raise httpx.ConnectError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", unreachable)
+    capsys.readouterr()
+    assert main(["export", "--encoder", enc, out, "--push", "my-lab/m"]) == 1
+    assert "could not reach the Hugging Face hub" in one_error_line(capsys.readouterr().err, "export")

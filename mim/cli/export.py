@@ -38,7 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mim.models.timm_export import check_repo_id, export_for_timm, hub_token, push_folder
+    from mim.io import check_output_folder
+    from mim.models.hub import check_repo_id, hub_token, push_folder
+    from mim.models.timm_export import check_local, export_for_timm
     from mim.project.layout import encoder_file
 
     if args.encoder:
@@ -53,6 +55,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no encoder of recipe {name!r} there (run `dvc repro pretrain@{name}` "
                                     "first, or give --encoder FILE)")
+    check_local(out)
+    check_output_folder(out)  # a file in the way or a read-only place: one line before any work
     if args.push:
         check_repo_id(args.push)
         token = hub_token(args.push)  # before any work: without credentials nothing is written or sent

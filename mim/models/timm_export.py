@@ -142,7 +142,7 @@ def build_timm_export(path: str, pool: Pool, name: str | None = None, img_size: 
     elif isinstance(spec, CnnSpec):
         arch, args, shape, short, standard = _cnn(spec)
         features, pool = "global average of the final feature map", "mean"  # a CNN has no class token
-        input_size = spec.input_size or spec.img_size
+        input_size = spec.input_size or size or spec.img_size  # a CNN takes any size: the evaluation's
         first_conv, classifier = _default_cfg_value(arch, "first_conv"), _default_cfg_value(arch, "classifier")
     else:
         raise ValueError(f"{path}: encoder architecture {meta.get('arch')!r} has no timm export")
@@ -165,6 +165,10 @@ def build_timm_export(path: str, pool: Pool, name: str | None = None, img_size: 
     mim_block = {"format": "mim-timm/1", "recipe": name, "method": method, "steps": steps, "shape": shape,
                  "standard_shape": standard, "pool": pool, "features": features,
                  "encoder_spec": spec.to_dict(), "data": data, "data_digest": meta.get("data_digest")}
+    trained_at = json.loads(meta["spec"]).get("img_size")
+    if isinstance(spec, ViTSpec) and trained_at != spec.img_size:
+        mim_block["input_note"] = (f"pre-trained at {trained_at} px; exported at {spec.img_size} px with its position "
+                                   "table resampled (sin-cos: recomputed), as `mim evaluate` rebuilds it")
     if isinstance(spec, CnnSpec) and spec.input_size and spec.input_size != spec.img_size:
         mim_block["input_note"] = (f"trained on {spec.img_size} px images resized (bilinear) to {spec.input_size} px "
                                    "before the stem; give the model inputs of that size")
@@ -211,7 +215,9 @@ def model_card(config: dict, hub_id: str | None = None) -> str:
 library_name: timm
 tags: [image-feature-extraction, timm, masked-image-modeling]
 ---
-# {p['tag']}
+# {m['recipe']} encoder: {m['shape']}
+
+timm name `{config['architecture']}`, tag `{p['tag']}`.
 
 An image encoder pre-trained with masked image modeling by mim, exported for timm.
 
@@ -230,9 +236,16 @@ It has no classifier (`num_classes` 0); `timm.create_model(..., num_classes=N)` 
 """
 
 
+def check_local(out_dir: str) -> None:
+    """timm's `local-dir:` reads a folder on this machine: a URL is refused (before any work)."""
+    if "://" in out_dir:
+        raise ValueError(f"{out_dir}: timm reads a local folder (local-dir:DIR); export there, then copy or --push it")
+
+
 def write_timm_export(export: TimmExport, out_dir: str) -> None:
     """DIR/config.json, DIR/model.safetensors (the encoder file's metadata kept, so `load_encoder` reads it too) and
     DIR/README.md, each written atomically."""
+    check_local(out_dir)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(str(folder / "model.safetensors"), lambda f: write_safetensors(f, export.state, export.metadata))
@@ -243,51 +256,9 @@ def write_timm_export(export: TimmExport, out_dir: str) -> None:
 def export_for_timm(path: str, out_dir: str, pool: Pool, name: str | None = None, img_size: int | None = None,
                     hub_id: str | None = None) -> TimmExport:
     """Build and write the timm folder of the encoder file `path` (see `build_timm_export`)."""
+    check_local(out_dir)
     export = build_timm_export(path, pool, name, img_size, hub_id)
     write_timm_export(export, out_dir)
     return export
 
 
-
-def check_repo_id(repo_id: str) -> None:
-    """`org/name`, as the hub names a model repository."""
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id):
-        raise ValueError(f"--push {repo_id!r}: a Hugging Face repository is named org/name (e.g. my-lab/mae-micro)")
-
-
-def hub_token(repo_id: str) -> str:
-    """The Hugging Face token (HF_TOKEN, or the one a `hf auth login` saved); a ValueError when there is none, so
-    nothing is written or sent."""
-    from huggingface_hub import get_token
-
-    token = get_token()
-    if not token:
-        raise ValueError(f"--push {repo_id}: no Hugging Face credentials (set HF_TOKEN or run `hf auth login`); "
-                         "nothing was exported or uploaded")
-    return token
-
-
-def push_folder(out_dir: str, repo_id: str, token: str, private: bool = False) -> str:
-    """Create the model repository `repo_id` (kept when it exists) and upload `out_dir` to it; its URL. A refusal or
-    an unreachable hub is one `UnreachableError` line."""
-    import errno
-
-    import httpx
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from mim.io import UnreachableError
-
-    api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(repo_id=repo_id, folder_path=out_dir, repo_type="model",
-                          commit_message="Upload encoder exported by mim (timm format)")
-    except HfHubHTTPError as err:
-        raise UnreachableError(errno.EIO, f"--push {repo_id}: the hub refused: {str(err).splitlines()[0]}",
-                               repo_id) from None
-    except (httpx.HTTPError, OSError) as err:
-        raise UnreachableError(errno.EHOSTUNREACH, f"--push {repo_id}: could not reach the Hugging Face hub "
-                               f"({err}); {out_dir} is written, upload it later with --push", repo_id) from None
-    return str(url)
