@@ -81,6 +81,7 @@ def test_a_vit_pre_trained_at_a_lower_resolution_exports_at_the_evaluation_size(
     with torch.no_grad():
         assert torch.allclose(model(x), load_encoder(file, img_size=16).eval().pooled(x, "mean"), atol=1e-6)
     assert model.pretrained_cfg["input_size"] == (3, 16, 16)
+    assert load_encoder(str(tmp_path / "out" / "model.safetensors")).spec.img_size == 16  # mim reads it too
 
 
 @pytest.mark.parametrize("input_size", [None, 32])

@@ -131,6 +131,8 @@ def build_timm_export(path: str, pool: Pool, name: str | None = None, img_size: 
         raise ValueError(f"{path}: {HIER_REFUSAL}('{path}')")
     data = _data(meta, path)
     size = img_size or data.get("image_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise ValueError(f"{path}: the metadata's data image_size {size!r} is not a size in pixels; give --img-size")
     encoder = load_encoder(path, img_size=size)
     spec = encoder.spec
     if isinstance(spec, ViTSpec):
@@ -175,7 +177,10 @@ def build_timm_export(path: str, pool: Pool, name: str | None = None, img_size: 
     config = {"architecture": arch, "num_classes": 0, "num_features": encoder.embed_dim,
               "global_pool": args["global_pool"], "model_args": args, "pretrained_cfg": pretrained_cfg,
               "mim": mim_block}
-    return TimmExport(config=config, state=encoder.export_state(), metadata=meta, card=model_card(config, hub_id))
+    # the weights' own spec (the size they were brought to), so `load_encoder` reads model.safetensors as well
+    metadata = {**meta, "spec": json.dumps(spec.to_dict()), "timm_kwargs": json.dumps(spec.timm_kwargs())}
+    return TimmExport(config=config, state=encoder.export_state(), metadata=metadata,
+                      card=model_card(config, hub_id))
 
 
 def _data(meta: dict[str, str], path: str) -> dict:
