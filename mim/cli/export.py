@@ -15,13 +15,14 @@ log = logging.getLogger("mim.export")
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write an encoder as a timm folder (config.json + model.safetensors)",
+                       usage="%(prog)s RECIPE DIR [options]\n       %(prog)s --encoder FILE DIR [options]",
                        description="`mim export RECIPE DIR` reads models/RECIPE/encoder.safetensors (`--encoder FILE "
                        "DIR` any encoder file) and writes DIR/config.json, DIR/model.safetensors and a DIR/README.md "
                        "model card, so that `timm.create_model('local-dir:DIR', pretrained=True)` builds it with no "
                        "other argument and model(x) gives the features mim's evaluation uses (the pooling of "
                        "PARAMS_DIR/eval.yaml). A ViT (any shape) and a timm CNN export; the hierarchical MixMIM "
                        "encoder is refused (no timm model computes it). docs/export.md.")
-    p.add_argument("paths", nargs="+", metavar="RECIPE DIR", help="the recipe whose models/RECIPE/encoder.safetensors "
+    p.add_argument("paths", nargs="+", metavar="RECIPE|DIR", help="the recipe whose models/RECIPE/encoder.safetensors "
                    "to export and the output folder (with --encoder: the output folder alone)")
     p.add_argument("--encoder", metavar="FILE", help="export this encoder.safetensors (a one-off run's) instead of a "
                    "recipe's")
