@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from mim.cli import runs
+from mim.cli import export, runs
 from mim.cli.common import UsageError, add_params_dir, add_set, refuse_sets
 from mim.params import DEFAULT_PARAMS_DIR, METHOD_NAMES, ParamsError
 
@@ -100,6 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cmp = sub.add_parser("compare", help="table of every method's pre-training cost and accuracy (metrics files)")
     cmp.add_argument("methods", nargs="*", help="default: every method in dvc.yaml")
     cmp.set_defaults(func=cmd_compare)
+    export.add_parsers(sub)  # `mim export`: an encoder as a timm folder (mim/cli/export.py)
 
 
 def cmd_params(args: argparse.Namespace) -> int:
