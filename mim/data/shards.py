@@ -246,7 +246,7 @@ def shard_source(source: str, split: str, url: str, *, max_side: int | None, mod
                                                                            strict=True)))
 
     def kept() -> Iterator[tuple[int, int, bytes]]:
-        with Progress(len(names), f"shards {url}", "images", logger="mim.data") as progress:
+        with Progress(len(names), f"shards {split} of {source}", "images", logger="mim.data") as progress:
             for index, label, data in records:
                 progress.update()
                 if isinstance(data, str):
