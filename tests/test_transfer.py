@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -62,7 +63,9 @@ def _tiny_data():
     return d, load_dataset(d.source, "train", size=16), load_dataset(d.source, "test", size=16)
 
 
-def test_finetune_learns_and_resumes(tmp_path):
+def test_finetune_learns_and_resumes(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("mim.progress._isatty", lambda stream: False)  # plain lines, as under DVC
+    caplog.set_level(logging.INFO, logger="mim.finetune")
     d, train, test = _tiny_data()
     kwargs = dict(epochs=4, batch_size=32, base_lr=2e-3, layer_decay=0.9, device="cpu", seed=0)
     torch.manual_seed(0)
@@ -73,6 +76,9 @@ def test_finetune_learns_and_resumes(tmp_path):
     assert result.steps == 32 and result.top1 > 40  # 4 balanced classes: chance is 25 %
     losses = result.history["loss"]
     assert len(losses) == 32 and sum(losses[-4:]) < sum(losses[:4])
+    line = [r.getMessage() for r in caplog.records if r.name == "mim.finetune"][-1]
+    assert line.startswith("fine-tune: 32/32 steps (100%)") and "epoch 4.00/4" in line
+    assert f"loss {losses[-1]:.4g}" in line and f"top1 {result.top1:.2f}%" in line  # one process: its own loss
     # the step-16 checkpoint is still there: a second run resumes from it and ends the same way
     vit.load_state_dict(init)
     resumed = finetune(vit, train, test, augment(d), ckpt_url=url, ckpt_every=16, **kwargs)

@@ -22,6 +22,7 @@ from mim.data.dataset import UNLABELED, ImageTensors
 from mim.data.decode import decode_bytes
 from mim.data.errors import ClassMismatchError, CorruptImageError, CorruptImageWarning, EmptyDatasetError
 from mim.io import check_reachable, filesystem
+from mim.progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 _MODES = {1: "L", 3: "RGB"}
@@ -51,14 +52,16 @@ def load_image_folder(url: str, *, size: int, channels: int = 3, strict: bool = 
     decode = partial(_read_and_decode, fs, size=size, mode=_MODES[channels], background=tuple(background))
     pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4))
     try:
-        for i, (path, result) in enumerate(zip(paths, pool.map(decode, paths), strict=True)):
-            if isinstance(result, str):
-                if strict:
-                    raise CorruptImageError(f"cannot decode image {_display(fs, path)}: {result}")
-                ok[i] = False
-                failures.append((path, result))
-            else:
-                pixels[i] = result
+        with Progress(len(paths), f"decode {url}", "images", logger="mim.data") as progress:
+            for i, (path, result) in enumerate(zip(paths, pool.map(decode, paths), strict=True)):
+                if isinstance(result, str):
+                    if strict:
+                        raise CorruptImageError(f"cannot decode image {_display(fs, path)}: {result}")
+                    ok[i] = False
+                    failures.append((path, result))
+                else:
+                    pixels[i] = result
+                progress.update()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

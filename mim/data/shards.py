@@ -26,6 +26,7 @@ from mim.data.dataset import ImageTensors, subset_indices
 from mim.data.decode import decode_bytes
 from mim.data.folder import resize_center_crop
 from mim.io import OutputWriteError, filesystem
+from mim.progress import Progress
 
 CHUNK_BYTES = "64MB"
 PNG_SOURCES = ("fashion-mnist", "synthetic")  # in-memory sources: their images are stored losslessly
@@ -158,12 +159,20 @@ class ShardSplit:
         the array form's)."""
         return resize_center_crop(self.image(i, draft=size), size)
 
-    def tensors(self, size: int, indices: Iterable[int] | None = None, threads: int | None = None) -> ImageTensors:
+    def tensors(self, size: int, indices: Iterable[int] | None = None, threads: int | None = None,
+                progress: bool = False) -> ImageTensors:
         """Images `indices` (default all) as one [N, C, size, size] uint8 set at the evaluation view: for the
-        stages that need pixels in memory (evaluation subsets, pictures, tokenizer samples)."""
+        stages that need pixels in memory (evaluation subsets, pictures, tokenizer samples). `progress`: show
+        the decoding's progress (a whole split or subset, not a batch)."""
         chosen = list(range(len(self)) if indices is None else indices)
-        with ThreadPoolExecutor(max_workers=threads or min(32, (os.cpu_count() or 1) + 4)) as pool:
-            pixels = np.stack(list(pool.map(lambda i: self.center(i, size), chosen)))
+        with (ThreadPoolExecutor(max_workers=threads or min(32, (os.cpu_count() or 1) + 4)) as pool,
+              Progress(len(chosen), f"decode {self.source}", "images", logger="mim.data",
+                       enabled=None if progress else False) as shown):
+            decoded = []
+            for image in pool.map(lambda i: self.center(i, size), chosen):
+                decoded.append(image)
+                shown.update()
+            pixels = np.stack(decoded)
         return ImageTensors(images=torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
                             labels=self.labels[chosen].clone(), classes=self.classes, source=self.source)
 
@@ -171,8 +180,8 @@ class ShardSplit:
         """`n` images drawn as `ImageTensors.subset` draws them (the same indices for the same generator), decoded at
         the evaluation view: evaluation reads only the images it uses."""
         if n >= len(self):
-            return self.tensors(self.image_size)
-        return self.tensors(self.image_size, subset_indices(len(self), n, generator).tolist())
+            return self.tensors(self.image_size, progress=True)
+        return self.tensors(self.image_size, subset_indices(len(self), n, generator).tolist(), progress=True)
 
     @property
     def images(self) -> ShardImages:
@@ -181,7 +190,7 @@ class ShardSplit:
         return ShardImages(self)
 
     def in_memory(self) -> ImageTensors:
-        return self.tensors(self.image_size)
+        return self.tensors(self.image_size, progress=True)
 
     def __iter__(self) -> Iterator[bytes]:
         return (self.encoded(i) for i in range(len(self)))
@@ -237,14 +246,16 @@ def shard_source(source: str, split: str, url: str, *, max_side: int | None, mod
                                                                            strict=True)))
 
     def kept() -> Iterator[tuple[int, int, bytes]]:
-        for index, label, data in records:
-            if isinstance(data, str):
-                if strict:
-                    raise CorruptImageError(f"cannot decode image {names[index]}: {data}")
-                skipped.append(names[index])
-                continue
-            digest.update(data)
-            yield index, label, data
+        with Progress(len(names), f"shards {split} of {source}", "images", logger="mim.data") as progress:
+            for index, label, data in records:
+                progress.update()
+                if isinstance(data, str):
+                    if strict:
+                        raise CorruptImageError(f"cannot decode image {names[index]}: {data}")
+                    skipped.append(names[index])
+                    continue
+                digest.update(data)
+                yield index, label, data
 
     stored = write_shards(url, kept())
     if len(stored) == 0:

@@ -1,21 +1,16 @@
-"""Periodic progress lines: step, loss, lr, img/s, ETA."""
+"""Pre-training's periodic progress lines: step, loss, lr, img/s, ETA (every other loop: `mim.progress`)."""
 
 from __future__ import annotations
 
 import logging
 import time
 
+from mim.progress import format_duration
+
 log = logging.getLogger("mim.train")
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-class Progress:
+class TrainProgress:
     """Prints a line at most every `every_s` seconds (or every `every_steps` steps), and on the last step.
 
     Throughput is measured over the interval since the previous line, so it reflects the current

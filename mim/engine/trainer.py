@@ -32,7 +32,7 @@ from mim.engine.config import TrainConfig
 from mim.engine.distributed import DistInfo, any_rank, mean_across_ranks
 from mim.engine.identity import ResumePolicy, check_resume
 from mim.engine.optim import build_adamw, scaled_lr
-from mim.engine.progress import Progress
+from mim.engine.progress import TrainProgress
 from mim.engine.runtime import autocast, autocast_dtype
 from mim.engine.schedule import build_scheduler
 from mim.engine.sharding import full_state, load_full_state, set_gradient_sync, shard
@@ -248,7 +248,7 @@ class Trainer:
         t = self.config
         start = self.step
         resumed = start if start > 0 else None
-        progress = Progress(self.total_steps, t.batch_size, start, t.log_every_s, t.log_every_steps,
+        progress = TrainProgress(self.total_steps, t.batch_size, start, t.log_every_s, t.log_every_steps,
                             enabled=self.dist.is_main)
         record_every = max(1, self.total_steps // 200)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)

@@ -65,7 +65,8 @@ def evaluate_encoder(encoder: Encoder, train: ImageTensors, test: ImageTensors, 
     device = resolve_device(config.device, param=config.device_param)
     began = time.perf_counter()
     feats = [extract_features(encoder, ds.images, augment, pool=config.pool, batch_size=config.batch_size,
-                              device=device) for ds in (train, test)]
+                              device=device, desc=f"features ({split})")
+             for split, ds in (("train", train), ("test", test))]
     extract_s = time.perf_counter() - began
     metrics = probe_features(feats[0], train.labels, feats[1], test.labels, config, device)
     metrics["feature_dim"] = feats[0].shape[1]

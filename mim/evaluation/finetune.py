@@ -23,10 +23,10 @@ from mim.engine.checkpoint import checkpoint_exists, load_checkpoint, load_state
 from mim.engine.distributed import init_distributed, mean_across_ranks
 from mim.engine.identity import ResumePolicy, RunIdentity, check_resume
 from mim.engine.optim import scaled_lr
-from mim.engine.progress import Progress
 from mim.engine.runtime import autocast, autocast_dtype, resolve_device
 from mim.engine.schedule import build_scheduler
 from mim.evaluation.layer_decay import layer_decay_groups
+from mim.progress import Progress
 from mim.rng import derive_seed, generator_for
 
 log = logging.getLogger("mim")
@@ -139,7 +139,7 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         log.info("fine-tuning resumed from %s at step %d", ckpt_url, start)
     dtype = autocast_dtype(amp, dev)
-    progress = Progress(steps, batch_size, start, enabled=dist.is_main)
+    progress = Progress(steps, "fine-tune", "steps", logger="mim.finetune", initial=start, enabled=dist.is_main)
     share = batch_size // dist.world_size
     record_every = max(1, steps // 100)
     began = last_ckpt = time.perf_counter()
@@ -166,14 +166,15 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
+        # rank 0's own loss, read only when a line is drawn (no collective: ranks need not agree on when)
+        progress.update(info=lambda step=step, loss=loss: {
+            "epoch": f"{(step + 1) * batch_size / len(train):.2f}/{epochs:g}", "loss": loss.item(),
+            "lr": f"{scheduler.get_last_lr()[-1]:.2e}"})
         recording = (step + 1) % record_every == 0 or step + 1 == steps
-        if recording or progress.due(step):
+        if recording:
             value = float(mean_across_ranks(loss.detach()))
-            if progress.due(step):
-                progress.report(step, value, scheduler.get_last_lr()[-1])
-            if recording:
-                for k, v in (("step", step + 1), ("loss", value), ("lr", scheduler.get_last_lr()[-1])):
-                    history[k].append(v)
+            for k, v in (("step", step + 1), ("loss", value), ("lr", scheduler.get_last_lr()[-1])):
+                history[k].append(v)
         due = (step + 1) % ckpt_every == 0 or (ckpt_every_s is not None and recording
                                                 and time.perf_counter() - last_ckpt >= ckpt_every_s)
         if ckpt_url and dist.is_main and due and step + 1 < steps:
@@ -184,5 +185,6 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
             last_ckpt = time.perf_counter()
     wall = elapsed_before + time.perf_counter() - began  # the whole fine-tuning, the parts before a resume included
     top1 = classify_top1(model, test, augment, dev)
+    progress.close(top1=f"{top1:.2f}%")
     return FinetuneResult(top1=top1, steps=steps, wall_time_s=wall, images_per_s=steps * batch_size / max(wall, 1e-9),
                           history=history)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mim.evaluation.lars import LARS
+from mim.progress import Progress
 from mim.rng import generator_for
 
 
@@ -41,7 +42,8 @@ def linear_probe(
 ) -> dict[str, float]:
     """Train BN(affine=False) + Linear on features extracted once; `optimizer` with cosine decay.
 
-    Returns top-1 accuracy (0..1) on the test features and on the training features.
+    Returns top-1 accuracy (0..1) on the test features and on the training features. Progress (epoch, loss,
+    and at the end the accuracies) goes to logger `mim.evaluate`.
     """
     device = torch.device(device)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -55,6 +57,7 @@ def linear_probe(
     opt = probe_optimizer(list(head.parameters()), optimizer, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
+    progress = Progress(epochs * steps_per_epoch, "linear probe", "steps", logger="mim.evaluate")
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator_for(seed, "probe", epoch)).to(device)
         head.train()
@@ -65,8 +68,11 @@ def linear_probe(
             loss.backward()
             opt.step()
             sched.step()
+            progress.update(info=lambda epoch=epoch, loss=loss: {"epoch": f"{epoch + 1}/{epochs}", "loss": loss.item()})
     head.eval()
     with torch.no_grad():
         test_acc = (head(test_features.float().to(device)).argmax(1) == test_labels.to(device)).float().mean()
         train_acc = (head(x).argmax(1) == y).float().mean()
-    return {"top1": float(test_acc), "train_top1": float(train_acc)}
+    result = {"top1": float(test_acc), "train_top1": float(train_acc)}
+    progress.close(**result)
+    return result

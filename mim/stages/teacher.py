@@ -14,6 +14,7 @@ from mim.io import write_text
 from mim.params import load_with_data
 from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.targets import teacher_source
+from mim.progress import Progress
 from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.targets.teacher import Teacher, teacher_manifest
 from mim.tracking import StageRun
@@ -30,7 +31,12 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
         tracker.set_tags({"teacher.digest": digest})
         tracker.log_params({"teacher": t.model_dump(mode="json")})
         images = transform.eval(load_prepared(PREPARED, "test", limit=t.check_images).images)
-        feats = torch.cat([teacher(part) for part in images.split(64)])  # [B, N, C]
+        parts = []
+        with Progress(len(images), "teacher features (held-out check)", "images", logger="mim.teacher") as progress:
+            for part in images.split(64):
+                parts.append(teacher(part))
+                progress.update(len(part))
+        feats = torch.cat(parts)  # [B, N, C]
         if not torch.isfinite(feats).all():
             raise ValueError(f"teacher {source.source}: non-finite features on held-out images")
         diversity = diversity_summary(token_diversity(feats))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mim.io import atomic_write, load_npy, read_json_object, write_text
+from mim.progress import Progress
 from mim.targets.pixels import patch_vectors
 
 log = logging.getLogger("mim.tokenizer")
@@ -72,7 +73,9 @@ class CentroidTokenizer:
     @classmethod
     def build(cls, patches: Tensor, k: int, iters: int = 20, seed: int = 0, *, patch_size: int, channels: int,
               data_digest: str = "", verbose: bool = True) -> CentroidTokenizer:
-        """k-means (faiss, L2) on `patches` [M, C*p*p] in [0, 1]; `seed` fixes the initialization."""
+        """k-means (faiss, L2) on `patches` [M, C*p*p] in [0, 1]; `seed` fixes the initialization. Run one
+        faiss pass at a time, each starting from the last one's centroids (the same centroids as one call with
+        `iters` passes, tested), so `verbose` shows each pass's progress and objective."""
         import faiss
 
         x = np.ascontiguousarray(patches.detach().cpu().numpy(), dtype=np.float32)
@@ -80,16 +83,25 @@ class CentroidTokenizer:
             raise ValueError(f"patches must be [M, {channels * patch_size**2}], got {list(x.shape)}")
         if len(x) < k:
             raise ValueError(f"k-means with k={k} needs at least {k} patch vectors, got {len(x)}")
+        if iters < 1:
+            raise ValueError(f"k-means needs at least one iteration, got {iters}")
         began = time.perf_counter()
-        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=verbose,
-                          gpu=hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0,
-                          max_points_per_centroid=max(256, -(-len(x) // k)))  # use every vector given
-        km.train(x)
+        gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        centroids, objective = None, float("nan")
+        with Progress(iters, f"k-means (k={k}, {len(x)} vectors)", "passes", logger=log,
+                      enabled=None if verbose else False) as progress:
+            for i in range(iters):
+                km = faiss.Kmeans(x.shape[1], k, niter=1, seed=seed, verbose=False, gpu=gpu,
+                                  max_points_per_centroid=max(256, -(-len(x) // k)),  # use every vector given
+                                  min_points_per_centroid=39 if i == 0 else 1)  # faiss's few-points warning once
+                km.train(x, init_centroids=centroids)
+                centroids, objective = km.centroids, float(km.obj[-1]) if len(km.obj) else float("nan")
+                progress.update(info={"inertia": objective / len(x)})
         build_s = time.perf_counter() - began
-        inertia = float(km.obj[-1]) / len(x) if len(km.obj) else float("nan")
+        inertia = objective / len(x)
         info = TokenizerInfo(k=k, patch_size=patch_size, channels=channels, iterations=iters, seed=seed,
                              num_vectors=len(x), build_s=build_s, inertia=inertia, data_digest=data_digest)
-        return cls(torch.from_numpy(km.centroids.copy()), info)
+        return cls(torch.from_numpy(centroids.copy()), info)
 
     # -- using ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -170,11 +182,10 @@ def sample_patch_vectors(images: Tensor, transform: Any, patch_size: int, max_ve
     per_image = (probe.shape[-2] // patch_size) * (probe.shape[-1] // patch_size)
     count = min(len(images), -(-max_vectors // per_image))
     order = torch.randperm(len(images), generator=generator)[:count]
-    out, began = [], time.perf_counter()
-    for start in range(0, count, batch_size):
-        x = transform.eval(images[order[start : start + batch_size]])
-        out.append(patch_vectors(transform.denormalize(x).clamp(0, 1), patch_size).flatten(0, 1))
-        done = min(start + batch_size, count)
-        if done == count or time.perf_counter() - began > 5:
-            log.info("patches: %d/%d images (%d vectors)", done, count, done * per_image)
+    out = []
+    with Progress(count, "patches", "images", logger=log) as progress:
+        for start in range(0, count, batch_size):
+            x = transform.eval(images[order[start : start + batch_size]])
+            out.append(patch_vectors(transform.denormalize(x).clamp(0, 1), patch_size).flatten(0, 1))
+            progress.update(len(x))
     return torch.cat(out)[:max_vectors]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mim.data.augment import BatchAugment, CropParams
+from mim.progress import Progress
 
 __all__ = ["FeatureCache", "cache_blocker"]
 
@@ -53,15 +54,17 @@ class FeatureCache:
             raise ValueError(f"cannot cache teacher features: {blocker}")
         flips = (False, True) if augment.hflip_prob > 0 else (False,)
         n, out, start = len(images), None, time.perf_counter()
-        for lo in range(0, n, batch_size):
-            raw = images[lo : lo + batch_size].to(device, non_blocking=True)
-            full = torch.tensor([0.0, 0.0, 1.0, 1.0], device=device).expand(len(raw), 4)
-            views = [features(augment(raw, CropParams(boxes=full, flip=torch.full((len(raw),), f, device=device))))
-                     for f in flips]
-            chunk = torch.stack(views, dim=1).to(torch.float16)  # [b, V, T, C]
-            if out is None:
-                out = torch.empty((n, *chunk.shape[1:]), dtype=torch.float16, device=device)
-            out[lo : lo + len(raw)] = chunk
+        with Progress(n, "teacher features (cache)", "images", logger="mim.teacher") as progress:
+            for lo in range(0, n, batch_size):
+                raw = images[lo : lo + batch_size].to(device, non_blocking=True)
+                full = torch.tensor([0.0, 0.0, 1.0, 1.0], device=device).expand(len(raw), 4)
+                views = [features(augment(raw, CropParams(boxes=full, flip=torch.full((len(raw),), f, device=device))))
+                         for f in flips]
+                chunk = torch.stack(views, dim=1).to(torch.float16)  # [b, V, T, C]
+                if out is None:
+                    out = torch.empty((n, *chunk.shape[1:]), dtype=torch.float16, device=device)
+                out[lo : lo + len(raw)] = chunk
+                progress.update(len(raw))
         if out is None:
             raise ValueError("cannot cache teacher features of an empty data set")
         cache = cls(out)
