@@ -271,7 +271,11 @@ class Trainer:
             recording = self.step % record_every == 0 or self.step == self.total_steps
             ckpt_due = self.step % t.ckpt_every == 0 or self.step == self.total_steps or (
                 recording and self._time_for_checkpoint())
-            if recording or ckpt_due or progress.due(step):
+            line_due = progress.due(step)
+            if self.dist.enabled and t.log_every_steps is None:
+                # the ranks' clocks differ and the means below are collectives: rank 0 decides, at a recording step
+                line_due = recording and any_rank(self.dist.is_main and line_due, self.device)
+            if recording or ckpt_due or line_due:
                 self._check_finite(first_bad)
                 mean_loss = float(mean_across_ranks(window / window_n))
                 parts = {k: float(mean_across_ranks(v / window_n)) for k, v in sorted(self.log_sums.items())}
@@ -287,7 +291,7 @@ class Trainer:
                         speed = (self.step - last_record_step) * t.batch_size / max(now - last_record, 1e-9)
                         last_record, last_record_step = now, self.step
                         self.on_metrics(self.step, {"loss": mean_loss, "lr": lr, "img_per_s": speed, **parts})
-                if progress.due(step):
+                if line_due:
                     progress.report(step, mean_loss, lr, extra=parts)
                 window.zero_()
                 window_n = 0
