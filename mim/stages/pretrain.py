@@ -22,6 +22,8 @@ from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir
 from mim.project.runs import stage_files
 from mim.tracking import StageRun, path_md5
 
+PICTURE_KEY = "reconstructions"  # the MLflow image key of the pictures drawn while training
+
 
 def metric_names(values: dict[str, float]) -> dict[str, float]:
     """`train/<name>` for the common and method-part names; a method's namespaced names (`cim/gen_acc`) as is."""
@@ -55,7 +57,8 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
             tracker.log_artifact(Path(params_dir) / f, "params")
         result = pretrain_run(params, files, str(params_file), data=data,
                               held_out=load_prepared(PREPARED, "test", limit=PICTURE_COUNT),
-                              on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
+                              on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step),
+                              on_picture=lambda step, png: tracker.log_image(PICTURE_KEY, png, step))
         shutdown_distributed()
         if not main:
             return {}
