@@ -10,15 +10,36 @@ its train/eval mode is restored.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from mim.analysis.attention import cls_attention_maps
 from mim.analysis.plots import attention_figure, figure_png, reconstruction_figure, save_png
-from mim.methods.base import MIMMethod
 from mim.models.vit import MaskedViT
 from mim.rng import derive_seed, generator_for
+
+
+class Reconstructs(Protocol):
+    """What pictures need of a method (`mim.methods.MIMMethod` has it all; this layer sits below the methods)."""
+
+    name: str
+    encoder: nn.Module
+    training: bool
+    picture_batch_multiple: int
+
+    def picture_masks(self, batch_size: int, generator: torch.Generator) -> Any: ...
+
+    def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]: ...
+
+    def picture_note(self) -> str: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -30,7 +51,7 @@ class Reconstruction:
 
 
 @contextlib.contextmanager
-def isolated(method: MIMMethod, device: torch.device):
+def isolated(method: Reconstructs, device: torch.device) -> Iterator[None]:
     """Run `method` in eval mode without gradients and with the global (and CUDA) RNG state saved and restored, so
     that drawing pictures between training steps changes nothing training computes."""
     was_training = method.training
@@ -43,7 +64,7 @@ def isolated(method: MIMMethod, device: torch.device):
             method.train(was_training)
 
 
-def reconstruct(method: MIMMethod, images: torch.Tensor, seed: int) -> Reconstruction:
+def reconstruct(method: Reconstructs, images: torch.Tensor, seed: int) -> Reconstruction:
     """The method's reconstruction of `images` ([B, C, H, W], normalized as in training, on the method's device)
     under the picture mask of `seed`: `input`, `masked` (what the method was given), then the method's own panels
     (`prediction`, `composite`: visible pixels from the input, masked ones from the prediction, and any extras)."""
@@ -55,7 +76,7 @@ def reconstruct(method: MIMMethod, images: torch.Tensor, seed: int) -> Reconstru
     return Reconstruction(panels, method.picture_note())
 
 
-def reconstruction_png(method: MIMMethod, images: torch.Tensor, seed: int, mean: tuple[float, ...],
+def reconstruction_png(method: Reconstructs, images: torch.Tensor, seed: int, mean: tuple[float, ...],
                        std: tuple[float, ...], title: str = "", row_labels: list[str] | None = None) -> bytes:
     """`reconstruct`'s grid as PNG bytes: one row per image, the caption under it."""
     rec = reconstruct(method, images, seed)
@@ -73,7 +94,7 @@ def pages(n: int, per_page: int, multiple: int) -> list[list[int]]:
     return out
 
 
-def write_pictures(method: MIMMethod, images: torch.Tensor, out_dir: str, *, seed: int, mean: tuple[float, ...],
+def write_pictures(method: Reconstructs, images: torch.Tensor, out_dir: str, *, seed: int, mean: tuple[float, ...],
                    std: tuple[float, ...], per_grid: int = 8, names: list[str] | None = None) -> list[str]:
     """Reconstruction grids of `images` (normalized [N, C, H, W], on the method's device) as
     `out_dir/reconstructions-<k>.png`, `per_grid` images each, and for a ViT encoder the class token's last-layer
