@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from mim.data import ImageTensors
+from mim.engine.pretrain import PictureCallback
 from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
 from mim.methods import MIMMethod
 from mim.params import PretrainParams, load_params
@@ -113,11 +114,12 @@ def build_method(params: PretrainParams, in_chans: int = 3) -> MIMMethod:
 
 
 def pretrain(params: PretrainParams, out: str, *, data: ImageTensors | None = None, resume: str = "never",
-             held_out: ImageTensors | None = None, on_metrics: MetricsCallback | None = None) -> TrainResult:
+             held_out: ImageTensors | None = None, on_metrics: MetricsCallback | None = None,
+             on_picture: PictureCallback | None = None) -> TrainResult:
     """A one-off run into `out` (the layout of `mim pretrain --out`), what the CLI's one-off form runs."""
     out = str(out).rstrip("/")
     return training.pretrain_run(params, run_files(out), f"{out}/{PARAMS_FILE}", data=data, held_out=held_out,
-                             resume=resume, on_metrics=on_metrics)
+                                 resume=resume, on_metrics=on_metrics, on_picture=on_picture)
 
 
 def make_trainer(method: MIMMethod, data: ImageTensors, params: PretrainParams, out: str) -> Trainer:

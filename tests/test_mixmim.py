@@ -83,8 +83,11 @@ def test_odd_batches_are_rejected_and_even_ones_train():
     out = method({"images": torch.randn(4, 3, 16, 16), "mask": source})
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and method.encoder.stages[0].blocks[0].attn.qkv.weight.grad.abs().sum() > 0
-    panels = method.reconstruct({"images": torch.randn(4, 3, 16, 16), "mask": source})
-    assert set(panels) == {"input", "prediction", "partner", "partner prediction"}
+    images = torch.randn(4, 3, 16, 16)
+    panels = method.reconstruct({"images": images, "mask": source})
+    assert set(panels) == {"input", "prediction", "composite", "partner", "partner prediction"}
+    own = upsample_source(source.source, (16, 16)) == 0  # [1, 1, H, W]: where each image shows its own pixels
+    assert torch.equal(panels["composite"].masked_select(own), images.masked_select(own))
 
 
 def test_hierarchical_encoder_exports_and_works_without_mixing(tmp_path):

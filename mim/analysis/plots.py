@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mim.io import atomic_write  # noqa: E402
+from mim.io import atomic_write, atomic_write_bytes  # noqa: E402
 
 
 def _save(fig: plt.Figure, url: str) -> None:
@@ -42,22 +44,79 @@ def _to_display(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
     return (x.cpu().float() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def save_reconstruction_grid(originals: torch.Tensor, panels: dict[str, torch.Tensor], url: str,
-                             mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-    """One row per image: the original, then each named panel (e.g. input with mask, prediction)."""
-    rows = [("original", originals), *panels.items()]
-    n = originals.shape[0]
-    fig, axes = plt.subplots(n, len(rows), figsize=(1.6 * len(rows), 1.6 * n), squeeze=False)
-    for col, (name, imgs) in enumerate(rows):
-        shown = _to_display(imgs, mean, std)
+def reconstruction_figure(panels: dict[str, torch.Tensor], mean: tuple[float, ...], std: tuple[float, ...], *,
+                          caption: str = "", title: str = "", row_labels: list[str] | None = None) -> plt.Figure:
+    """One row per image, one column per named panel ([B, C, H, W], normalized by `mean`/`std`: e.g. input,
+    masked, prediction, composite); `caption` goes under the grid, `title` above it, `row_labels` (e.g. file
+    names) left of the rows. Drawn as one canvas (one axes), which keeps it fast enough to draw while training."""
+    shown = [_to_display(imgs, mean, std) for imgs in panels.values()]  # each [B, H, W, C]
+    n, h, w, c = shown[0].shape
+    gap = max(1, h // 16)
+    canvas = np.ones((n * (h + gap) - gap, len(shown) * (w + gap) - gap, 3), dtype=np.float32)
+    for col, imgs in enumerate(shown):
         for row in range(n):
-            ax = axes[row][col]
-            ax.imshow(shown[row].squeeze(-1) if shown.shape[-1] == 1 else shown[row], cmap="gray")
+            tile = imgs[row] if imgs.shape[-1] == 3 else np.repeat(imgs[row], 3, axis=-1)
+            canvas[row * (h + gap) : row * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = tile
+    fig, ax = plt.subplots(figsize=(1.6 * len(shown) + (0.8 if row_labels else 0), 1.6 * n))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([col * (w + gap) + w / 2 for col in range(len(shown))], list(panels), fontsize=9)
+    ax.xaxis.tick_top()
+    ax.set_yticks([row * (h + gap) + h / 2 for row in range(n)], row_labels or [""] * n, fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if caption:
+        fig.text(0.5, 0.0, caption, ha="center", va="top", fontsize=7, wrap=True)
+    return fig
+
+
+def save_reconstruction_grid(originals: torch.Tensor, panels: dict[str, torch.Tensor], url: str,
+                             mean: tuple[float, ...], std: tuple[float, ...], caption: str = "") -> None:
+    """One row per image: the original, then each named panel (e.g. input with mask, prediction)."""
+    _save(reconstruction_figure({"original": originals, **panels}, mean, std, caption=caption), url)
+
+
+def figure_png(fig: plt.Figure) -> bytes:
+    """The figure as PNG bytes (deterministic, like `_save`); the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def save_png(data: bytes, url: str) -> None:
+    """Write PNG bytes (from `figure_png`) to `url` atomically."""
+    atomic_write_bytes(url, data)
+
+
+def attention_figure(images: torch.Tensor, maps: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], *,
+                     title: str = "") -> plt.Figure:
+    """One row per image: the image, then one attention map per head ([B, heads, H, W], each map scaled to its
+    own maximum) laid over a faded copy of the image."""
+    shown = _to_display(images, mean, std)
+    grey = shown.mean(-1)  # [B, H, W]
+    b, heads = maps.shape[:2]
+    fig, axes = plt.subplots(b, heads + 1, figsize=(1.5 * (heads + 1), 1.5 * b), squeeze=False)
+    m = maps.cpu().float()
+    m = (m / m.flatten(2).amax(-1).clamp_min(1e-12)[..., None, None]).numpy()
+    for row in range(b):
+        axes[row][0].imshow(shown[row].squeeze(-1) if shown.shape[-1] == 1 else shown[row], cmap="gray")
+        for h in range(heads):
+            ax = axes[row][h + 1]
+            ax.imshow(grey[row], cmap="gray", vmin=0, vmax=1)
+            ax.imshow(m[row, h], cmap="inferno", vmin=0, vmax=1, alpha=0.7)
+        for col, ax in enumerate(axes[row]):
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(name, fontsize=9)
-    _save(fig, url)
+                ax.set_title("image" if col == 0 else f"head {col - 1}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def save_codebook_grid(centroids: torch.Tensor, patch_size: int, channels: int, url: str,

@@ -12,7 +12,7 @@ import threading
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-from mim.cli import bench, services, stages
+from mim.cli import bench, reconstruct, services, stages
 from mim.cli.common import UsageError
 from mim.params import ParamsError
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_parsers(sub)
     services.add_parsers(sub)
     bench.add_parsers(sub)
+    reconstruct.add_parsers(sub)
     return parser
 
 

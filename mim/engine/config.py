@@ -51,6 +51,7 @@ class TrainConfig:
     ckpt_every_s: float | None
     log_every_s: float
     log_every_steps: int | None
+    picture_every: int | None  # reconstruction pictures while training (None: 4 per run; 0: none)
     on_device: Literal["auto", "always", "never"]
     num_workers: int | Literal["auto"]
     strategy: Literal["ddp", "fsdp"]
@@ -63,3 +64,16 @@ class TrainConfig:
         if self.steps is not None:
             return self.steps
         return max(1, math.ceil(self.epochs * (num_samples // self.batch_size)))
+
+
+PICTURES_PER_RUN = 4  # `picture_every` None: this many pictures, evenly spaced
+
+
+def picture_steps(total_steps: int, every: int | None) -> set[int]:
+    """The steps (1-based, after that many optimizer steps) a picture is drawn at: every `every` steps and at the
+    end; `every` None: `PICTURES_PER_RUN` evenly spaced, the last at the end; 0: none."""
+    if every == 0:
+        return set()
+    if every is None:
+        return {max(1, round(total_steps * k / PICTURES_PER_RUN)) for k in range(1, PICTURES_PER_RUN + 1)}
+    return set(range(every, total_steps + 1, every)) | {total_steps}

@@ -54,6 +54,15 @@ class TrainProgress:
         return line
 
 
+def history_parts(history: dict[str, list[float]]) -> dict[str, str]:
+    """{file stem: CSV of `step,<name>`}: the total loss and each of the method's logged parts (loss terms,
+    accuracies) on its own, so each is drawn as its own plot on its own scale; `/` in a name becomes `-`."""
+    names = ["loss", *sorted(k for k in history if k not in ("step", "loss", "lr"))]
+    return {name.replace("/", "-"): "\n".join([f"step,{name}", *(f"{s:.6g},{v:.6g}" for s, v in
+                                                                 zip(history["step"], history[name], strict=True))])
+            + "\n" for name in names}
+
+
 def history_csv(history: dict[str, list[float]]) -> str:
     """step, loss, lr, then the method's own logged parts, one row per recorded step."""
     columns = ["step", "loss", "lr", *sorted(k for k in history if k not in ("step", "loss", "lr"))]

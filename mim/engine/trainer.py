@@ -42,6 +42,7 @@ from mim.rng import derive_seed, generator_for
 log = logging.getLogger("mim.train")
 CKPT_FORMAT = "mim-checkpoint/1"
 MetricsCallback = Callable[[int, dict[str, float]], None]
+StepCallback = Callable[[int], None]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,7 +76,7 @@ class Trainer:
 
     def __init__(self, method: MIMMethod, data: ImageTensors | ShardSplit, augment: BatchAugment, config: TrainConfig,
                  ckpt_url: str, device: torch.device, dist: DistInfo | None = None,
-                 on_metrics: MetricsCallback | None = None) -> None:
+                 on_metrics: MetricsCallback | None = None, after_step: StepCallback | None = None) -> None:
         dist = dist or DistInfo()
         t = config
         if t.batch_size % (dist.world_size * t.accum_steps):
@@ -83,6 +84,7 @@ class Trainer:
                              f"x accum_steps {t.accum_steps}")
         self.config, self.ckpt_url, self.device, self.dist = config, ckpt_url, device, dist
         self.on_metrics = on_metrics if dist.is_main else None
+        self.after_step = after_step if dist.is_main else None  # rank 0, after each optimizer step (pictures)
         self.method = method.to(device)
         self.batches = StepBatches(len(data), t.batch_size, seed=t.seed)
         self.total_steps = t.total_steps(len(data))
@@ -298,6 +300,8 @@ class Trainer:
                 self.log_sums = {}
             if ckpt_due:
                 self.save()
+            if self.after_step is not None:
+                self.after_step(self.step)
         self._stream = None
         wall = self.elapsed_s()  # the whole training, the parts before a resume included
         return TrainResult(

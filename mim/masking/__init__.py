@@ -6,6 +6,7 @@ a batch masks exactly the same number of tokens. Mask kinds:
 - random (MAE): `random_masking`, `masking_from_noise`; uniformly random tokens.
 - block-wise (BEiT): `block_masking`, `block_masking_ratio`; rectangular blocks of tokens.
 - unit (SimMIM): `unit_masking`; random square pixel units tiled onto the token grid.
+- pictures: `picture_masking`; one seeded mask shared by every method's reconstruction grid.
 - from a boolean mask: `token_mask_from_bool`.
 - replacement (CCViT): `choose_unmasked`; an exact count of tokens among the unmasked ones.
 - disjoint views (DMJD): `disjoint_views`; V masks per image with disjoint visible sets, `expand_views`.
@@ -22,7 +23,7 @@ from mim.masking.ops import gather_tokens, masked_mean, restore_tokens
 from mim.masking.random import masking_from_noise, random_masking
 from mim.masking.replace import MaskAndReplace, choose_unmasked
 from mim.masking.types import TokenMask, token_mask_from_bool
-from mim.masking.units import unit_masking
+from mim.masking.units import picture_masking, unit_masking
 from mim.masking.views import MultiViewMask, disjoint_views, expand_views, expected_coverage, per_view
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "restore_tokens",
     "token_mask_from_bool",
     "unit_masking",
+    "picture_masking",
 ]

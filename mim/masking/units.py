@@ -61,3 +61,36 @@ def unit_masking(
     grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)  # [B, G, G], G = u * scale
     token_mask = token_mask_from_bool(grid.reshape(batch_size, -1))  # [B, G * G]
     return token_mask if device is None else token_mask.to(device)
+
+
+def picture_masking(batch_size: int, grid: tuple[int, int], unit: int, ratio: float,
+                    generator: torch.Generator) -> TokenMask:
+    """The mask pictures show, shared by methods so their grids compare: one uniform noise value per `unit` x
+    `unit` block of tokens, the `int(units * ratio + 0.5)` blocks with the largest noise masked (MAE's rule).
+
+    The same generator state gives the same mask to every method with the same grid, unit and ratio (with
+    `unit` 1 it is `random_masking`'s mask), and a higher ratio masks a superset of a lower one's blocks.
+
+    Args:
+        batch_size: Number of samples B.
+        grid: (rows, cols) of the token grid; both multiples of `unit`.
+        unit: Mask unit side in tokens (SimMIM's `mask_unit_size / patch_size`, DMJD's `unit`, 1 for MAE).
+        ratio: Fraction of units to mask, in [0, 1).
+        generator: Source of the noise.
+
+    Returns:
+        A `TokenMask` over the row-major token grid on `generator.device`, visible ids ascending.
+    """
+    check_batch_size(batch_size)
+    check_positive_int("unit", unit)
+    ratio = check_ratio(ratio)
+    rows, cols = grid
+    if rows % unit or cols % unit:
+        raise ValueError(f"mask unit of {unit} tokens does not tile the {rows}x{cols} token grid")
+    num_units = (rows // unit) * (cols // unit)
+    noise = torch.rand(batch_size, num_units, generator=generator, device=generator.device)  # [B, U]
+    ids = torch.argsort(noise, dim=1, descending=True)[:, : count_for_ratio(num_units, ratio)]  # largest masked
+    unit_mask = torch.zeros(batch_size, num_units, dtype=torch.bool, device=noise.device).scatter_(1, ids, True)
+    blocks = unit_mask.view(batch_size, rows // unit, cols // unit)
+    blocks = blocks.repeat_interleave(unit, dim=1).repeat_interleave(unit, dim=2)  # [B, rows, cols]
+    return token_mask_from_bool(blocks.reshape(batch_size, -1))

@@ -9,6 +9,10 @@ from torch import nn
 
 from mim.data.augment import BatchAugment
 
+# the caption of a prediction that was trained in per-patch normalized units (MAE's norm_pix_loss)
+NORM_PIX_NOTE = ("prediction de-normalized with the true patch mean/std (norm_pix_loss: the model predicts "
+                 "per-patch normalized pixels)")
+
 
 class StepOutput(TypedDict):
     """A method's forward result: the loss to back-propagate and named scalars to log."""
@@ -33,6 +37,7 @@ class MIMMethod(nn.Module):
     name: str = ""
     encoder: nn.Module
     lr_factor: float = 1.0  # the method's own factor on the batch-scaled lr (a training rule of its paper)
+    picture_batch_multiple: int = 1  # `reconstruct` needs a batch of a multiple of this (MixMIM pairs images: 2)
 
     def sample_masks(self, batch_size: int, generator: torch.Generator) -> Sliceable:
         raise NotImplementedError
@@ -52,3 +57,13 @@ class MIMMethod(nn.Module):
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Images for visualization: at least `input` (corrupted) and `prediction`, [B, C, H, W]."""
         raise NotImplementedError
+
+    def picture_masks(self, batch_size: int, generator: torch.Generator) -> Sliceable:
+        """The corruption `reconstruct` is shown with. Token-mask methods override it with
+        `mim.masking.picture_masking` (one mask for every method at a given grid, unit and ratio); the default is
+        a training draw from `generator`."""
+        return self.sample_masks(batch_size, generator)
+
+    def picture_note(self) -> str:
+        """A caption line saying how the prediction panel was made displayable ("" when it is shown as predicted)."""
+        return ""

@@ -93,6 +93,10 @@ class CCViT(MIMMethod):
         loss = self.ce_weight * ce + self.mse_weight * mse
         return {"loss": loss, "logs": {"loss_token": ce.detach(), "loss_pixel": mse.detach(), "token_acc": acc}}
 
+    def picture_note(self) -> str:
+        return ("prediction de-normalized with the true patch mean/std (the pixel branch predicts per-patch "
+                "normalized pixels)")
+
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, corruption = batch["images"], batch["mask"]

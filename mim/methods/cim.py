@@ -135,6 +135,12 @@ class CIM(MIMMethod):
         logs["loss_enh"] = enh_loss.detach()
         return {"loss": gen_loss + self.enhancer_weight * enh_loss, "logs": logs}
 
+    def picture_note(self) -> str:
+        if self.objective == "revdet":
+            return ""
+        return (f"prediction de-normalized with the true mean/std of each pixel's {self.window}x{self.window} window "
+                "(ResPix predicts locally normalized pixels)")
+
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The corrupted input, which patches were replaced, and the enhancer's answer: the detected patches

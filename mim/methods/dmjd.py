@@ -46,6 +46,10 @@ class DMJD(MAE):
     def sample_masks(self, batch_size: int, generator: torch.Generator) -> MultiViewMask:  # views=1 too
         return disjoint_views(batch_size, self.encoder.grid, self.mask_ratio, self.views, generator, self.unit)
 
+    @property
+    def mask_unit(self) -> int:
+        return self.unit
+
     def forward(self, batch: dict[str, Any]) -> StepOutput:
         views: MultiViewMask = batch["mask"]
         target = self.target(batch["images"]).float()  # [B, N, D_t], once per image

@@ -15,8 +15,17 @@ import torch
 from torch import nn
 
 from mim.analysis.pca import feature_panels
-from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, per_view, random_masking
-from mim.methods.base import MIMMethod, StepOutput
+from mim.masking import (
+    MultiViewMask,
+    TokenMask,
+    disjoint_views,
+    expand_views,
+    masked_mean,
+    per_view,
+    picture_masking,
+    random_masking,
+)
+from mim.methods.base import NORM_PIX_NOTE, MIMMethod, StepOutput
 from mim.models.decoder import MaeDecoder
 from mim.models.vit import MaskedViT, init_mae_weights
 from mim.targets import normalize_patches, patchify, unpatchify
@@ -38,6 +47,20 @@ class MAE(MIMMethod):
         if self.views > 1:
             return disjoint_views(batch_size, self.encoder.grid, self.mask_ratio, self.views, generator)
         return random_masking(batch_size, self.encoder.num_patches, self.mask_ratio, generator)
+
+    def picture_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
+        """The shared picture mask (`picture_masking`) at this method's ratio, in `mask_unit` token units."""
+        return picture_masking(batch_size, self.encoder.grid, self.mask_unit, self.mask_ratio, generator)
+
+    @property
+    def mask_unit(self) -> int:
+        """Side of a mask unit in tokens (1: every token is drawn on its own)."""
+        return 1
+
+    def picture_note(self) -> str:
+        if self.norm_pix_loss and self.target_module is None:
+            return NORM_PIX_NOTE
+        return ""
 
     def target(self, images: torch.Tensor) -> torch.Tensor:
         """[B, N, D_t] regression targets: the target module's (HOG, teacher features) or pixels."""

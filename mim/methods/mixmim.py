@@ -20,7 +20,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mim.masking import SourceMap, check_pairs, combine_predictions, mixing_map
-from mim.methods.base import MIMMethod, StepOutput
+from mim.methods.base import NORM_PIX_NOTE, MIMMethod, StepOutput
 from mim.models.attention import SplitQkvAttention
 from mim.models.hier import HierEncoder, upsample_source
 from mim.models.pos_embed import sincos_2d
@@ -54,6 +54,7 @@ class MixDecoder(nn.Module):
 
 class MixMIM(MIMMethod):
     name = "mixmim"
+    picture_batch_multiple = 2  # image i is mixed with image B-1-i
 
     def __init__(self, encoder: HierEncoder, decoder: MixDecoder, mask_ratio: float, norm_pix_loss: bool) -> None:
         super().__init__()
@@ -92,7 +93,11 @@ class MixMIM(MIMMethod):
         recon = unpatchify(pred, p, grid, c)
         m = upsample_source(source, images.shape[-2:]).to(images.dtype)
         return {"input": images * (1 - m) + images.flip(0) * m, "prediction": recon,
+                "composite": images * (1 - m) + recon * m,  # own visible pixels, predicted where the partner's were
                 "partner": images.flip(0), "partner prediction": recon.flip(0)}
+
+    def picture_note(self) -> str:
+        return NORM_PIX_NOTE if self.norm_pix_loss else ""
 
 
 def build_mixmim(encoder: HierEncoder, *, mask_ratio: float, norm_pix_loss: bool, decoder_dim: int, decoder_depth: int,

@@ -17,7 +17,16 @@ import torch
 from torch import nn
 
 from mim.analysis.pca import feature_panels
-from mim.masking import MultiViewMask, TokenMask, disjoint_views, expand_views, masked_mean, per_view, unit_masking
+from mim.masking import (
+    MultiViewMask,
+    TokenMask,
+    disjoint_views,
+    expand_views,
+    masked_mean,
+    per_view,
+    picture_masking,
+    unit_masking,
+)
 from mim.methods.base import MIMMethod, StepOutput
 from mim.models.vit import MaskedViT, init_mae_weights
 
@@ -49,6 +58,11 @@ class SimMIM(MIMMethod):
             unit = self.mask_unit_size // e.patch_size
             return disjoint_views(batch_size, e.grid, self.mask_ratio, self.views, generator, unit)
         return unit_masking(batch_size, e.spec.img_size, e.patch_size, self.mask_unit_size, self.mask_ratio, generator)
+
+    def picture_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
+        """The shared picture mask (`picture_masking`) at this method's ratio, in its mask units."""
+        e = self.encoder
+        return picture_masking(batch_size, e.grid, self.mask_unit_size // e.patch_size, self.mask_ratio, generator)
 
     def predict(self, images: torch.Tensor, mask: TokenMask) -> torch.Tensor:
         """Pixels [B, C, H, W], or target vectors [B, N, D_t] with a target module."""

@@ -98,6 +98,12 @@ def _metadata(data: bytes, path: str) -> dict[str, str]:
         raise ValueError(f"{path}: not a safetensors file ({err})") from None
 
 
+def safetensors_metadata(data: bytes, origin: str) -> dict[str, str]:
+    """The `__metadata__` of safetensors bytes ({} when it has none); not a safetensors file: a ValueError naming
+    `origin`."""
+    return _metadata(data, origin)
+
+
 def read_safetensors(data: bytes, origin: str) -> dict[str, torch.Tensor]:
     """The tensors of safetensors bytes; a file cut short (an interrupted copy or download) or otherwise damaged is
     a ValueError naming `origin`, not the library's traceback."""

@@ -173,6 +173,10 @@ class TrainParams(Strict):
                             "continue it anyway (the changes are logged and recorded)")
     log_every_s: Annotated[float, Field(gt=0)] = Field(10.0, description="log a progress line this often")
     log_every_steps: PositiveInt | None = None
+    picture_every: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="while training, draw the reconstruction grid of the fixed held-out images every this "
+                          "many steps and log it to MLflow with its step (the UI's image slider); null: 4 evenly "
+                          "spaced pictures per run, the last at the final step; 0: none")
 
 
 class LauncherParams(Strict):

@@ -11,6 +11,7 @@ def stage_files(recipe: str, checkpoint: str) -> PretrainFiles:
     `plots/pretrain/<recipe>/`, the metrics in `metrics/pretrain/<recipe>.json`."""
     plots = plots_dir("pretrain", recipe)
     return PretrainFiles(checkpoint=checkpoint, encoder=str(encoder_file(recipe)), history=str(plots / "history.csv"),
+                         parts=str(plots / "parts"),
                          metrics=str(metrics_file("pretrain", recipe)), loss_plot=str(plots / "loss.png"),
                          reconstructions=str(plots / "reconstructions.png"))
 
@@ -19,5 +20,5 @@ def run_files(out: str) -> PretrainFiles:
     """A one-off run's folder (any fsspec URL): everything side by side, the checkpoint under `checkpoints/`."""
     out = out.rstrip("/")
     return PretrainFiles(checkpoint=f"{out}/checkpoints/last.pt", encoder=f"{out}/{ENCODER_FILE}",
-                         history=f"{out}/history.csv", metrics=f"{out}/train_metrics.json",
+                         history=f"{out}/history.csv", parts=f"{out}/parts", metrics=f"{out}/train_metrics.json",
                          loss_plot=f"{out}/loss.png", reconstructions=f"{out}/reconstructions.png")

@@ -1,7 +1,8 @@
 """`mim pretrain --method M`: pre-train on the prepared data with `params/M.yaml` + `params/data.yaml`.
 
 Outputs: `models/M/` (encoder.safetensors, params.json), `metrics/pretrain/M.json`, `plots/pretrain/M/`
-(history.csv, loss.png, reconstructions.png). The training checkpoint lives under `.mim/checkpoints/`
+(history.csv, parts/<loss part>.csv, loss.png, reconstructions.png); with tracking on, the reconstruction grid every
+`train.picture_every` steps goes to MLflow (docs/pictures.md). The training checkpoint lives under `.mim/checkpoints/`
 until the run completes, so a killed `dvc repro` resumes where it stopped. The one-off form (`mim pretrain --out DIR`)
 runs the same `mim.params.bind.training.pretrain_run` into another layout (`mim.project.runs.run_files`).
 """
@@ -21,6 +22,8 @@ from mim.params.bind.training import PICTURE_COUNT, pretrain_run
 from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir
 from mim.project.runs import stage_files
 from mim.tracking import StageRun, path_md5
+
+PICTURE_KEY = "reconstructions"  # the MLflow image key of the pictures drawn while training
 
 
 def metric_names(values: dict[str, float]) -> dict[str, float]:
@@ -55,7 +58,9 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
             tracker.log_artifact(Path(params_dir) / f, "params")
         result = pretrain_run(params, files, str(params_file), data=data,
                               held_out=load_prepared(PREPARED, "test", limit=PICTURE_COUNT),
-                              on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step))
+                              on_metrics=lambda step, m: tracker.log_metrics(metric_names(m), step),
+                              on_picture=(lambda step, png: tracker.log_image(PICTURE_KEY, png, step))
+                              if tracker.enabled else None)
         shutdown_distributed()
         if not main:
             return {}

@@ -1,8 +1,8 @@
 """`mim report`: every recipe of dvc.yaml side by side, the way the papers' tables do: encoder, size, pre-training
 cost, k-NN, linear probe, fine-tuning, token diversity, with the random-init, scratch and raw-pixel baselines.
 Writes `reports/comparison.md`, `reports/accuracy.png` (per method), `reports/accuracy_vs_time.png`,
-`reports/features.png` (feature PCA maps of every encoder on the same held-out images) and copies of each
-method's reconstruction grid (the same held-out images for every method); logs them to MLflow (under the
+`reports/features.png` (feature PCA maps of every encoder on the same held-out images, shown above them) and
+copies of each method's reconstruction grid (the same held-out images for every method); logs them to MLflow (under the
 pipeline's parent run when a flow runs it). A method that has not run yet is listed as `not run`."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
     lines += ["", "## Pictures", "", "![accuracy per method](accuracy.png)", "",
               "![k-NN accuracy against pre-training time](accuracy_vs_time.png)", "",
               "Feature maps (last-layer tokens projected on their top-3 principal components, the same held-out "
-              "images for every encoder):", "", "![feature PCA maps](features.png)", ""]
+              "images for every encoder, shown in the first row):", "", "![feature PCA maps](features.png)", ""]
     lines += [f"![{r['name']} reconstructions](reconstructions/{r['name']}.png)" for r in rows
               if (REPORTS / "reconstructions" / f"{r['name']}.png").is_file()]
     return "\n".join(lines) + "\n"
@@ -142,10 +142,13 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
                      ylabel="k-NN top-1 %")
         test = load_prepared(root / PREPARED, "test", limit=6).images if (root / PREPARED).is_dir() else None
         if test is not None:
-            images = augment(data).eval(test)
+            aug = augment(data)
+            images = aug.eval(test)
             maps = feature_maps(exported_encoders(root, methods, images.shape[-1]), images)
-            if maps:
-                save_image_rows(maps, str(REPORTS / "features.png"), title="last-layer feature PCA maps")
+            if maps:  # the input images first, so a reader sees which image each column is
+                shown = aug.denormalize(images).clamp(0, 1).expand(-1, 3, -1, -1)
+                save_image_rows({"input": shown, **maps}, str(REPORTS / "features.png"),
+                                title="last-layer feature PCA maps (first row: the input images)")
         text = render(rows, base_rows, run_ids, teachers)
         write_text(str(REPORTS / "comparison.md"), text)
         for f in sorted(REPORTS.rglob("*")):

@@ -187,6 +187,22 @@ class StageRun:
             log_fn = self._client.log_artifacts if Path(path).is_dir() else self._client.log_artifact
             self._submit(lambda: log_fn(self.run_id, str(path), artifact_path))
 
+    def log_image(self, key: str, png: bytes, step: int) -> None:
+        """A PNG picture under `key` at `step` (`MlflowClient.log_image`): the UI's image panel shows every logged
+        step of a key with a step slider. A no-op when tracking is off."""
+        if not self.enabled:
+            return
+
+        def call() -> None:
+            import io
+
+            from PIL import Image
+
+            with Image.open(io.BytesIO(png)) as img:
+                self._client.log_image(self.run_id, img.convert("RGB"), key=key, step=step, synchronous=True)
+
+        self._submit(call)
+
     def log_dataset(self, name: str, source: str, digest: str, context: str = "training") -> None:
         """The data set's identity (`mlflow.log_input`): name, source URL and content digest."""
         if not self.enabled:

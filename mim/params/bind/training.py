@@ -13,7 +13,7 @@ from mim.engine.config import OptimConfig, ScheduleConfig, TrainConfig
 from mim.engine.distributed import init_distributed
 from mim.engine.files import PretrainFiles
 from mim.engine.identity import ResumePolicy, RunIdentity
-from mim.engine.pretrain import pretrain
+from mim.engine.pretrain import PictureCallback, pretrain
 from mim.engine.runtime import resolve_device, set_deterministic
 from mim.engine.trainer import MetricsCallback, TrainResult
 from mim.io import exists, path_md5, write_text
@@ -24,7 +24,8 @@ from mim.rng import derive_seed
 
 PICTURE_COUNT = 8  # held-out images in the reconstruction grid
 # Params that steer how a run goes but not what it computes: a resume may change them freely.
-RUN_CONTROL = {"train": {"ckpt_every", "ckpt_every_s", "resume", "log_every_s", "log_every_steps", "compile", "device"},
+RUN_CONTROL = {"train": {"ckpt_every", "ckpt_every_s", "resume", "log_every_s", "log_every_steps", "compile", "device",
+                         "picture_every"},
                "data": {"on_device", "storage", "array_max_gb", "num_workers", "shards_url"}, "launcher": True}
 
 
@@ -43,7 +44,7 @@ def train_config(params: PretrainParams, data_digest: str) -> TrainConfig:
     return TrainConfig(
         batch_size=t.batch_size, accum_steps=t.accum_steps, epochs=t.epochs, steps=t.steps, seed=t.seed, amp=t.amp,
         compile=t.compile, ckpt_every=t.ckpt_every, ckpt_every_s=t.ckpt_every_s, log_every_s=t.log_every_s,
-        log_every_steps=t.log_every_steps,
+        log_every_steps=t.log_every_steps, picture_every=t.picture_every,
         on_device=params.data.on_device, num_workers=params.data.num_workers, strategy=params.launcher.strategy,
         signature=signature, identity=run_identity(params, data_digest),
         optim=OptimConfig(base_lr=o.base_lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps,
@@ -53,11 +54,13 @@ def train_config(params: PretrainParams, data_digest: str) -> TrainConfig:
 
 def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str, *,
                  data: ImageTensors | ShardSplit | None = None, held_out: ImageTensors | None = None,
-                 resume: ResumePolicy | None = None, on_metrics: MetricsCallback | None = None) -> TrainResult:
+                 resume: ResumePolicy | None = None, on_metrics: MetricsCallback | None = None,
+                 on_picture: PictureCallback | None = None) -> TrainResult:
     """One pre-training run from params, the same for the pipeline stage and a one-off run: set up the device
     (and DDP), build `params`' method and train it on `data` (default: `params.data`'s training split), writing
     `files` and the resolved params to `params_file`. The reconstruction grid shows `held_out`'s first images
-    (the training data's without it). `resume` overrides `train.resume`."""
+    (the training data's without it); `on_picture(step, png)` gets it while training (`train.picture_every`).
+    `resume` overrides `train.resume`."""
     t = params.train
     device = resolve_device(t.device)
     dist = init_distributed(device.type)
@@ -76,7 +79,7 @@ def pretrain_run(params: PretrainParams, files: PretrainFiles, params_file: str,
                 else shown).images[:PICTURE_COUNT]
     digest = data.digest()
     result = pretrain(method, data, aug, train_config(params, digest), files, device=device, dist=dist,
-                      resume=resume or t.resume, picture_images=pictures, on_metrics=on_metrics,
+                      resume=resume or t.resume, picture_images=pictures, on_metrics=on_metrics, on_picture=on_picture,
                       export_metadata={"data": params.data.model_dump_json(), "data_digest": digest})
     if dist.is_main:
         write_text(params_file, resolved)
