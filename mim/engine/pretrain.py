@@ -1,4 +1,5 @@
-"""`pretrain(method, data, ...)`: train a built method (resumable), export its encoder, write the run's files.
+"""`pretrain(method, data, ...)`: train a built method (resumable), export its encoder and the full model, write
+the run's files.
 
 Every file goes where `PretrainFiles` says: the caller (a pipeline stage or a one-off run) owns the layout.
 """
@@ -22,6 +23,7 @@ from mim.engine.sharding import full_state
 from mim.engine.trainer import MetricsCallback, Trainer, TrainResult
 from mim.io import write_text
 from mim.methods import MIMMethod
+from mim.methods.weights import save_model
 from mim.models.export import export_encoder
 from mim.rng import generator_for
 
@@ -42,13 +44,15 @@ def save_pictures(method: MIMMethod, images: torch.Tensor, augment: BatchAugment
 
 def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, config: TrainConfig, files: PretrainFiles,
              *, device: torch.device, dist: DistInfo, resume: ResumePolicy, picture_images: torch.Tensor,
-             export_metadata: dict[str, str], on_metrics: MetricsCallback | None) -> TrainResult:
-    """Train `method` on `data` and, on rank 0, export its encoder and write the run's files. With `resume` `auto`
-    continue from `files.checkpoint` when it exists and was made by the same run (`config.identity`), with `force`
-    whatever made it; with `never` start at step 0.
+             export_metadata: dict[str, str], on_metrics: MetricsCallback | None,
+             model_metadata: dict[str, str] | None = None) -> TrainResult:
+    """Train `method` on `data` and, on rank 0, export its encoder and the full model and write the run's files.
+    With `resume` `auto` continue from `files.checkpoint` when it exists and was made by the same run
+    (`config.identity`), with `force` whatever made it; with `never` start at step 0.
 
     `picture_images` (uint8, the same held-out images for every method) are shown in the reconstruction grid;
-    `export_metadata` goes into the encoder file beside the architecture; `on_metrics(step, {"loss", "lr",
+    `export_metadata` goes into the encoder file beside the architecture, and into the full model file with
+    `model_metadata` (the resolved recipe); `on_metrics(step, {"loss", "lr",
     "img_per_s", ...})` is called on rank 0 at every recorded step.
     """
     trainer = Trainer(method, data, augment, config, files.checkpoint, device, dist, on_metrics=on_metrics)
@@ -73,6 +77,7 @@ def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, confi
     if dist.is_main:
         export_encoder(method.encoder, files.encoder,
                        extra={"method": method.name, "steps": str(result.steps), **export_metadata})
+        save_model(method, files.model, {"steps": str(result.steps), **export_metadata, **(model_metadata or {})})
         write_text(files.history, history_csv(result.history))
         metrics = {"steps": result.steps, "final_loss": result.final_loss, "wall_time_s": result.wall_time_s,
                    "images_per_s": result.images_per_s, "resumed_from": result.resumed_from,

@@ -8,6 +8,7 @@ from mim.project.state import STATE
 
 PREPARED = Path("data/prepared")
 ENCODER_FILE = "encoder.safetensors"
+MODEL_FILE = "model.safetensors"  # the full model (encoder, decoder, heads), beside the encoder
 PARAMS_FILE = "params.json"  # the resolved params, beside what they made
 
 
