@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from mim.masking import masking_from_noise
 from mim.methods.warm_start import WarmStartError, resolve_init, warm_start
-from mim.methods.weights import load_model, model_state
+from mim.methods.weights import external_prefixes, load_model, model_state, save_model
 from mim.params.bind import training
 from mim.params.bind.training import run_identity
 from tests.helpers import build_method, pretrain, tiny_params
@@ -213,3 +213,15 @@ def test_unknown_layout_and_unreachable_hub_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(WarmStartError) as err:
         resolve_init("hf-hub:facebook/vit-mae-base")
     assert "\n" not in str(err.value) and "could not download it from the Hugging Face Hub" in str(err.value)
+
+
+def test_full_model_leaves_out_the_frozen_teacher(tmp_path):
+    img2vec = _fresh("img2vec")
+    assert external_prefixes(img2vec) == ["teacher."]
+    save_model(img2vec, str(tmp_path / "model.safetensors"), {})
+    state, meta = load_model(str(tmp_path / "model.safetensors"))
+    assert json.loads(meta["excluded"]) == ["teacher."] and any(k.startswith("decoder.") for k in state)
+    assert not any(k.startswith("teacher.") for k in state)  # control: the method's own state has them
+    assert any(k.startswith("teacher.") for k in img2vec.state_dict())
+    result = warm_start(img2vec, resolve_init(str(tmp_path / "model.safetensors")))
+    assert not result.missing and not result.unexpected  # the teacher comes from the teacher folder

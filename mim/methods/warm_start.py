@@ -239,8 +239,9 @@ def apply_state(method: nn.Module, state: dict[str, torch.Tensor], origin: str, 
                              f"(file keys such as {', '.join(sorted(state)[:3])})")
     method.load_state_dict(load, strict=False)
     parts: dict[str, int] = {}
-    for key in load:
-        parts[key.split(".")[0]] = parts.get(key.split(".")[0], 0) + 1
+    for key in own:  # the model's order: encoder first
+        if key in load:
+            parts[key.split(".")[0]] = parts.get(key.split(".")[0], 0) + 1
     missing = sorted(k for k in own if k not in load and k not in state and not (skip and k.startswith(skip)))
     return WarmStart(layout, parts, missing, sorted(unexpected), notes)
 
