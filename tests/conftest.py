@@ -23,3 +23,15 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored():
+    """A test that starts an MLflow run in this process sets mlflow's global tracking URI (`mim.tracking.connect`);
+    the next test's client would read that test's store instead of its own MLFLOW_TRACKING_URI."""
+    import sys
+
+    yield
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils._tracking_uri = None

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from mim.bench.convert_hf import convert_vitmae_state_dict, mae_from_vitmae
+from mim.bench.convert_hf import mae_from_vitmae
 from mim.masking import masking_from_noise
+from mim.models.convert import convert_vitmae_state_dict
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,68 +1,17 @@
-"""Load HuggingFace `ViTMAEForPreTraining` weights into our MAE (no transformers import needed).
-
-Accepts both the transformers 5 names (`vit.layers.0.attention.q_proj`) and the 4.x names
-(`vit.encoder.layer.0.attention.attention.query`) used by checkpoints on the hub.
-"""
+"""Our MAE with the architecture and weights of a HuggingFace `ViTMAEForPreTraining` (no transformers import
+needed), for the benchmark and the equivalence test; the key conversion is `mim.models.convert`'s (also what
+`model.init_from` uses)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 
 from mim.methods.mae import MAE
+from mim.models.convert import convert_vitmae_state_dict
 from mim.models.decoder import MaeDecoder
 from mim.models.vit import VIT_PRESETS, MaskedViT, ViTSpec
-
-_LEGACY = [  # transformers 4.x -> 5.x names
-    (r"vit\.encoder\.layer\.", "vit.layers."),
-    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
-    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
-    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
-    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
-    (r"\.intermediate\.dense\.", ".mlp.fc1."),
-    (r"\.output\.dense\.", ".mlp.fc2."),
-]
-_RENAMES = [  # transformers 5.x -> ours
-    (r"^vit\.embeddings\.cls_token$", "encoder.cls_token"),
-    (r"^vit\.embeddings\.position_embeddings$", "encoder.pos_embed"),
-    (r"^vit\.embeddings\.patch_embeddings\.projection\.", "encoder.patch_embed.proj."),
-    (r"^vit\.layernorm\.", "encoder.norm."),
-    (r"^vit\.layers\.(\d+)\.", r"encoder.blocks.\1."),
-    (r"^decoder\.decoder_layers\.(\d+)\.", r"decoder.blocks.\1."),
-    (r"^decoder\.decoder_pos_embed$", "decoder.pos_embed"),
-    (r"^decoder\.decoder_embed\.", "decoder.embed."),
-    (r"^decoder\.decoder_norm\.", "decoder.norm."),
-    (r"^decoder\.decoder_pred\.", "decoder.pred."),
-    (r"\.layernorm_before\.", ".norm1."),
-    (r"\.layernorm_after\.", ".norm2."),
-    (r"\.attention\.o_proj\.", ".attn.proj."),
-]
-
-
-def _rename(key: str, rules: list[tuple[str, str]]) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
-
-
-def convert_vitmae_state_dict(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF ViTMAEForPreTraining state dict -> our `MAE` state dict (q, k, v fused into timm's qkv)."""
-    renamed = {_rename(_rename(k, _LEGACY), _RENAMES): v for k, v in hf_state.items()}
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in renamed.items():
-        m = re.match(r"^(.*)\.attention\.([qkv])_proj\.(weight|bias)$", key)
-        if m:
-            qkv.setdefault(f"{m.group(1)}.attn.qkv.{m.group(3)}", {})[m.group(2)] = value
-        else:
-            out[key] = value
-    for key, parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise KeyError(f"{key}: incomplete q/k/v projections in the HF checkpoint (have {sorted(parts)})")
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return out
 
 
 def mae_from_vitmae_config(config: dict[str, Any]) -> MAE:

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from mim.bench.convert_hf import convert_vitmae_state_dict
 from mim.bench.timing import StepRunner, count_params, device_name, peak_tflops
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
 from mim.engine.runtime import autocast_dtype, resolve_device
@@ -25,6 +24,7 @@ from mim.io import import_optional
 from mim.masking import count_for_ratio, masking_from_noise
 from mim.methods.mae import build_mae
 from mim.methods.simmim import build_simmim
+from mim.models.convert import convert_vitmae_state_dict
 from mim.models.vit import VIT_PRESETS, ViTSpec, build_vit
 
 METHODS = ("mae", "simmim")

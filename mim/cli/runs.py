@@ -47,8 +47,8 @@ def _pretrain_into(args: argparse.Namespace, params: PretrainParams, out: str) -
     files = run_files(out)
     result = pretrain_run(params, files, f"{out}/{PARAMS_FILE}", data=data)
     if os.environ.get("RANK", "0") == "0":
-        log.info("done: %d steps, final loss %.4f, %.0f img/s, %.1f s; encoder at %s", result.steps,
-                 result.final_loss, result.images_per_s, result.wall_time_s, files.encoder)
+        log.info("done: %d steps, final loss %.4f, %.0f img/s, %.1f s; encoder at %s, full model at %s", result.steps,
+                 result.final_loss, result.images_per_s, result.wall_time_s, files.encoder, files.model)
     return 0
 
 

@@ -12,6 +12,7 @@ class PretrainFiles:
 
     checkpoint: str  # full training state, rewritten atomically every `ckpt_every` steps
     encoder: str  # the exported encoder (safetensors, architecture in its metadata)
+    model: str  # the full model: every part of the method less frozen teachers (safetensors, mim.methods.weights)
     history: str  # step, loss, lr and the method's loss parts, CSV
     parts: str  # a folder: one `step,<name>` CSV per loss part (and the total), each its own DVC plot
     metrics: str  # steps, final loss, wall time, img/s, JSON

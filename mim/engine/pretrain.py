@@ -1,4 +1,5 @@
-"""`pretrain(method, data, ...)`: train a built method (resumable), export its encoder, write the run's files.
+"""`pretrain(method, data, ...)`: train a built method (resumable), export its encoder and the full model, write
+the run's files.
 
 Every file goes where `PretrainFiles` says: the caller (a pipeline stage or a one-off run) owns the layout.
 """
@@ -25,6 +26,7 @@ from mim.engine.sharding import full_state
 from mim.engine.trainer import MetricsCallback, StepCallback, Trainer, TrainResult
 from mim.io import write_text
 from mim.methods import MIMMethod
+from mim.methods.weights import save_model
 from mim.models.export import export_encoder
 
 log = logging.getLogger("mim.train")
@@ -62,15 +64,16 @@ def picture_hook(method: MIMMethod, images: torch.Tensor, augment: BatchAugment,
 def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, config: TrainConfig, files: PretrainFiles,
              *, device: torch.device, dist: DistInfo, resume: ResumePolicy, picture_images: torch.Tensor,
              export_metadata: dict[str, str], on_metrics: MetricsCallback | None,
-             on_picture: PictureCallback | None = None) -> TrainResult:
-    """Train `method` on `data` and, on rank 0, export its encoder and write the run's files. With `resume` `auto`
-    continue from `files.checkpoint` when it exists and was made by the same run (`config.identity`), with `force`
-    whatever made it; with `never` start at step 0.
+             model_metadata: dict[str, str] | None = None, on_picture: PictureCallback | None = None) -> TrainResult:
+    """Train `method` on `data` and, on rank 0, export its encoder and the full model and write the run's files.
+    With `resume` `auto` continue from `files.checkpoint` when it exists and was made by the same run
+    (`config.identity`), with `force` whatever made it; with `never` start at step 0.
 
     `picture_images` (uint8, the same held-out images for every method) are shown in the reconstruction grid;
-    `export_metadata` goes into the encoder file beside the architecture; `on_metrics(step, {"loss", "lr",
-    "img_per_s", ...})` is called on rank 0 at every recorded step, `on_picture(step, png)` on rank 0 with the
-    reconstruction grid of `picture_images` at `config.picture_every`'s steps (not with FSDP: the model is sharded).
+    `export_metadata` goes into the encoder file beside the architecture, and into the full model file with
+    `model_metadata` (the resolved recipe); `on_metrics(step, {"loss", "lr", "img_per_s", ...})` is called on rank 0
+    at every recorded step, `on_picture(step, png)` on rank 0 with the reconstruction grid of `picture_images` at
+    `config.picture_every`'s steps (not with FSDP: the model is sharded).
     """
     total = config.total_steps(len(data))
     hook = None
@@ -103,6 +106,7 @@ def pretrain(method: MIMMethod, data: ImageTensors, augment: BatchAugment, confi
     if dist.is_main:
         export_encoder(method.encoder, files.encoder,
                        extra={"method": method.name, "steps": str(result.steps), **export_metadata})
+        save_model(method, files.model, {"steps": str(result.steps), **export_metadata, **(model_metadata or {})})
         write_text(files.history, history_csv(result.history))
         for name, text in history_parts(result.history).items():
             write_text(f"{files.parts}/{name}.csv", text)

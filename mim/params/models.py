@@ -15,7 +15,18 @@ from mim.params.base import Fraction, PositiveInt, Strict
 from mim.params.methods import MaeParams, MethodParams
 
 
-class ViTParams(Strict):
+class WarmStartParams(Strict):
+    """What every encoder architecture's model params share: the weights a run starts from."""
+
+    init_from: str | None = Field(
+        None, min_length=1,
+        description="start pre-training (step 0, fresh optimizer) from these weights: mim's model.safetensors "
+                    "(every part) or encoder.safetensors, a HF ViTMAEForPreTraining folder, an official MAE .pth "
+                    "checkpoint, or hf-hub:org/name; a path or fsspec URL. Its digest is part of the run's "
+                    "identity; a resumed run continues from its checkpoint instead (docs/weights.md)")
+
+
+class ViTParams(WarmStartParams):
     arch: Literal["vit"] = "vit"
     size: Literal["micro", "tiny", "small", "base", "large"] = Field(
         "micro", description="width/depth/heads preset: micro 128/4/4 (the CPU demo), tiny 192/12/3, small 384/12/6, "
@@ -31,7 +42,7 @@ class ViTParams(Strict):
     pos_embed: Literal["sincos", "learn"] = "sincos"
 
 
-class CnnParams(Strict):
+class CnnParams(WarmStartParams):
     """A timm CNN encoder (CIM's enhancer): any ResNet depth, optionally slimmer, dilated or fed larger images."""
 
     arch: Literal["cnn"] = "cnn"
@@ -44,7 +55,7 @@ class CnnParams(Strict):
     drop_path: Fraction = 0.0
 
 
-class HierParams(Strict):
+class HierParams(WarmStartParams):
     """MixMIM's hierarchical encoder: Swin-like stages of window attention, 2x2 patch merging between them."""
 
     arch: Literal["hier"] = "hier"

@@ -8,7 +8,7 @@ from mim.project.state import STATE
 
 PREPARED = Path("data/prepared")
 ENCODER_FILE = "encoder.safetensors"
-MODEL_FILE = "model.safetensors"  # the whole method (encoder, decoder, heads): what `mim reconstruct` loads
+MODEL_FILE = "model.safetensors"  # the full model (encoder, decoder, heads): `model.init_from`, `mim reconstruct`
 PARAMS_FILE = "params.json"  # the resolved params, beside what they made
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from mim.engine.files import PretrainFiles
-from mim.project.layout import ENCODER_FILE, encoder_file, metrics_file, plots_dir
+from mim.project.layout import ENCODER_FILE, MODEL_FILE, encoder_file, metrics_file, model_dir, plots_dir
 
 
 def stage_files(recipe: str, checkpoint: str) -> PretrainFiles:
-    """The pretrain stage's outputs: the model in `models/<recipe>/`, the pictures and history DVC plots in
-    `plots/pretrain/<recipe>/`, the metrics in `metrics/pretrain/<recipe>.json`."""
+    """The pretrain stage's outputs: the encoder and the full model in `models/<recipe>/`, the pictures and history
+    DVC plots in `plots/pretrain/<recipe>/`, the metrics in `metrics/pretrain/<recipe>.json`."""
     plots = plots_dir("pretrain", recipe)
-    return PretrainFiles(checkpoint=checkpoint, encoder=str(encoder_file(recipe)), history=str(plots / "history.csv"),
+    return PretrainFiles(checkpoint=checkpoint, encoder=str(encoder_file(recipe)),
+                         model=str(model_dir(recipe) / MODEL_FILE), history=str(plots / "history.csv"),
                          parts=str(plots / "parts"),
                          metrics=str(metrics_file("pretrain", recipe)), loss_plot=str(plots / "loss.png"),
                          reconstructions=str(plots / "reconstructions.png"))
@@ -20,5 +21,6 @@ def run_files(out: str) -> PretrainFiles:
     """A one-off run's folder (any fsspec URL): everything side by side, the checkpoint under `checkpoints/`."""
     out = out.rstrip("/")
     return PretrainFiles(checkpoint=f"{out}/checkpoints/last.pt", encoder=f"{out}/{ENCODER_FILE}",
-                         history=f"{out}/history.csv", parts=f"{out}/parts", metrics=f"{out}/train_metrics.json",
+                         model=f"{out}/{MODEL_FILE}", history=f"{out}/history.csv", parts=f"{out}/parts",
+                         metrics=f"{out}/train_metrics.json",
                          loss_plot=f"{out}/loss.png", reconstructions=f"{out}/reconstructions.png")

@@ -1,10 +1,12 @@
 """`mim pretrain --method M`: pre-train on the prepared data with `params/M.yaml` + `params/data.yaml`.
 
-Outputs: `models/M/` (encoder.safetensors, params.json), `metrics/pretrain/M.json`, `plots/pretrain/M/`
-(history.csv, parts/<loss part>.csv, loss.png, reconstructions.png); with tracking on, the reconstruction grid every
-`train.picture_every` steps goes to MLflow (docs/pictures.md). The training checkpoint lives under `.mim/checkpoints/`
-until the run completes, so a killed `dvc repro` resumes where it stopped. The one-off form (`mim pretrain --out DIR`)
-runs the same `mim.params.bind.training.pretrain_run` into another layout (`mim.project.runs.run_files`).
+Outputs: `models/M/` (encoder.safetensors; model.safetensors, the full model; params.json),
+`metrics/pretrain/M.json`, `plots/pretrain/M/` (history.csv, parts/<loss part>.csv, loss.png, reconstructions.png);
+with tracking on, the reconstruction grid every `train.picture_every` steps goes to MLflow (docs/pictures.md). The
+training checkpoint lives under `.mim/checkpoints/` until the run completes, so a killed `dvc repro` resumes where it
+stopped; the full model stays (`model.init_from` starts another run from it). The one-off form
+(`mim pretrain --out DIR`) runs the same `mim.params.bind.training.pretrain_run` into another layout
+(`mim.project.runs.run_files`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,6 @@ def run(method: str, params_dir: str | Path, overrides: list[str] | None = None)
         tracker.set_tags({"dvc.out.models": path_md5(Path(files.encoder).parent),
                           **({"mim.resumed_from_step": str(result.resumed_from)} if result.resumed_from else {}),
                           **({"mim.resume_forced": "; ".join(result.resume_changes)} if result.resume_changes else {})})
-        for f in (files.loss_plot, files.reconstructions, files.history, files.metrics, params_file):
+        for f in (files.loss_plot, files.reconstructions, files.history, files.metrics, params_file, files.model):
             tracker.log_artifact(Path(f))
     return json.loads(Path(files.metrics).read_text())

@@ -18,7 +18,7 @@ def encoder_spec(model: ModelParams, image_size: int, in_chans: int) -> ViTSpec 
     if isinstance(model, CnnParams):
         return CnnSpec(name=model.name, img_size=image_size, in_chans=in_chans, input_size=model.input_size,
                        output_stride=model.output_stride, kwargs=dict(model.kwargs), drop_path=model.drop_path)
-    fields = model.model_dump(exclude={"arch"})
+    fields = model.model_dump(exclude={"arch", "init_from"})
     return (HierSpec if isinstance(model, HierParams) else ViTSpec)(img_size=image_size, in_chans=in_chans, **fields)
 
 

@@ -13,13 +13,11 @@ import torch
 from mim.data.folder import display_path, list_image_folder, load_image_folder
 from mim.io import read_bytes
 from mim.methods import MIMMethod
-from mim.models.export import read_safetensors, safetensors_metadata
-from mim.models.state import load_state_strict
+from mim.methods.weights import MODEL_FORMAT, load_full_model
+from mim.models.export import safetensors_metadata
 from mim.params.bind.data import augment
 from mim.params.bind.methods import build_method
 from mim.params.models import PretrainParams
-
-MODEL_FORMAT = "mim-model/1"
 
 
 def load_saved_params(path: Path) -> PretrainParams:
@@ -37,9 +35,9 @@ def load_saved_params(path: Path) -> PretrainParams:
 
 
 def _in_chans(path: Path, meta: dict[str, str], encoder: Path) -> int:
-    """The model input's channels: the full-model file's metadata, else the exported encoder's spec."""
-    if "in_chans" in meta:
-        return int(meta["in_chans"])
+    """The model input's channels: the full-model file's encoder spec, else the exported encoder's."""
+    if "encoder_spec" in meta:
+        return int(json.loads(meta["encoder_spec"])["in_chans"])
     if encoder.is_file():
         spec = safetensors_metadata(read_bytes(str(encoder), "exported encoder"), str(encoder)).get("spec")
         if spec:
@@ -65,7 +63,7 @@ def load_saved_method(path: Path, params_file: Path, encoder_file: Path) -> tupl
         raise ValueError(f"{path}: holds a {meta['method']} model but {params_file} names "
                          f"{params.method.name}; the folder mixes two runs: re-run pre-training")
     method = build_method(params, _in_chans(path, meta, encoder_file))
-    load_state_strict(method, read_safetensors(data, str(path)), str(path))
+    load_full_model(method, str(path))
     return method.eval(), params
 
 
