@@ -89,7 +89,7 @@ def _legacy(key: str) -> str:
     return key
 
 
-@pytest.mark.parametrize("names", ["transformers5", "transformers4"])
+@pytest.mark.parametrize("names", ["transformers5", "transformers4", "save_pretrained"])
 def test_hf_vitmae_folder_gives_hf_loss(tmp_path, names):
     method = _fresh()
     hf = _hf_mae(method.norm_pix_loss)
@@ -99,8 +99,10 @@ def test_hf_vitmae_folder_gives_hf_loss(tmp_path, names):
     state = {k: v.contiguous() for k, v in hf.state_dict().items()}
     if names == "transformers5":
         save_file(state, str(folder / "model.safetensors"))
-    else:
+    elif names == "transformers4":
         torch.save({_legacy(k): v for k, v in state.items()}, folder / "pytorch_model.bin")
+    else:  # the folder transformers itself writes (its on-disk names are not its in-memory ones)
+        hf.save_pretrained(folder)
     gen = torch.Generator().manual_seed(4)
     images, noise = torch.randn(2, 3, 16, 16, generator=gen), torch.rand(2, 16, generator=gen)
     batch = {"images": images, "mask": masking_from_noise(noise, 0.75)}

@@ -16,6 +16,7 @@ import torch
 
 _LEGACY = [  # transformers 4.x -> 5.x names
     (r"vit\.encoder\.layer\.", "vit.layers."),
+    (r"^decoder\.decoder_encoder\.layer\.", "decoder.decoder_layers."),  # what transformers 5's save_pretrained writes
     (r"\.attention\.attention\.query\.", ".attention.q_proj."),
     (r"\.attention\.attention\.key\.", ".attention.k_proj."),
     (r"\.attention\.attention\.value\.", ".attention.v_proj."),
