@@ -186,3 +186,25 @@ def test_push_with_credentials_creates_the_repository_and_uploads_the_folder(tmp
     capsys.readouterr()
     assert main(["export", "--encoder", enc, out, "--push", "my-lab/m"]) == 1
     assert "could not reach the Hugging Face hub" in one_error_line(capsys.readouterr().err, "export")
+
+
+def test_a_huggingface_layer_norm_eps_exports_with_its_measured_gap_and_a_large_one_is_refused(tmp_path, caplog):
+    """HF ViTs (a warm start from ViTMAE) use LayerNorm eps 1e-12; timm's is 1e-6 and config.json cannot say
+    another: exported when the features barely change, refused when they would change."""
+    spec = dict(img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2)
+    trained_like = build_vit(ViTSpec(**spec, norm_eps=1e-12))
+    with torch.no_grad():  # a trained ViT's tokens have a variance near 1, far above either eps (fresh ones do not)
+        trained_like.patch_embed.proj.weight.mul_(20)
+        trained_like.cls_token.mul_(50)
+    hf_like = _encoder_file(tmp_path / "hf.safetensors", trained_like)
+    with caplog.at_level("WARNING", logger="mim.export"):
+        export_for_timm(hf_like, str(tmp_path / "out"), "cls")
+    assert "model.norm_eps 1e-12" in caplog.text and "exported" in caplog.text
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = load_encoder(hf_like).eval().pooled(x, "cls")
+        assert torch.allclose(_timm(tmp_path / "out")(x), ours, atol=1e-4 * float(ours.abs().max()))
+    coarse = _encoder_file(tmp_path / "coarse.safetensors", build_vit(ViTSpec(**spec, norm_eps=10.0)))
+    with pytest.raises(ValueError, match=r"model.norm_eps 10: .* timm would compute other features"):
+        export_for_timm(coarse, str(tmp_path / "out2"), "cls")
+    assert not (tmp_path / "out2").exists()

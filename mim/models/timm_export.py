@@ -18,6 +18,7 @@ hierarchical (MixMIM) encoder is refused: no timm model computes what it compute
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,12 +31,14 @@ from mim.models.export import load_encoder, read_metadata, write_safetensors
 from mim.models.vit import ViTSpec
 
 Pool = Literal["cls", "mean"]
+log = logging.getLogger("mim.export")
 
 # timm's ViT families: name -> (embed_dim, depth, num_heads); with mlp_ratio 4, qkv bias and a class token
 VIT_FAMILIES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16),
                 "huge": (1280, 32, 16)}
 VIT_CONSTRUCTOR = "vit_base_patch16_224"  # builds a non-standard ViT: model_args override every shape argument
 TIMM_LAYER_NORM_EPS = 1e-6  # timm's ViT LayerNorm; config.json cannot set another
+EPS_TOLERANCE = 1e-4  # another eps is exported when it changes the features by at most this (relative)
 # CNN keywords that leave the shape and the inference computation of the named model as timm builds it by default
 _CNN_NEUTRAL_KWARGS = {"drop_rate", "drop_block_rate", "zero_init_last"}
 HIER_REFUSAL = ("a hierarchical (MixMIM) encoder has no timm architecture that computes the same features: timm's "
@@ -75,12 +78,27 @@ def standard_vit_name(spec: ViTSpec, img_size: int) -> str | None:
     return name if timm.is_model(name) else None
 
 
+def eps_gap(encoder: torch.nn.Module, pool: Pool) -> float:
+    """The largest change, relative to the features' scale, that timm's LayerNorm eps makes to `encoder`'s pooled
+    features on a seeded random input (HuggingFace ViTs use 1e-12, timm 1e-6)."""
+    spec = encoder.spec
+    x = torch.randn(4, spec.in_chans, spec.img_size, spec.img_size, generator=torch.Generator().manual_seed(0))
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.LayerNorm)]
+    with torch.no_grad():
+        own = encoder.eval().pooled(x, pool)
+        saved = [m.eps for m in norms]
+        for m in norms:
+            m.eps = TIMM_LAYER_NORM_EPS
+        try:
+            timm_like = encoder.pooled(x, pool)
+        finally:
+            for m, eps in zip(norms, saved, strict=True):
+                m.eps = eps
+    return float((own - timm_like).abs().max() / own.abs().max().clamp_min(1e-12))
+
+
 def _vit(spec: ViTSpec, img_size: int, pool: Pool) -> tuple[str, dict, str, str, bool]:
     """(architecture, model_args, shape, short shape, standard) of a ViT whose `model(x)` is `pooled(x, pool)`."""
-    if spec.norm_eps != TIMM_LAYER_NORM_EPS:
-        raise ValueError(f"model.norm_eps {spec.norm_eps}: timm's ViT uses LayerNorm eps {TIMM_LAYER_NORM_EPS} and "
-                         "config.json cannot set another, so timm would compute other features; load it with "
-                         "mim.models.export.load_encoder")
     d = spec.resolved()
     shape = (f"ViT embed_dim {d['embed_dim']}, depth {d['depth']}, {d['num_heads']} heads, patch {spec.patch_size}, "
              f"{img_size} px, {spec.in_chans} channels, mlp_ratio {spec.mlp_ratio:g}")
@@ -137,6 +155,14 @@ def build_timm_export(path: str, pool: Pool, name: str | None = None, img_size: 
     spec = encoder.spec
     if isinstance(spec, ViTSpec):
         size = spec.img_size
+        if spec.norm_eps != TIMM_LAYER_NORM_EPS:
+            gap = eps_gap(encoder, pool)
+            said = (f"{path}: model.norm_eps {spec.norm_eps:g}: timm's ViT uses LayerNorm eps {TIMM_LAYER_NORM_EPS:g} "
+                    f"and config.json cannot set another; that changes the features by {gap:.1e} of their scale")
+            if gap > EPS_TOLERANCE:
+                raise ValueError(f"{said}, so timm would compute other features: load it with "
+                                 "mim.models.export.load_encoder")
+            log.warning("%s (within %g: exported)", said, EPS_TOLERANCE)
         arch, args, shape, short, standard = _vit(spec, size, pool)
         features = ("class token after the final norm" if pool == "cls"
                     else "mean of the patch tokens after the final norm")
