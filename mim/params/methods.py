@@ -129,7 +129,9 @@ class CimParams(MethodBase):
     mask_ratio: MaskRatio = Field(0.4, description="BEiT block masking on the generator's input")
     min_block: PositiveInt = 4
     temperature: Annotated[float, Field(gt=0)] = Field(1.0, description="sampling softmax(logits / T)")
-    decode_all: bool = Field(False, description="decode every patch through the codebook, not only the masked ones")
+    decode_all: bool = Field(True, description="the corrupted image is the generator's whole token map decoded "
+                             "through the codebook, as in the paper (visible patches become their own centroid); "
+                             "false = only masked patches are replaced, visible ones keep their pixels")
     window: PositiveInt = Field(7, description="ResPix: odd side of the sliding normalization window, in pixels")
     enhancer_weight: Annotated[float, Field(ge=0)] = Field(1.0, description="lambda in L_gen + lambda * L_enh")
     generator: GeneratorParams = GeneratorParams()
