@@ -65,7 +65,7 @@ def test_param_counts_match_at_default_decoder():
 
     spec = ViTSpec(size="tiny", img_size=32, patch_size=4)
     ours = build_mae(build_vit(spec), mask_ratio=0.75, norm_pix_loss=True, decoder_dim=512, decoder_depth=8,
-                     decoder_heads=16, target=None, views=1)
+                     decoder_heads=16, target=None, views=1, mask_count="official")
     config = hf_vitmae_config(spec, 512, 8, 16, 0.75)
     assert config._attn_implementation == "sdpa" and config.layer_norm_eps == 1e-6 and config.norm_pix_loss
     peer = transformers.ViTMAEForPreTraining(config)

@@ -123,3 +123,72 @@ def test_ccvit_loss_decreases(ccvit_params, tmp_path):
     losses = result.history["loss"]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     assert (tmp_path / "run" / "encoder.safetensors").is_file() and (tmp_path / "run" / "reconstructions.png").is_file()
+
+
+def _masked_pixels(mask: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+    """[B, N] token mask (1 = masked) -> [B, 1, H, W] bool map of the pixels of masked patches."""
+    m = mask.view(-1, 1, *grid).bool()
+    return m.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+
+
+def test_ccvit_losses_only_at_masked_and_replaced_positions(ccvit_params):
+    """Both losses read the targets (centroid ids, pixels) only where a token is masked or replaced: perturbing the
+    targets of every visible, unreplaced token leaves each loss as it was; control: perturbing one masked token's
+    or one replaced token's targets changes them (a loss on visible tokens would fail the first assertion)."""
+    torch.manual_seed(0)
+    method = build_method(ccvit_params()).eval()
+    images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    corruption = method.sample_masks(4, generator_for(0, "c"))
+    masked, replaced = corruption.mask.mask.bool(), corruption.replace
+    corrupt = method.corrupt
+
+    def losses(where: torch.Tensor) -> tuple[float, float]:
+        """(CE, MSE) with the ids and pixel targets of the tokens `where` [B, N] perturbed."""
+        def perturbed(images, corruption):
+            corrupted, ids, pixels = corrupt(images, corruption)
+            noise = torch.rand(pixels.shape, generator=torch.Generator().manual_seed(2))
+            return (corrupted, torch.where(where, (ids + 1) % method.tokenizer.k, ids),
+                    torch.where(where.unsqueeze(-1), noise, pixels))
+        method.corrupt = perturbed  # an instance attribute shadows the method for this call
+        try:
+            with torch.no_grad():
+                logs = method({"images": images, "mask": corruption})["logs"]
+        finally:
+            del method.corrupt
+        return float(logs["loss_token"]), float(logs["loss_pixel"])
+
+    base = losses(torch.zeros_like(masked))
+    visible = ~masked & ~replaced
+    assert visible.sum() > 0 and losses(visible) == base  # exactly: visible tokens carry no loss
+    for kind, where in (("masked", masked), ("replaced", replaced)):
+        one = torch.zeros_like(masked)
+        b, n = where.nonzero()[0].tolist()
+        one[b, n] = True
+        ce, mse = losses(one)
+        assert ce != pytest.approx(base[0], rel=1e-6) and mse != pytest.approx(base[1], rel=1e-6), kind
+
+
+def test_masked_pixels_never_reach_the_ccvit_encoder(ccvit_params):
+    """The encoder sees the mask token where a patch is masked: changing the pixels under the mask leaves the
+    token logits and pixel predictions unchanged; control: changing a visible, unreplaced patch changes them."""
+    torch.manual_seed(0)
+    method = build_method(ccvit_params()).eval()
+    images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    corruption = method.sample_masks(4, generator_for(0, "c"))
+    mask = corruption.mask.mask
+    noise = 3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(2))
+    under_mask = _masked_pixels(mask, method.encoder.grid, 4)
+    visible = (1 - mask) * (~corruption.replace).float()
+
+    def outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return method.predict(method.corrupt(x, corruption)[0], mask)
+
+    logits, pred = outputs(images)
+    changed = images + noise * under_mask
+    assert not torch.equal(changed, images)
+    logits2, pred2 = outputs(changed)
+    assert torch.allclose(logits, logits2, atol=1e-5) and torch.allclose(pred, pred2, atol=1e-5)
+    control = images + noise * _masked_pixels(visible, method.encoder.grid, 4)
+    logits3, _ = outputs(control)
+    assert (logits - logits3).abs().max() > 1e-3

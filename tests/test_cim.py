@@ -133,3 +133,43 @@ def test_both_enhancers_learn(extra, tmp_path):
     key = "loss_enh"
     assert sum(history[key][-5:]) / 5 < 0.9 * sum(history[key][:5]) / 5, history[key]
     assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+def test_masked_pixels_never_reach_the_generator():
+    """CIM's generator sees the block-masked image with a mask token in place of every masked patch: changing
+    the pixels under the mask leaves its logits unchanged; control: changing a visible patch changes them."""
+    torch.manual_seed(0)
+    method = build_method(tiny_params("cim")).eval()
+    images = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    mask = method.sample_masks(4, generator_for(0, "m")).mask  # [B, N], 1 = masked
+    pixels = lambda m: m.view(4, 1, 4, 4).bool().repeat_interleave(4, 2).repeat_interleave(4, 3)  # noqa: E731
+    noise = 3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = method.generate(images, mask)
+        under_mask = method.generate(images + noise * pixels(mask), mask)
+        visible = method.generate(images + noise * pixels(1 - mask), mask)
+    assert 0 < mask.sum() < mask.numel()
+    assert torch.allclose(logits, under_mask, atol=1e-5)
+    assert (logits - visible).abs().max() > 1e-3
+
+
+def test_the_corrupted_image_is_the_whole_decoded_token_map_by_default():
+    """decode_all (default, the paper's): every patch of the corrupted image is a centroid, visible ones their own
+    (nearest) centroid; control, decode_all false: visible patches keep their pixels."""
+    from mim.params.methods import CimParams
+    from mim.targets import patch_vectors
+
+    assert CimParams().decode_all
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1  # mean 0.5, std 0.5
+    for decode_all in (True, False):
+        method = build_method(tiny_params("cim", method__decode_all=decode_all)).eval()
+        mask = method.sample_masks(4, generator_for(0, "m")).mask
+        with torch.no_grad():
+            c = method.corrupt(images, mask, method.generate(images, mask))
+        shown = patch_vectors(method._raw(c["corrupted"]), 4)  # [B, N, C*p*p] in [0, 1]
+        visible = mask == 0
+        assert torch.allclose(shown[~visible], method.centroids[c["sampled"]][~visible], atol=1e-5)
+        kept = torch.allclose(shown[visible], c["pixels"][visible], atol=1e-5)
+        own_centroid = torch.allclose(shown[visible], method.centroids[c["ids"]][visible], atol=1e-5)
+        assert (own_centroid, kept) == ((True, False) if decode_all else (False, True)), decode_all

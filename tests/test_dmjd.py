@@ -51,7 +51,73 @@ def test_dmjd_branches_and_logs():
     assert set(logs) == {"dmjd/loss_masked", "dmjd/loss_visible", "dmjd/token_coverage"}
     assert out["loss"].item() == pytest.approx((logs["dmjd/loss_masked"] + logs["dmjd/loss_visible"]).item(), 1e-5)
     assert method.projector[0].weight.grad.abs().sum() > 0 and method.decoder.pred.weight.grad.abs().sum() > 0
-    assert method.projector[-1].weight is None  # the last LayerNorm has no affine
+    assert method.projector[-2].weight is None and isinstance(method.projector[-1], torch.nn.Linear)
+
+
+def test_visible_head_ends_with_a_linear_predictor_so_predictions_are_not_standardized():
+    """The authors' head: projector ... -> LayerNorm without affine -> Linear predictor. Its output can take a
+    target's scale and offset (here mean 2 per token: the least-squares predictor fits it to the noise level);
+    the control, the same head ending at the LayerNorm (this project's old head), gives every token zero mean and
+    unit variance over its features whatever its weights, so it stays >= 4 away in MSE."""
+    from mim.methods.dmjd import projector
+
+    torch.manual_seed(0)
+    head = projector(32, 16, 24)
+    assert isinstance(head[-2], torch.nn.LayerNorm) and head[-2].weight is None
+    assert isinstance(head[-1], torch.nn.Linear) and (head[-1].in_features, head[-1].out_features) == (16, 24)
+    control = torch.nn.Sequential(*head[:-3], torch.nn.Linear(16, 24), torch.nn.LayerNorm(24, elementwise_affine=False))
+    x = torch.randn(64, 32)
+    target = 2.0 + 0.5 * torch.randn(64, 24)
+    with torch.no_grad():
+        features = torch.cat([head[:-1](x), torch.ones(64, 1)], 1)  # [64, 16 + 1]: the predictor's input and bias
+        solution = torch.linalg.lstsq(features, target).solution  # [17, 24]
+        head[-1].weight.copy_(solution[:-1].T)
+        head[-1].bias.copy_(solution[-1])
+        fitted, pinned = head(x), control(x)
+    assert (fitted - target).pow(2).mean() < 0.3  # the noise's variance is 0.25
+    assert torch.allclose(pinned.mean(-1), torch.zeros(64), atol=1e-5)  # the control: mean 0, var 1 per token
+    assert torch.allclose(pinned.var(-1, unbiased=False), torch.ones(64), atol=1e-2)
+    assert (pinned - target).pow(2).mean() > 4.0
+    assert not torch.allclose(fitted.mean(-1), torch.zeros(64), atol=0.5)
+
+
+def _smooth_l1(pred: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    """SmoothL1 written out: 0.5 d^2 / beta below beta, d - beta / 2 above; mean over every element."""
+    d = (pred - target).abs()
+    return torch.where(d < beta, 0.5 * d * d / beta, d - 0.5 * beta).mean()
+
+
+def test_both_dmjd_losses_recomputed_by_hand_from_the_models_parts():
+    """L = L_mim + w * L_vis, with L_mim the L2 over masked tokens of every view and L_vis the SmoothL1(beta 2) of
+    the visible tokens' head outputs, recomputed here view by view and sample by sample; checked against the
+    method's total loss (not its logs) at two weights w, which pins each of the two parts. Control: the same sums
+    over the wrong tokens (all tokens for L_mim, masked ones for L_vis) give other values."""
+    torch.manual_seed(0)
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    method = build_method(tiny_params("dmjd")).eval()
+    views = method.sample_masks(3, generator_for(0, "m"))
+    masked_terms, visible_terms, wrong_mim, wrong_vis = [], [], [], []
+    with torch.no_grad():
+        target = method.target(images).float()  # [B, N, D_t]
+        for view in views.views:
+            latent = method.encoder.forward_masked(images, view.ids_keep)  # [B, 1+K, D]
+            pred = method.decoder(latent, view.ids_restore).float()  # [B, N, D_t]
+            per_token = (pred - target).pow(2).mean(-1)  # [B, N]
+            masked_terms.append(per_token[view.mask.bool()])
+            wrong_mim.append(per_token.flatten())
+            head = method.projector(latent[:, 1:]).float()  # [B, K, D_t]
+            for b in range(3):
+                visible_terms.append((head[b], target[b, view.ids_keep[b]]))
+                wrong_vis.append((head[b], target[b, view.mask[b].bool()][: head.shape[1]]))
+        l_mim = torch.cat(masked_terms).mean()
+        l_vis = _smooth_l1(torch.stack([p for p, _ in visible_terms]), torch.stack([t for _, t in visible_terms]), 2.0)
+        for w in (0.5, 2.0):
+            method.visible_weight = w
+            loss = method({"images": images, "mask": views})["loss"]
+            assert float(loss) == pytest.approx(float(l_mim + w * l_vis), rel=1e-5), w
+        bad_mim = torch.cat(wrong_mim).mean()
+        bad_vis = _smooth_l1(torch.stack([p for p, _ in wrong_vis]), torch.stack([t for _, t in wrong_vis]), 2.0)
+    assert abs(float(bad_mim - l_mim)) > 1e-3 and abs(float(bad_vis - l_vis)) > 1e-3  # the test can tell
 
 
 def test_hog_and_views_are_options_of_the_mae_and_simmim_recipes():

@@ -9,6 +9,7 @@ from mim.masking import (
     TokenMask,
     block_masking,
     block_masking_ratio,
+    count_for_ratio,
     gather_tokens,
     masked_mean,
     masking_from_noise,
@@ -196,10 +197,22 @@ def test_count_agrees_with_huggingface_formula(num_tokens: int, ratio: float) ->
     assert masking_from_noise(torch.rand(1, num_tokens), ratio).num_visible == hf_len_keep
 
 
-def test_count_differs_from_huggingface_where_documented() -> None:
-    # 64 * 0.6 = 38.4: round half up masks 38, HuggingFace's int(64 * 0.4) = 25 kept masks 39
-    assert masking_from_noise(torch.rand(1, 64), 0.6).num_masked == 38
-    assert 64 - int(64 * (1 - 0.6)) == 39
+@pytest.mark.parametrize(("num_tokens", "ratio", "official", "rounded"),
+                         [(64, 0.6, 39, 38), (49, 0.6, 30, 29), (196, 0.4, 79, 78), (36, 0.4, 15, 14), (10, 0.9, 10, 9),
+                          (49, 0.75, 37, 37), (196, 0.75, 147, 147)])
+def test_official_count_keeps_int_n_times_one_minus_ratio_and_round_rounds_half_up(num_tokens, ratio, official,
+                                                                                    rounded) -> None:
+    # official = MAE's / transformers' len_keep = int(N * (1 - r)): the masked count rounds up where N * r has a
+    # fractional part in (0, 0.5), and float error floors it to "everything" at N = 10, r = 0.9 (int(0.999..) = 0)
+    assert num_tokens - int(num_tokens * (1 - ratio)) == official  # the formula itself, written out
+    assert count_for_ratio(num_tokens, ratio, "official") == official
+    assert count_for_ratio(num_tokens, ratio, "round") == count_for_ratio(num_tokens, ratio) == rounded
+    noise = torch.rand(2, num_tokens, generator=torch.Generator().manual_seed(0))
+    assert masking_from_noise(noise, ratio, "official").num_masked == official
+    assert masking_from_noise(noise, ratio, "round").num_masked == rounded
+    assert random_masking(2, num_tokens, ratio, generator_for(0), count="official").num_masked == official
+    with pytest.raises(ValueError, match="mask count rule must be one of official, round, got 'floor'"):
+        count_for_ratio(num_tokens, ratio, "floor")
 
 
 # ----------------------------------------------------------------------------- block structure

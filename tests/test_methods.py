@@ -102,3 +102,16 @@ def test_reconstruct_shapes(name):
     out = method.reconstruct({"images": images, "mask": method.sample_masks(2, gen)})
     assert "input" in out and len(out) >= 2  # the corrupted input and at least one answer of the model
     assert all(v.shape == images.shape for v in out.values())
+
+
+@pytest.mark.parametrize("name", ["mae", "img2vec", "dmjd"])
+def test_mae_family_masks_count_by_the_official_rule_by_default(name):
+    """16 tokens at ratio 0.4: MAE's code keeps int(16 * 0.6) = 9 (masks 7); `round` masks int(6.4 + 0.5) = 6."""
+    counts = {}
+    for rule in ("official", "round"):
+        extra = {} if rule == "official" else {"method__mask_count": "round"}
+        method = build_method(tiny_params(name, method__mask_ratio=0.4, **extra))
+        masks = method.sample_masks(4, torch.Generator().manual_seed(0))
+        views = getattr(masks, "views", (masks,))
+        counts[rule] = {int(m) for v in views for m in v.mask.sum(1)}
+    assert counts == {"official": {7}, "round": {6}}

@@ -105,3 +105,66 @@ def test_mixmim_loss_decreases(tmp_path):
     params = tiny_params("mixmim", train__steps=30, optim__base_lr=3e-3, data__source="synthetic:256")
     losses = pretrain(params, str(tmp_path / "run")).history["loss"]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+# windows of 2x2 tokens, row-major (0,0) (0,1) (1,0) (1,1); a 3x3 table of offsets (dy + 1) * 3 + (dx + 1),
+# dy = y_query - y_key: the centre (4) on the diagonal, the key one row below and one column right of the query -> 0
+INDEX_2X2 = torch.tensor([[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]])
+
+
+def test_relative_position_index_by_hand():
+    from mim.models.hier import relative_position_index
+
+    assert torch.equal(relative_position_index(2), INDEX_2X2)
+    index = relative_position_index(3)  # 9 tokens, 25 offsets
+    assert index.shape == (9, 9) and index.diagonal().eq(12).all() and set(index.flatten().tolist()) == set(range(25))
+    assert index[0, 8] == 0 and index[8, 0] == 24  # query (0, 0) and key (2, 2): offset (-2, -2), the first entry
+
+
+def test_window_attention_adds_the_bias_table_to_the_logits():
+    """A block's output recomputed by hand: softmax(q k^T / sqrt(d) + table[offset(i, j), head]) v, the offsets
+    written out above; with a same-source mask the bias is -inf across sources. Controls: a zero table equals a
+    block without the bias, and a non-zero one changes the output."""
+    from mim.models.hier import WindowBlock
+
+    torch.manual_seed(0)
+    block = WindowBlock(8, 2, 2, True, qkv_bias=True).eval()
+    plain = WindowBlock(8, 2, 2, False, qkv_bias=True).eval()
+    plain.load_state_dict({k: v for k, v in block.state_dict().items() if "relative_position" not in k})
+    with torch.no_grad():
+        block.relative_position_bias_table.normal_(0, 1.0)  # large enough to matter
+    x = torch.randn(3, 4, 8)
+    same = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]).bool()  # tokens {0, 1} and {2, 3}
+
+    def by_hand(mask: torch.Tensor | None) -> torch.Tensor:
+        attn = block.attn
+        q, k, v = attn.qkv(block.norm1(x)).view(3, 4, 3, 2, 4).permute(2, 0, 3, 1, 4)  # each [B, H, L, d]
+        logits = q @ k.transpose(-1, -2) / 2.0  # sqrt(d) = 2
+        bias = torch.stack([block.relative_position_bias_table[INDEX_2X2, h] for h in range(2)])  # [H, L, L]
+        logits = logits + bias
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        y = x + attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(3, 4, 8))
+        return y + block.mlp(block.norm2(y))
+
+    with torch.no_grad():
+        assert torch.allclose(block(x), by_hand(None), atol=1e-5)
+        assert torch.allclose(block(x, attn_mask=same[None, None].expand(3, 1, 4, 4)), by_hand(same), atol=1e-5)
+        assert (block(x) - plain(x)).abs().max() > 1e-2  # the bias changes the output
+        block.relative_position_bias_table.zero_()
+        assert torch.allclose(block(x), plain(x), atol=1e-6)  # a zero bias is no bias
+
+
+def test_the_encoder_has_a_bias_table_per_block_undecayed_and_old_exports_load_without_one(tmp_path):
+    from mim.engine.optim import param_groups
+
+    encoder = _encoder()
+    tables = {n: p for n, p in encoder.named_parameters() if n.endswith("relative_position_bias_table")}
+    assert sorted(tables) == [f"stages.{s}.blocks.0.relative_position_bias_table" for s in range(3)]
+    assert [tuple(p.shape) for p in tables.values()] == [(15 * 15, 2), (7 * 7, 2), (7 * 7, 2)]  # (2W-1)^2 x heads
+    assert 0.005 < float(tables["stages.0.blocks.0.relative_position_bias_table"].detach().std()) < 0.03  # N(0, 0.02)
+    undecayed = [p for g in param_groups(encoder, 0.05) if g["weight_decay"] == 0 for p in g["params"]]
+    assert all(any(t is p for p in undecayed) for t in tables.values())
+    old = HierSpec.from_dict({k: v for k, v in SPEC.to_dict().items() if k != "rel_pos_bias"})
+    assert not old.rel_pos_bias and HierSpec.from_dict(SPEC.to_dict()).rel_pos_bias
+    assert not any("relative_position" in n for n, _ in HierEncoder(old).named_parameters())

@@ -44,7 +44,8 @@ def mae_from_vitmae_config(config: dict[str, Any]) -> MAE:
         norm_eps=spec.norm_eps,
     )
     return MAE(encoder, decoder, mask_ratio=config.get("mask_ratio", 0.75),  # transformers' ViTMAEConfig defaults
-               norm_pix_loss=config.get("norm_pix_loss", False), target=None, views=1)
+               norm_pix_loss=config.get("norm_pix_loss", False), target=None, views=1,
+               mask_count="official")  # transformers' len_keep = int(N * (1 - mask_ratio))
 
 
 def mae_from_vitmae(config: dict[str, Any], hf_state: dict[str, torch.Tensor]) -> MAE:

@@ -21,7 +21,7 @@ from mim.bench.timing import StepRunner, count_params, device_name, peak_tflops
 from mim.engine.optim import build_adamw, param_groups, scaled_lr
 from mim.engine.runtime import autocast_dtype, resolve_device
 from mim.io import import_optional
-from mim.masking import count_for_ratio, masking_from_noise
+from mim.masking import masking_from_noise
 from mim.methods.mae import build_mae
 from mim.methods.simmim import build_simmim
 from mim.models.convert import convert_vitmae_state_dict
@@ -174,6 +174,7 @@ def _bench(
         ours = build_mae(
             build_vit(spec), mask_ratio=ratio, norm_pix_loss=True,
             decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads, target=None, views=1,
+            mask_count="official",
         )
     else:
         ratio = 0.6 if mask_ratio is None else mask_ratio
@@ -194,15 +195,14 @@ def _bench(
     images = torch.randn(batch, spec.in_chans, image_size, image_size, generator=gen).to(dev)
     num_patches = ours.encoder.num_patches
     noise = torch.rand(batch, num_patches, generator=gen).to(dev)
-    if with_peer and int(num_patches * (1 - ratio)) != num_patches - count_for_ratio(num_patches, ratio):
-        notes.append(f"mask counts differ: ours rounds N*ratio half up, HF floors N*(1-ratio) (N={num_patches})")
 
     ours.to(dev).train()
     lr = scaled_lr(BASE_LR, batch)
     ours_opt = build_adamw(ours, lr=lr, weight_decay=WEIGHT_DECAY, betas=BETAS, fused="auto")
     ours_module = torch.compile(ours) if compile else ours
     if method == "mae":
-        ours_forward = lambda m: m({"images": images, "mask": masking_from_noise(noise, ratio)})["loss"]
+        mae_mask = masking_from_noise(noise, ratio, ours.mask_count)  # transformers' count: the same masks
+        ours_forward = lambda m: m({"images": images, "mask": mae_mask})["loss"]
     else:
         simmim_mask = ours.sample_masks(batch, torch.Generator().manual_seed(seed + 1)).to(dev)
         ours_forward = lambda m: m({"images": images, "mask": simmim_mask})["loss"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed", "reg_token")
+NO_DECAY_NAMES = ("cls_token", "mask_token", "pos_embed", "reg_token", "relative_position_bias_table")
 
 
 def scaled_lr(base_lr: float, global_batch: int) -> float:

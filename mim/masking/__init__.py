@@ -13,11 +13,12 @@ a batch masks exactly the same number of tokens. Mask kinds:
 - mixing (MixMIM): `mixing_map`, `mix`, `combine_predictions`; one source map per batch, pairs (i, B-1-i).
 
 All return a `TokenMask` (`ids_keep`, `ids_restore`, `mask` with 1 = masked); `gather_tokens`,
-`restore_tokens` and `masked_mean` apply it; `count_for_ratio` is the one rule turning a ratio into a token count.
+`restore_tokens` and `masked_mean` apply it; `count_for_ratio` turns a ratio into a token count by a `MaskCount`
+rule.
 """
 
 from mim.masking.blockwise import block_masking, block_masking_ratio
-from mim.masking.checks import count_for_ratio
+from mim.masking.checks import MaskCount, count_for_ratio
 from mim.masking.mixing import SourceMap, check_pairs, combine_predictions, mix, mixing_map
 from mim.masking.ops import gather_tokens, masked_mean, restore_tokens
 from mim.masking.random import masking_from_noise, random_masking
@@ -28,6 +29,7 @@ from mim.masking.views import MultiViewMask, disjoint_views, expand_views, expec
 
 __all__ = [
     "count_for_ratio",
+    "MaskCount",
     "MultiViewMask",
     "disjoint_views",
     "expand_views",

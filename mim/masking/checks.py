@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+MaskCount = Literal["official", "round"]
+"""How a mask ratio becomes a count of N tokens: `official` keeps `int(N * (1 - ratio))` (MAE's and transformers'
+ViTMAE code: the masked count rounds up, and float error can floor it further, `int(10 * (1 - 0.9)) == 0`);
+`round` masks `int(N * ratio + 0.5)` (half up)."""
+MASK_COUNTS: tuple[str, ...] = get_args(MaskCount)
+
 
 def check_ratio(ratio: float, *, allow_one: bool = False) -> float:
     """Return `ratio` as a float after checking it lies in [0, 1) (or [0, 1] when `allow_one`)."""
@@ -27,6 +35,11 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def count_for_ratio(total: int, ratio: float) -> int:
-    """Number of masked items out of `total` for `ratio`: round half up, `int(total * ratio + 0.5)`."""
-    return int(total * ratio + 0.5)
+def count_for_ratio(total: int, ratio: float, rule: MaskCount = "round") -> int:
+    """Number of masked items out of `total` for `ratio` under `rule` (see `MaskCount`): `round` (the default)
+    masks `int(total * ratio + 0.5)`, `official` masks `total - int(total * (1 - ratio))`."""
+    if rule == "round":
+        return int(total * ratio + 0.5)
+    if rule == "official":
+        return total - int(total * (1 - ratio))
+    raise ValueError(f"mask count rule must be one of {', '.join(MASK_COUNTS)}, got {rule!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mim.masking.checks import check_positive_int, check_ratio
+from mim.masking.checks import MaskCount, check_positive_int, check_ratio
 from mim.masking.random import masking_from_noise
 from mim.masking.types import TokenMask, token_mask_from_bool
 
@@ -49,9 +49,9 @@ def expected_coverage(num_tokens: int, num_visible: int, views: int) -> float:
 
 
 def disjoint_views(batch_size: int, grid: tuple[int, int], ratio: float, views: int, generator: torch.Generator,
-                   unit: int = 1) -> MultiViewMask:
+                   unit: int = 1, count: MaskCount = "round") -> MultiViewMask:
     """V masks per image at `ratio` each, visible sets disjoint as far as V * (1 - ratio) <= 1 allows; drawn on
-    `unit` x `unit` blocks of tokens and expanded to `grid`."""
+    `unit` x `unit` blocks of tokens and expanded to `grid`; `count` turns the ratio into a count of blocks."""
     ratio = check_ratio(ratio)
     check_positive_int("views", views)
     check_positive_int("unit", unit)
@@ -63,7 +63,7 @@ def disjoint_views(batch_size: int, grid: tuple[int, int], ratio: float, views: 
     out = []
     for _ in range(views):
         noise = counts + torch.rand(batch_size, n, generator=generator, device=generator.device)
-        view = masking_from_noise(noise, ratio)
+        view = masking_from_noise(noise, ratio, count)
         counts += 1 - view.mask
         out.append(view if unit == 1 else _expand(view.mask, coarse, unit))
     return MultiViewMask(tuple(out))

@@ -5,7 +5,8 @@ either tells for every token whether it was replaced (RevDet) or recovers every 
     images [B, C, H, W] -> raw pixels [0, 1] -> patch vectors -> ids = nearest centroid [B, N]
     -> BEiT block mask (1 = masked) -> generator: small ViT with mask tokens -> logits [B, N, K]; L_gen = CE on masked
     -> sample ids ~ softmax(logits / T) at masked positions (torch.multinomial, no gradient)
-    -> corrupted image: masked patches replaced by the sampled ids' centroid pixels (or every patch decoded)
+    -> corrupted image: the sampled token map decoded through the codebook, every patch (decode_all, the paper's:
+       visible patches become their own centroid) or only the masked ones (visible patches keep their pixels)
     -> enhancer on the corrupted image -> token features [B, N, D]
        RevDet: BCE per token, label 1 where the sampled id differs from the original id
        ResPix: all pixels against sliding-window-normalized targets (MSE)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from mim.analysis.pca import feature_panels
 from mim.data.augment import BatchAugment
-from mim.masking import masked_mean
+from mim.masking import MaskCount, masked_mean
 from mim.methods.mae import MAE
 from mim.models.decoder import MaeDecoder
 from mim.models.vit import MaskedViT, init_mae_weights
@@ -37,8 +37,8 @@ class Img2Vec(MAE):
 
     def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, teacher: Teacher, *, mask_ratio: float,
                  loss: Literal["smooth_l1", "mse"], beta: float, teacher_cache: Literal["auto", "always", "never"],
-                 teacher_cache_mb: int) -> None:
-        super().__init__(encoder, decoder, mask_ratio, norm_pix_loss=False, target=None, views=1)
+                 teacher_cache_mb: int, mask_count: MaskCount) -> None:
+        super().__init__(encoder, decoder, mask_ratio, norm_pix_loss=False, target=None, views=1, mask_count=mask_count)
         if tuple(teacher.grid) != tuple(encoder.grid):
             raise ValueError(f"teacher features are on a {list(teacher.grid)} grid, the encoder's tokens on "
                              f"{list(encoder.grid)}: build the teacher for the model's patch size")
@@ -99,10 +99,10 @@ class Img2Vec(MAE):
 
 def build_img2vec(encoder: MaskedViT, teacher: Teacher, *, mask_ratio: float, loss: str, beta: float,
                   decoder_dim: int, decoder_depth: int, decoder_heads: int, teacher_cache: str,
-                  teacher_cache_mb: int) -> Img2Vec:
+                  teacher_cache_mb: int, mask_count: MaskCount) -> Img2Vec:
     """Img2Vec around `encoder` with a decoder predicting the teacher's feature width per token."""
     decoder = MaeDecoder(encoder.grid, encoder.embed_dim, teacher.dim, decoder_dim, decoder_depth, decoder_heads,
                          norm_eps=encoder.spec.norm_eps)
     init_mae_weights(decoder)
     return Img2Vec(encoder, decoder, teacher, mask_ratio=mask_ratio, loss=loss, beta=beta,
-                   teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb)
+                   teacher_cache=teacher_cache, teacher_cache_mb=teacher_cache_mb, mask_count=mask_count)

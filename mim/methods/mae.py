@@ -16,6 +16,7 @@ from torch import nn
 
 from mim.analysis.pca import feature_panels
 from mim.masking import (
+    MaskCount,
     MultiViewMask,
     TokenMask,
     disjoint_views,
@@ -35,18 +36,20 @@ class MAE(MIMMethod):
     name = "mae"
 
     def __init__(self, encoder: MaskedViT, decoder: MaeDecoder, mask_ratio: float, norm_pix_loss: bool,
-                 target: nn.Module | None, views: int):
+                 target: nn.Module | None, views: int, mask_count: MaskCount):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.target_module, self.views = target, views
+        self.mask_count = mask_count  # how mask_ratio becomes a token count (MAE's code: `official`)
 
     def sample_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask | MultiViewMask:
         if self.views > 1:
-            return disjoint_views(batch_size, self.encoder.grid, self.mask_ratio, self.views, generator)
-        return random_masking(batch_size, self.encoder.num_patches, self.mask_ratio, generator)
+            return disjoint_views(batch_size, self.encoder.grid, self.mask_ratio, self.views, generator,
+                                  count=self.mask_count)
+        return random_masking(batch_size, self.encoder.num_patches, self.mask_ratio, generator, count=self.mask_count)
 
     def picture_masks(self, batch_size: int, generator: torch.Generator) -> TokenMask:
         """The shared picture mask (`picture_masking`) at this method's ratio, in `mask_unit` token units."""
@@ -115,6 +118,7 @@ def build_mae(
     decoder_heads: int,
     target: nn.Module | None,
     views: int,
+    mask_count: MaskCount,
 ) -> MAE:
     """MAE around `encoder` with a decoder of its own width/depth predicting p*p*C values per patch (or the
     target module's `dim`)."""
@@ -124,4 +128,4 @@ def build_mae(
         norm_eps=encoder.spec.norm_eps,
     )
     init_mae_weights(decoder)
-    return MAE(encoder, decoder, mask_ratio, norm_pix_loss, target=target, views=views)
+    return MAE(encoder, decoder, mask_ratio, norm_pix_loss, target=target, views=views, mask_count=mask_count)

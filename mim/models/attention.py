@@ -19,6 +19,8 @@ class SplitQkvAttention(Attention):
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)  # [B, N, 3, H, hd]
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each [B, H, N, hd]
         q, k = self.q_norm(q), self.k_norm(k)
+        if attn_mask is not None and attn_mask.dtype != torch.bool:
+            attn_mask = attn_mask.to(q.dtype)  # an additive bias (float32 parameters) under autocast
         dropout = self.attn_drop.p if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
         x = self.norm(x.transpose(1, 2).reshape(b, n, self.attn_dim))

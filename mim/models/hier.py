@@ -5,9 +5,11 @@ merging, and an absolute sin-cos position embedding is added after the patch emb
     images [B, C, H, W] -> patch embedding (stride p) [B, H/p, W/p, D]
     -> (optional) mix: x * (1 - m) + x.flip(0) * m, with m the source map upsampled to this grid
     -> + sin-cos position embedding
-    -> stage s: blocks over windows of `window_sizes[s]` tokens a side; with a source map, a token attends
-       only to tokens of the same source inside its window (boolean SDPA mask; a token always sees itself,
-       so no row is empty and bf16/fp16 stay finite)
+    -> stage s: blocks over windows of `window_sizes[s]` tokens a side, each block adding its learned relative
+       position bias to the attention logits (Swin's and MixMIM's: a (2W-1)^2 x heads table indexed by the
+       query-key offset); with a source map, a token attends only to tokens of the same source inside its
+       window (the bias is -inf elsewhere; a token always sees itself, so no row is empty and bf16/fp16 stay
+       finite)
     -> 2x2 patch merging (concat, LayerNorm, Linear 4D -> 2D) between stages
     -> final LayerNorm; tokens on the last grid (stride p * 2^(S-1)).
 
@@ -55,6 +57,7 @@ class HierSpec:
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     norm_eps: float = 1e-6
+    rel_pos_bias: bool = True
     arch: str = field(default="hier")
 
     def resolved(self) -> dict:
@@ -74,7 +77,9 @@ class HierSpec:
 
     @classmethod
     def from_dict(cls, fields: dict) -> HierSpec:
-        """The inverse of `to_dict` after a JSON round trip (lists back to tuples)."""
+        """The inverse of `to_dict` after a JSON round trip (lists back to tuples). A spec without
+        `rel_pos_bias` was written before the field existed, by an encoder without the bias."""
+        fields = {"rel_pos_bias": False, **fields}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def build(self) -> HierEncoder:
@@ -110,6 +115,40 @@ def same_source_mask(source: torch.Tensor, ws: int) -> torch.Tensor:
     return (ids[:, :, None] == ids[:, None, :]).unsqueeze(1)
 
 
+def relative_position_index(ws: int) -> torch.Tensor:
+    """[L, L] (L = ws*ws, row-major tokens) index into a (2ws-1)^2 table of offsets: for query (yq, xq) and key
+    (yk, xk), (yq - yk + ws - 1) * (2ws - 1) + (xq - xk + ws - 1). Equal offsets share an entry (Swin's)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)  # [2, L]
+    offset = coords[:, :, None] - coords[:, None, :] + ws - 1  # [2, L, L], each in [0, 2ws-2]
+    return offset[0] * (2 * ws - 1) + offset[1]
+
+
+class WindowBlock(Block):
+    """timm's pre-norm block over windows of `window` x `window` tokens, with (when `rel_pos_bias`) a learned
+    relative position bias [(2W-1)^2, heads] added to the attention logits, trunc-normal(0.02) initialised as in
+    Swin and MixMIM. A boolean `attn_mask` (same-source) becomes -inf outside it."""
+
+    def __init__(self, dim: int, heads: int, window: int, rel_pos_bias: bool, **kwargs) -> None:
+        super().__init__(dim, heads, attn_layer=SplitQkvAttention, **kwargs)
+        self.relative_position_bias_table = None
+        if rel_pos_bias:
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+            trunc_normal_(self.relative_position_bias_table, std=0.02)
+            self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+
+    def attention_bias(self, same_source: torch.Tensor | None) -> torch.Tensor | None:
+        """The SDPA mask: [1, H, L, L] bias (or, with a [B', 1, L, L] boolean mask, [B', H, L, L] with -inf where
+        it is False); the boolean mask itself without a bias table."""
+        if self.relative_position_bias_table is None:
+            return same_source
+        bias = self.relative_position_bias_table[self.relative_position_index]  # [L, L, H]
+        bias = bias.permute(2, 0, 1).unsqueeze(0)  # [1, H, L, L]
+        return bias if same_source is None else bias.masked_fill(~same_source, float("-inf"))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        return super().forward(x, attn_mask=self.attention_bias(attn_mask), is_causal=is_causal)
+
+
 class PatchMerging(nn.Module):
     """2x2 neighbouring tokens -> one token of twice the width (Swin's merge)."""
 
@@ -128,12 +167,12 @@ class PatchMerging(nn.Module):
 
 class HierStage(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float, drop_path: list[float],
-                 norm_eps: float) -> None:
+                 norm_eps: float, rel_pos_bias: bool) -> None:
         super().__init__()
         self.window = window
         norm = partial(nn.LayerNorm, eps=norm_eps)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, qkv_bias=True, norm_layer=norm, drop_path=dp,
-                                          attn_layer=SplitQkvAttention) for dp in drop_path)
+        self.blocks = nn.ModuleList(WindowBlock(dim, heads, window, rel_pos_bias, mlp_ratio=mlp_ratio, qkv_bias=True,
+                                                norm_layer=norm, drop_path=dp) for dp in drop_path)
 
     def forward(self, x: torch.Tensor, source: torch.Tensor | None) -> torch.Tensor:
         """[B, H, W, C] tokens, an optional [H, W] source map -> [B, H, W, C]."""
@@ -174,7 +213,8 @@ class HierEncoder(nn.Module):
         self.dims = []
         start = 0
         for i, (depth, h, ws) in enumerate(zip(depths, heads, windows, strict=True)):
-            self.stages.append(HierStage(d, depth, h, ws, spec.mlp_ratio, rates[start:start + depth], spec.norm_eps))
+            self.stages.append(HierStage(d, depth, h, ws, spec.mlp_ratio, rates[start:start + depth], spec.norm_eps,
+                                         spec.rel_pos_bias))
             self.dims.append(d)
             start += depth
             if i < len(depths) - 1:

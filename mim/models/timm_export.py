@@ -42,8 +42,8 @@ EPS_TOLERANCE = 1e-4  # another eps is exported when it changes the features by 
 # CNN keywords that leave the shape and the inference computation of the named model as timm builds it by default
 _CNN_NEUTRAL_KWARGS = {"drop_rate", "drop_block_rate", "zero_init_last"}
 HIER_REFUSAL = ("a hierarchical (MixMIM) encoder has no timm architecture that computes the same features: timm's "
-                "Swin shifts every second block's windows, adds a learned relative position bias and has no absolute "
-                "position embedding, so its weights would load into a different network; load it with "
+                "Swin shifts every second block's windows and has no absolute position embedding, so its weights would "
+                "load into a different network; load it with "
                 "mim.models.export.load_encoder")
 
 

@@ -77,7 +77,8 @@ def cross_checks(recipe: RecipeParams, recipe_file: str, data: DataParams, data_
 
 def _mask_count(recipe: RecipeParams, recipe_file: str, sizes: dict[str, tuple[int, str]]) -> list[str]:
     """A ViT recipe's mask must hide at least one token (or SimMIM unit) and keep at least one visible, at the
-    pre-training size: `int(N * ratio + 0.5)` of N (`mim.masking.checks.num_masked`'s rule)."""
+    pre-training size, counted by the method's `mask_count` rule (`round` where it has none;
+    `mim.masking.checks.count_for_ratio`)."""
     method, model = recipe.method, recipe.model
     ratio = getattr(method, "mask_ratio", None)
     if ratio is None or model.arch != "vit" or method.name == "mixmim":
@@ -88,9 +89,12 @@ def _mask_count(recipe: RecipeParams, recipe_file: str, sizes: dict[str, tuple[i
     if size % unit:
         return []  # reported above
     total = (size // unit) ** 2
-    masked = int(total * ratio + 0.5)
+    rule = getattr(method, "mask_count", "round")
+    # mim.masking.checks.count_for_ratio's rules, written here so that the params do not import the library
+    masked = total - int(total * (1 - ratio)) if rule == "official" else int(total * ratio + 0.5)
     if 0 < masked < total:
         return []
     what = "mask units" if method.name == "simmim" else "tokens"
-    return [f"{recipe_file}: method.mask_ratio {ratio} masks {masked} of the {total} {what} at {field} {size}: "
-            f"choose a ratio that masks at least one and keeps at least one"]
+    counted = f" (method.mask_count {rule})" if hasattr(method, "mask_count") else ""
+    return [f"{recipe_file}: method.mask_ratio {ratio} masks {masked} of the {total} {what} at {field} {size}"
+            f"{counted}: choose a ratio that masks at least one and keeps at least one"]

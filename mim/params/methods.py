@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from mim.params.base import Fraction, MaskRatio, PositiveInt, Strict
+
+MaskCountRule = Literal["official", "round"]  # mim.masking.checks.MaskCount
+
+
+def _mask_count_field(source: str) -> Any:
+    """The `mask_count` field of the MAE-family methods: `official` by default, the rule of `source`'s code."""
+    return Field("official", description=f"how mask_ratio becomes a count of N tokens: official keeps "
+                 f"int(N * (1 - ratio)), as {source}; round masks int(N * ratio + 0.5)")
 
 
 class DecoderParams(Strict):
@@ -39,6 +47,7 @@ class MaeParams(MethodBase):
     target: Literal["pixels", "hog"] = Field("pixels", description="hog = FastMIM-style HOG regression")
     hog: HogParams = HogParams()
     views: PositiveInt = Field(1, description="masked views per image, visible sets disjoint (DMJD's sampler)")
+    mask_count: MaskCountRule = _mask_count_field("MAE's and transformers' code")
     decoder: DecoderParams = DecoderParams()
 
 
@@ -84,6 +93,7 @@ class Img2VecParams(MethodBase):
     name: Literal["img2vec"] = "img2vec"
     teacher: str = Field("models/teacher", description="folder written by `mim teacher` (params/teacher.yaml)")
     mask_ratio: MaskRatio = 0.75
+    mask_count: MaskCountRule = _mask_count_field("MAE's and transformers' code")
     loss: Literal["smooth_l1", "mse"] = "smooth_l1"
     beta: Annotated[float, Field(gt=0)] = Field(1.0, description="SmoothL1's switch from L2 to L1")
     decoder: DecoderParams = DecoderParams()
@@ -119,7 +129,9 @@ class CimParams(MethodBase):
     mask_ratio: MaskRatio = Field(0.4, description="BEiT block masking on the generator's input")
     min_block: PositiveInt = 4
     temperature: Annotated[float, Field(gt=0)] = Field(1.0, description="sampling softmax(logits / T)")
-    decode_all: bool = Field(False, description="decode every patch through the codebook, not only the masked ones")
+    decode_all: bool = Field(True, description="the corrupted image is the generator's whole token map decoded "
+                             "through the codebook, as in the paper (visible patches become their own centroid); "
+                             "false = only masked patches are replaced, visible ones keep their pixels")
     window: PositiveInt = Field(7, description="ResPix: odd side of the sliding normalization window, in pixels")
     enhancer_weight: Annotated[float, Field(ge=0)] = Field(1.0, description="lambda in L_gen + lambda * L_enh")
     generator: GeneratorParams = GeneratorParams()
@@ -144,6 +156,7 @@ class DmjdParams(MethodBase):
     views: PositiveInt = Field(2, description="masked views per image, visible sets disjoint (1 = the single-view "
                                "counterpart `mim bench dmjd` compares against)")
     unit: PositiveInt = Field(1, description="mask on blocks of unit x unit tokens (2 = DMJD's 32-px units at 16 px)")
+    mask_count: MaskCountRule = _mask_count_field("the authors' code; with unit > 1, N counts the blocks")
     target: Literal["hog", "teacher"] = "hog"
     hog: HogParams = HogParams()
     teacher: str = Field("models/teacher", description="target: teacher -> the folder `mim teacher` writes")

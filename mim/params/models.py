@@ -69,6 +69,8 @@ class HierParams(WarmStartParams):
     window_sizes: tuple[PositiveInt, ...] | None = Field(None, description="tokens per window side, per stage")
     mlp_ratio: Annotated[float, Field(gt=0)] = 4.0
     drop_path: Fraction = 0.0
+    rel_pos_bias: bool = Field(True, description="a learned relative position bias in every block's window "
+                               "attention ((2W-1)^2 x heads, Swin's and MixMIM-B's); false = absolute positions only")
 
 
 def _arch(value: Any) -> str:

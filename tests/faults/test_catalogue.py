@@ -36,9 +36,9 @@ def test_a_mask_that_hides_nothing_or_everything_is_a_params_error(tmp_path, cap
     out = tmp_path / "run"
     assert main(["pretrain", "--method", "mae", "--out", str(out), *sets, "--set", "method.mask_ratio=0"]) == 2
     assert "method.mask_ratio" in _one_line(capsys.readouterr().err)
-    assert main(["pretrain", "--method", "mae", "--out", str(out), *sets, "--set", "method.mask_ratio=0.02"]) == 2
+    assert main(["pretrain", "--method", "mae", "--out", str(out), *sets, "--set", "method.mask_ratio=0.99"]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert "method.mask_ratio 0.02 masks 0 of the 16 tokens at data.image_size 16" in line
+    assert "method.mask_ratio 0.99 masks 16 of the 16 tokens at data.image_size 16 (method.mask_count official)" in line
     assert not out.exists()  # refused before anything was written
 
 

@@ -50,7 +50,8 @@ def _mae(params: PretrainParams, in_chans: int) -> MAE:
     m, d = params.method, params.method.decoder
     return build_mae(_vit(params, in_chans), mask_ratio=m.mask_ratio, norm_pix_loss=m.norm_pix_loss,
                      decoder_dim=d.embed_dim, decoder_depth=d.depth, decoder_heads=d.num_heads,
-                     target=_hog(params, in_chans) if m.target == "hog" else None, views=m.views)
+                     target=_hog(params, in_chans) if m.target == "hog" else None, views=m.views,
+                     mask_count=m.mask_count)
 
 
 def _simmim(params: PretrainParams, in_chans: int) -> SimMIM:
@@ -73,7 +74,7 @@ def _img2vec(params: PretrainParams, in_chans: int) -> Img2Vec:
     teacher, _ = load_teacher_dir(m.teacher, encoder.grid, params.data.mean, params.data.std)
     return build_img2vec(encoder, teacher, mask_ratio=m.mask_ratio, loss=m.loss, beta=m.beta, decoder_dim=d.embed_dim,
                          decoder_depth=d.depth, decoder_heads=d.num_heads, teacher_cache=m.teacher_cache,
-                         teacher_cache_mb=m.teacher_cache_mb)
+                         teacher_cache_mb=m.teacher_cache_mb, mask_count=m.mask_count)
 
 
 def _cim(params: PretrainParams, in_chans: int) -> CIM:
@@ -113,7 +114,7 @@ def _dmjd(params: PretrainParams, in_chans: int) -> DMJD:
         target = _hog(params, in_chans)
     return build_dmjd(encoder, target, mask_ratio=m.mask_ratio, views=m.views, unit=m.unit,
                       visible_weight=m.visible_weight, beta=m.beta, decoder_dim=d.embed_dim, decoder_depth=d.depth,
-                      decoder_heads=d.num_heads, lr_per_mask_ratio=m.lr_per_mask_ratio)
+                      decoder_heads=d.num_heads, lr_per_mask_ratio=m.lr_per_mask_ratio, mask_count=m.mask_count)
 
 
 METHOD_BUILDERS: dict[str, Callable[[PretrainParams, int], MIMMethod]] = {
