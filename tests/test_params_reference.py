@@ -27,7 +27,7 @@ def test_reference_lists_every_file_field_and_union_choice():
     assert "| `augment.scale` | [0 < float <= 1, 0 < float <= 1] | `[0.35, 1.0]` |" in text
     assert "| `method.generator.lr_scale` | float > 0 | `1.0` | the generator's lr" in text
     assert '| `train.resume` | "auto" \\| "never" \\| "force" | `"auto"` | auto: continue' in text
-    assert "| `models` | map string -> `TeacherSpec` (below) | required |" in text
+    assert "| `models` | map string -> `DiversityModel` (below) | required |" in text
 
 
 def test_a_new_field_shows_up():

@@ -13,7 +13,7 @@ from mim.targets.teacher import Teacher, build_timm_teacher, lite0_weights_path,
 
 @pytest.fixture(scope="module")
 def lite0():
-    return build_timm_teacher("efficientnet_lite0", "package")
+    return build_timm_teacher("efficientnet_lite0", "package", head=True)  # with its classifier, to classify
 
 
 def test_lite0_key_mapping_is_exact(lite0):
@@ -64,8 +64,9 @@ def test_weights_from_files_and_urls(lite0, tmp_path):
     model, digest = lite0
     path = tmp_path / "lite0.pth"
     torch.save(model.state_dict(), path)
-    _, same = build_timm_teacher("efficientnet_lite0", str(path))
-    assert same == digest
+    teacher, same = build_timm_teacher("efficientnet_lite0", str(path))  # a teacher: the file's head is ignored
+    assert len(teacher.state_dict()) == 294 and same == build_timm_teacher("efficientnet_lite0", "package")[1]
+    assert build_timm_teacher("efficientnet_lite0", str(path), head=True)[1] == digest  # with the head: all 296
     with fsspec.open("memory://teachers/lite0.pth", "wb") as f:
         f.write(path.read_bytes())
     assert set(load_weights("memory://teachers/lite0.pth")) == set(model.state_dict())

@@ -139,12 +139,18 @@ def save_codebook_grid(centroids: torch.Tensor, patch_size: int, channels: int, 
 
 
 def save_bar_chart(values: dict[str, float], url: str, *, title: str, ylabel: str,
-                   errors: dict[str, float] | None = None) -> None:
-    """One bar per label (with an error bar where `errors` has one), values written above the bars."""
+                   errors: dict[str, float] | None = None, groups: dict[str, str] | None = None) -> None:
+    """One bar per label (with an error bar where `errors` has one), values written above the bars; with
+    `groups` (label -> group), bars are coloured by group and a legend names the groups."""
     labels = list(values)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1), 3.5))
     err = [errors.get(k, 0.0) for k in labels] if errors else None
-    bars = ax.bar(labels, [values[k] for k in labels], yerr=err, capsize=3, color="tab:blue", alpha=0.8)
+    palette = {g: f"C{i}" for i, g in enumerate(dict.fromkeys((groups or {}).values()))}
+    colors = [palette[groups[k]] if groups and k in groups else "tab:blue" for k in labels]
+    bars = ax.bar(labels, [values[k] for k in labels], yerr=err, capsize=3, color=colors, alpha=0.8)
+    if palette:
+        ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.8) for c in palette.values()],
+                  labels=list(palette), fontsize=8)
     ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

