@@ -185,3 +185,38 @@ def test_diversity_stage_depends_on_every_encoder_it_analyses():
     encoders = {m["weights"] for m in models.values() if m.get("kind") == "encoder"}
     assert encoders, "the default diversity comparison includes encoders of ours"
     assert encoders <= set(STAGES["diversity"]["deps"]), "list each encoder of params/diversity.yaml as a dep"
+
+
+def _has_cycle(stages: dict[str, dict]) -> bool:
+    """Whether the stages' out -> dep edges (a dep at, above or below an out) form a cycle."""
+    def paths(entries):
+        return [(e if isinstance(e, str) else next(iter(e))).rstrip("/") for e in entries]
+
+    def overlaps(a: str, b: str) -> bool:
+        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+    outs = {n: paths(s.get("outs", [])) for n, s in stages.items()}
+    after = {n: {m for m in stages if m != n and any(overlaps(d, o) for d in paths(stages[n].get("deps", []))
+                                                     for o in outs[m])} for n in stages}
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+
+    def visit(n: str) -> bool:
+        state[n] = 1
+        for m in after[n]:
+            if state.get(m) == 1 or (m not in state and visit(m)):
+                return True
+        state[n] = 2
+        return False
+
+    return any(n not in state and visit(n) for n in stages)
+
+
+def test_an_encoder_teacher_keeps_the_graph_acyclic_unless_a_student_teaches_itself():
+    assert not _has_cycle(STAGES)
+    teacher = STAGES["teacher"]
+    mae, own = (f"models/{m}/encoder.safetensors" for m in ("mae", "img2vec"))
+    with_mae = {**STAGES, "teacher": {**teacher, "deps": [*teacher["deps"], mae]}}  # pretrain@mae -> teacher
+    assert not _has_cycle(with_mae)
+    assert "models/teacher" not in json.dumps(STAGES["pretrain@mae"]["deps"])  # mae does not learn from the teacher
+    with_own = {**STAGES, "teacher": {**teacher, "deps": [*teacher["deps"], own]}}
+    assert _has_cycle(with_own)  # control: img2vec's own encoder as its teacher is a cycle
