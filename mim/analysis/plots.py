@@ -150,7 +150,7 @@ def save_bar_chart(values: dict[str, float], url: str, *, title: str, ylabel: st
     bars = ax.bar(labels, [values[k] for k in labels], yerr=err, capsize=3, color=colors, alpha=0.8)
     if palette:
         ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.8) for c in palette.values()],
-                  labels=list(palette), fontsize=8)
+                  labels=list(palette), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
