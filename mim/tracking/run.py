@@ -20,6 +20,7 @@ from typing import Any
 from mim.io import MissingPackageError, import_optional, write_text
 from mim.project.state import project_dir
 from mim.tracking.lineage import flatten, git_commit
+from mim.tracking.timings import timed
 from mim.tracking.uri import artifact_root, experiment_name, tracking_uri
 
 log = logging.getLogger("mim.tracking")
@@ -88,6 +89,10 @@ class StageRun:
     def __enter__(self) -> StageRun:
         if not self.enabled:
             return self
+        with timed("mlflow_s"):  # the blocking part of tracking: the stage's per-stage seconds show it
+            return self._start()
+
+    def _start(self) -> StageRun:
         root = project_dir()
         try:
             self._mlflow, exp_id = connect(root)
@@ -141,6 +146,10 @@ class StageRun:
         """Flush queued calls (at most `timeout_s`), then end the run with `status`."""
         if not self.enabled or self._worker is None:
             return
+        with timed("mlflow_s"):
+            self._close(status, timeout_s)
+
+    def _close(self, status: str, timeout_s: float) -> None:
         self._queue.put(_STOP)
         self._worker.join(timeout_s)
         if self._worker.is_alive():
@@ -274,9 +283,10 @@ def latest_run_ids(run_names: list[str]) -> dict[str, str]:
     if not tracking_enabled():
         return {}
     try:
-        mlflow, exp_id = connect()
-        runs = mlflow.MlflowClient().search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
-                                                 order_by=["attributes.start_time DESC"], max_results=5000)
+        with timed("mlflow_s"):
+            mlflow, exp_id = connect()
+            runs = mlflow.MlflowClient().search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
+                                                     order_by=["attributes.start_time DESC"], max_results=5000)
     except MissingPackageError:
         raise
     except Exception as err:  # noqa: BLE001 - any store problem: report without ids
