@@ -164,13 +164,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from mim.params import load_pretrain
 
     launcher = load_pretrain(args.params_dir, args.method, args.overrides).launcher
-    with stage_clock(f"pretrain@{args.method}"), holding_checkpoint(f"pretrain-{args.method}"):  # ranks included
+    with holding_checkpoint(f"pretrain-{args.method}"):  # for the whole run, its ranks included
         if needs_launch(launcher.nproc_per_node, launcher.nnodes):
             return relaunch_with_torchrun(launcher.nproc_per_node, launcher.nnodes, args.argv,
                                           launcher.rdzv_timeout_s)
         from mim.stages import pretrain
 
-        metrics = pretrain.run(args.method, args.params_dir, args.overrides)
+        with stage_clock(f"pretrain@{args.method}"):  # rank 0 writes it (a relaunched stage: from its start)
+            metrics = pretrain.run(args.method, args.params_dir, args.overrides)
     if metrics:
         logging.getLogger("mim").info("done: %d steps, final loss %.4f, %.0f img/s", metrics["steps"],
                                       metrics["final_loss"], metrics["images_per_s"])

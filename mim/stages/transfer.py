@@ -73,8 +73,7 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
                             "finetune_wall_time_s": out.wall_time_s})
             plots = plots_dir("transfer", name).with_suffix(".csv")
             write_text(str(plots), history_csv(out.history))
-            for step, loss in zip(out.history["step"], out.history["loss"], strict=True):
-                tracker.log_metrics({"transfer/finetune_loss": loss}, int(step))
+            tracker.log_metric_history("transfer/finetune_loss", out.history["step"], out.history["loss"])
             tracker.log_artifact(plots)
         metrics_path = metrics_file("transfer", name)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")

@@ -177,6 +177,19 @@ class StageRun:
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         self._submit(lambda: self._client.log_batch(self.run_id, metrics=batch, synchronous=True))
 
+    def log_metric_history(self, key: str, steps: list[int], values: list[float]) -> None:
+        """A whole series of `key` (a value per step) in batches of 1000 points, one store write each (point by point,
+        a fine-tuning curve was 79 sqlite commits that the run's close waited for: docs/benchmarks.md)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        points = [Metric(key, float(v), now, int(s)) for s, v in zip(steps, values, strict=True)]
+        for i in range(0, len(points), 1000):
+            chunk = points[i : i + 1000]
+            self._submit(lambda c=chunk: self._client.log_batch(self.run_id, metrics=c, synchronous=True))
+
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.enabled:
             return
@@ -188,8 +201,13 @@ class StageRun:
             self._submit(lambda c=chunk: self._client.log_batch(self.run_id, params=c, synchronous=True))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        if self.enabled:
-            self._submit(lambda: [self._client.set_tag(self.run_id, k, str(v)) for k, v in tags.items()])
+        """All of `tags` in one store write (`set_tag` would make one per tag)."""
+        if not self.enabled or not tags:
+            return
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._submit(lambda: self._client.log_batch(self.run_id, tags=batch, synchronous=True))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled and Path(path).exists():

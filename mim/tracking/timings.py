@@ -1,10 +1,10 @@
 """Per-stage seconds: where a `mim <stage>` process's wall time went, written to `metrics/timings/<stage>.json`.
 
-Parts: `startup_s` (from the process's creation to the stage's start: the interpreter, `mim.cli` and the argument
-parsing; the stage's own imports of torch, timm and mlflow fall in the parts that first need them), `data_s` (opening
-or reading data/prepared), `mlflow_s` (the blocking MLflow calls: store connection, run start, the final flush and
-end), `compute_s` (the rest) and `cpu_s` (CPU seconds of every thread: on a machine shared with other work, the part
-of the time that does not grow with the load). dvc's own start-up before it runs the command is not in them
+Parts: `startup_s` (from the process's creation to the stage's start: the interpreter, `mim.cli`, the stage module's
+imports: torch, timm, faiss), `data_s` (opening data/prepared), `mlflow_s` (the MLflow calls the stage waits for:
+importing mlflow and connecting to its store, the run's start, the final flush and end), `compute_s` (the rest, with
+what it imports on first use: matplotlib, torch's compiler stack at the first optimizer step) and `cpu_s` (CPU
+seconds of all the process's threads). dvc's own start-up before it runs the command is not in them
 (docs/benchmarks.md measures it). `mim report` lists them (`timings_section` in mim/stages/report.py).
 """
 
