@@ -36,3 +36,34 @@ def test_disabled_tracking_touches_nothing(tmp_path, monkeypatch):
     with StageRun("pretrain", "mae") as run:
         run.log_metrics({"train/loss": 1.0}, 1)
     assert run.run_id is None and not (tmp_path / ".mim").exists()
+
+
+def test_a_series_and_tags_go_to_the_store_in_one_write_each():
+    """The fine-tuning loss curve (79 points in the demo) and a stage's tags: one `log_batch` each, not one store
+    write per point or tag (each is an sqlite commit: docs/benchmarks.md)."""
+    import inspect
+
+    import mlflow
+
+    calls = []
+
+    class Client:
+        def log_batch(self, run_id, **kw):
+            calls.append((run_id, kw))
+
+    run = StageRun("transfer", "mae", enabled=True)
+    run._client, run.run_id = Client(), "r1"
+    run.log_metric_history("transfer/finetune_loss", [1, 2, 3], [0.9, 0.5, 0.25])
+    run.set_tags({"scratch_of": "mae", "dvc.dep.encoder": "abc"})
+    while not run._queue.empty():
+        run._queue.get()()
+    assert len(calls) == 2 and all(c[0] == "r1" and c[1]["synchronous"] for c in calls)
+    series, tags = calls[0][1]["metrics"], calls[1][1]["tags"]
+    assert [(m.key, m.step, m.value) for m in series] == [("transfer/finetune_loss", 1, 0.9),
+                                                          ("transfer/finetune_loss", 2, 0.5),
+                                                          ("transfer/finetune_loss", 3, 0.25)]
+    assert {t.key: t.value for t in tags} == {"scratch_of": "mae", "dvc.dep.encoder": "abc"}
+    for _, kw in calls:  # the real client takes these calls
+        inspect.signature(mlflow.MlflowClient.log_batch).bind(None, "r1", **kw)
+    run.log_metric_history("x", list(range(2500)), [0.0] * 2500)  # long series: batches of at most 1000 points
+    assert run._queue.qsize() == 3

@@ -13,6 +13,7 @@ from pathlib import Path
 from mim.cli import export, runs
 from mim.cli.common import UsageError, add_params_dir, add_set, refuse_sets
 from mim.params import DEFAULT_PARAMS_DIR, METHOD_NAMES, ParamsError
+from mim.tracking.timings import stage_clock
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -142,7 +143,8 @@ def cmd_simple_stage(args: argparse.Namespace) -> int:
 
     stage = {"prepare": prepare, "tokenizer": tokenizer, "teacher": teacher, "diversity": diversity}[args.command]
     refuse_sets(args, "data" if args.command == "prepare" else args.command)
-    result = stage.run(args.params_dir, args.overrides)
+    with stage_clock(args.command):
+        result = stage.run(args.params_dir, args.overrides)
     if args.command == "teacher":
         print(json.dumps(result, indent=2))
     return 0
@@ -168,7 +170,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                                           launcher.rdzv_timeout_s)
         from mim.stages import pretrain
 
-        metrics = pretrain.run(args.method, args.params_dir, args.overrides)
+        with stage_clock(f"pretrain@{args.method}"):  # rank 0 writes it (a relaunched stage: from its start)
+            metrics = pretrain.run(args.method, args.params_dir, args.overrides)
     if metrics:
         logging.getLogger("mim").info("done: %d steps, final loss %.4f, %.0f img/s", metrics["steps"],
                                       metrics["final_loss"], metrics["images_per_s"])
@@ -187,8 +190,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     refuse_sets(args, "eval", "--encoder FILE")
     from mim.stages import evaluate
 
-    results = evaluate.run(args.method or args.baseline_of, args.params_dir, args.overrides,
-                           baseline=args.baseline_of is not None, pixels=args.pixels)
+    name = "pixels" if args.pixels else f"baseline@{args.baseline_of}" if args.baseline_of else \
+        f"evaluate@{args.method}"
+    with stage_clock(name):
+        results = evaluate.run(args.method or args.baseline_of, args.params_dir, args.overrides,
+                               baseline=args.baseline_of is not None, pixels=args.pixels)
     label = "pixels" if args.pixels else "random_init" if args.baseline_of else "encoder"
     print(runs.format_eval_table({label: results}))
     return 0
@@ -200,7 +206,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     refuse_sets(args, "transfer")
     from mim.stages import transfer
 
-    with holding_checkpoint(f"transfer-{args.method or 'scratch'}"):
+    name = f"transfer@{args.method}" if args.method else "scratch"
+    with stage_clock(name), holding_checkpoint(f"transfer-{args.method or 'scratch'}"):
         print(json.dumps(transfer.run(args.method, args.params_dir, args.overrides), indent=2))
     return 0
 
@@ -216,7 +223,9 @@ def holding_checkpoint(name: str) -> contextlib.AbstractContextManager[None]:
 def cmd_report(args: argparse.Namespace) -> int:
     from mim.stages import report
 
-    print(report.run(args.params_dir), end="")
+    with stage_clock("report"):  # its own seconds are written after its report: the next report shows them
+        text = report.run(args.params_dir)
+    print(text, end="")
     return 0
 
 

@@ -23,6 +23,7 @@ from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.params.bind.evaluation import probe_config
 from mim.project.layout import PREPARED, encoder_file, metrics_file, plots_dir
 from mim.tracking import StageRun, path_md5
+from mim.tracking.timings import timed
 
 Features = Encoder | None  # None = the raw pixels
 
@@ -54,7 +55,8 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     params, data = load_with_data(params_dir, "eval", overrides)
     name = "pixels" if pixels else f"baseline-{method}" if baseline else method
     check_prepared(data, PREPARED, Path(params_dir) / "data.yaml")
-    train, test = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
+    with timed("data_s"):
+        train, test = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
     with StageRun("evaluate", name, tags={"evaluated": method or "pixels"}) as tracker:
         tracker.log_params({"eval": params.model_dump(mode="json"), "data": data.model_dump(mode="json")})
         if pixels:

@@ -24,6 +24,7 @@ from mim.params.bind.training import PICTURE_COUNT, pretrain_run
 from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir
 from mim.project.runs import stage_files
 from mim.tracking import StageRun, path_md5
+from mim.tracking.timings import timed
 
 PICTURE_KEY = "reconstructions"  # the MLflow image key of the pictures drawn while training
 
@@ -44,7 +45,8 @@ def input_tags(folder: str | None) -> dict[str, str]:
 def run(method: str, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     params = load_pretrain(params_dir, method, overrides)
     check_prepared(params.data, PREPARED, Path(params_dir) / "data.yaml")
-    data = open_prepared(PREPARED, "train")
+    with timed("data_s"):
+        data = open_prepared(PREPARED, "train")
     extra_input = params.method.input_dir
     ckpt = checkpoint_url(f"pretrain-{method}")
     files, params_file = stage_files(method, ckpt), model_dir(method) / PARAMS_FILE

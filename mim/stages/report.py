@@ -25,6 +25,7 @@ from mim.project.graph import pipeline_methods
 from mim.project.layout import PARAMS_FILE, PREPARED, encoder_file, model_dir, plots_dir
 from mim.project.results import baselines, read_json, read_metrics
 from mim.tracking import StageRun, latest_run_ids
+from mim.tracking.timings import PARTS, TIMINGS_DIR, read_timings
 
 REPORTS = Path("reports")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -95,6 +96,25 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
     return "\n".join(lines) + "\n"
 
 
+def timings_section(timings: dict[str, dict]) -> str:
+    """The "per-stage seconds" section: each stage's last recorded run (`metrics/timings/<stage>.json`), split into
+    start-up and imports, data, MLflow and compute, and the total; empty without any."""
+    if not timings:
+        return ""
+    lines = ["", "## Per-stage seconds", "",
+             "Each stage's last run (`metrics/timings/`): wall clock from the process's start, split into start-up "
+             "and imports, opening the data, blocking MLflow calls and compute; CPU seconds of all its threads. "
+             "dvc's own start-up per stage is not included (docs/benchmarks.md).", "",
+             "| stage | wall s | start-up | data | MLflow | compute | CPU s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for stage, t in timings.items():
+        parts = " | ".join(f"{t.get(p, 0.0):.1f}" for p in PARTS)
+        lines.append(f"| {stage} | {t['wall_s']:.1f} | {parts} | {t.get('cpu_s', 0.0):.1f} |")
+    total = {k: sum(t.get(k, 0.0) for t in timings.values()) for k in ("wall_s", *PARTS, "cpu_s")}
+    lines.append(f"| total ({len(timings)} stages) | {total['wall_s']:.1f} | "
+                 + " | ".join(f"{total[p]:.1f}" for p in PARTS) + f" | {total['cpu_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def exported_encoders(root: Path, methods: list[str], img_size: int) -> Iterator[tuple[str, Encoder]]:
     """(method, encoder in eval mode at `img_size`) for each method that has exported one, loaded one at a time."""
     for m in methods:
@@ -149,7 +169,7 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
                 shown = aug.denormalize(images).clamp(0, 1).expand(-1, 3, -1, -1)
                 save_image_rows({"input": shown, **maps}, str(REPORTS / "features.png"),
                                 title="last-layer feature PCA maps (first row: the input images)")
-        text = render(rows, base_rows, run_ids, teachers)
+        text = render(rows, base_rows, run_ids, teachers) + timings_section(read_timings(root / TIMINGS_DIR))
         write_text(str(REPORTS / "comparison.md"), text)
         for f in sorted(REPORTS.rglob("*")):
             if f.is_file():

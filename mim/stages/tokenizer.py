@@ -19,6 +19,7 @@ from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.rng import generator_for
 from mim.targets.centroids import CentroidTokenizer, codebook_usage, sample_patch_vectors
 from mim.tracking import StageRun
+from mim.tracking.timings import timed
 
 log = logging.getLogger("mim.tokenizer")
 
@@ -27,7 +28,8 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "tokenizer", overrides)
     check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
     d.token_grid(t.patch_size, "tokenizer.patch_size")  # refuses a patch size that does not tile the images
-    train, test = open_prepared(PREPARED, "train"), open_prepared(PREPARED, "test")  # shards: decoded as sampled
+    with timed("data_s"):  # shards: decoded as sampled
+        train, test = open_prepared(PREPARED, "train"), open_prepared(PREPARED, "test")
     transform, out = augment(d), model_dir("tokenizer")
     channels = transform.out_channels(train.channels)
     with StageRun("tokenizer") as tracker:

@@ -24,6 +24,7 @@ from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.project.layout import PREPARED, checkpoint_url, encoder_file, metrics_file, model_dir, plots_dir
 from mim.stages.evaluate import evaluate
 from mim.tracking import StageRun, path_md5
+from mim.tracking.timings import timed
 
 # Fine-tuning settings that steer how it goes, not what it computes: a resume may change them.
 FINETUNE_RUN_CONTROL = {"finetune": {"ckpt_every", "ckpt_every_s", "resume", "device"}}
@@ -34,7 +35,8 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
     params, data = load_with_data(params_dir, "transfer", overrides)
     name = method or "scratch"
     check_prepared(data, PREPARED, Path(params_dir) / "data.yaml")
-    train_all, test_all = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
+    with timed("data_s"):
+        train_all, test_all = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
     ft = params.finetune
     with StageRun("transfer", name) as tracker:
         tracker.log_params({"transfer": params.model_dump(mode="json")})
@@ -71,8 +73,7 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
                             "finetune_wall_time_s": out.wall_time_s})
             plots = plots_dir("transfer", name).with_suffix(".csv")
             write_text(str(plots), history_csv(out.history))
-            for step, loss in zip(out.history["step"], out.history["loss"], strict=True):
-                tracker.log_metrics({"transfer/finetune_loss": loss}, int(step))
+            tracker.log_metric_history("transfer/finetune_loss", out.history["step"], out.history["loss"])
             tracker.log_artifact(plots)
         metrics_path = metrics_file("transfer", name)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")

@@ -20,6 +20,7 @@ from typing import Any
 from mim.io import MissingPackageError, import_optional, write_text
 from mim.project.state import project_dir
 from mim.tracking.lineage import flatten, git_commit
+from mim.tracking.timings import timed
 from mim.tracking.uri import artifact_root, experiment_name, tracking_uri
 
 log = logging.getLogger("mim.tracking")
@@ -88,6 +89,10 @@ class StageRun:
     def __enter__(self) -> StageRun:
         if not self.enabled:
             return self
+        with timed("mlflow_s"):  # the blocking part of tracking: the stage's per-stage seconds show it
+            return self._start()
+
+    def _start(self) -> StageRun:
         root = project_dir()
         try:
             self._mlflow, exp_id = connect(root)
@@ -141,6 +146,10 @@ class StageRun:
         """Flush queued calls (at most `timeout_s`), then end the run with `status`."""
         if not self.enabled or self._worker is None:
             return
+        with timed("mlflow_s"):
+            self._close(status, timeout_s)
+
+    def _close(self, status: str, timeout_s: float) -> None:
         self._queue.put(_STOP)
         self._worker.join(timeout_s)
         if self._worker.is_alive():
@@ -168,6 +177,19 @@ class StageRun:
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         self._submit(lambda: self._client.log_batch(self.run_id, metrics=batch, synchronous=True))
 
+    def log_metric_history(self, key: str, steps: list[int], values: list[float]) -> None:
+        """A whole series of `key` (a value per step) in batches of 1000 points, one store write each (point by point,
+        a fine-tuning curve was 79 sqlite commits that the run's close waited for: docs/benchmarks.md)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        points = [Metric(key, float(v), now, int(s)) for s, v in zip(steps, values, strict=True)]
+        for i in range(0, len(points), 1000):
+            chunk = points[i : i + 1000]
+            self._submit(lambda c=chunk: self._client.log_batch(self.run_id, metrics=c, synchronous=True))
+
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.enabled:
             return
@@ -179,8 +201,13 @@ class StageRun:
             self._submit(lambda c=chunk: self._client.log_batch(self.run_id, params=c, synchronous=True))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        if self.enabled:
-            self._submit(lambda: [self._client.set_tag(self.run_id, k, str(v)) for k, v in tags.items()])
+        """All of `tags` in one store write (`set_tag` would make one per tag)."""
+        if not self.enabled or not tags:
+            return
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._submit(lambda: self._client.log_batch(self.run_id, tags=batch, synchronous=True))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled and Path(path).exists():
@@ -274,9 +301,10 @@ def latest_run_ids(run_names: list[str]) -> dict[str, str]:
     if not tracking_enabled():
         return {}
     try:
-        mlflow, exp_id = connect()
-        runs = mlflow.MlflowClient().search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
-                                                 order_by=["attributes.start_time DESC"], max_results=5000)
+        with timed("mlflow_s"):
+            mlflow, exp_id = connect()
+            runs = mlflow.MlflowClient().search_runs([exp_id], filter_string="attributes.status = 'FINISHED'",
+                                                     order_by=["attributes.start_time DESC"], max_results=5000)
     except MissingPackageError:
         raise
     except Exception as err:  # noqa: BLE001 - any store problem: report without ids

@@ -195,9 +195,13 @@ def test_the_stage_checkpoint_is_locked_while_a_stage_runs(in_project, capsys, c
     finally:
         holder.kill()
         holder.wait()
+    timings = project / "metrics" / "timings" / "pretrain@mae.json"
+    assert not timings.exists()  # a stage that failed records no seconds
     assert main(["pretrain", "--method", "mae"]) == 0  # the holder is dead now: taken over
     assert f"taking over the lock of PID {holder.pid}, which is no longer running" in caplog.text
     assert (project / "models" / "mae" / "encoder.safetensors").is_file() and not lock.exists()
+    seconds = json.loads(timings.read_text())  # the stage's per-stage seconds (mim.tracking.timings)
+    assert seconds["stage"] == "pretrain@mae" and seconds["compute_s"] > 0 and seconds["wall_s"] >= seconds["compute_s"]
 
 
 def test_the_stage_form_refuses_set(in_project, capsys):
