@@ -127,17 +127,17 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
               "in points, with its 95 % t interval; `n.s.` = the interval contains 0, not significant at this "
               "number of seeds. The twin is `baseline@<recipe>-<seed>` for frozen features, `scratch@<seed>` "
               "(transfer.yaml's scratch_of) for fine-tuning.", "",
-              "| method | twin | " + "".join(f"{label(k)} | " for k in keys),
+              ("| method | twin | " + "".join(f"{label(k)} | " for k in keys)).rstrip(),
               "|---|---|" + "---:|" * len(keys)]
     for r in rows:
         twin = " + ".join([*([f"random-init {r['twin']}"] if r["twin"] else []),
                            *(["scratch"] if r["scratch"] else [])])
         if not twin:
-            lines.append(f"| {r['name']} | none: add a recipe of its architecture to `baselines` in "
-                         "params/pipeline.yaml | " + "- | " * len(keys))
+            lines.append((f"| {r['name']} | none: add a recipe of its architecture to `baselines` in "
+                          "params/pipeline.yaml | " + "- | " * len(keys)).rstrip())
             continue
         cells = "".join(f"{difference_cell(values(r['scores'], k), values(r['twin_scores'], k))} | " for k in keys)
-        lines.append(f"| {r['name']} | {twin} | {cells}")
+        lines.append(f"| {r['name']} | {twin} | {cells}".rstrip())
     if teachers:
         lines += ["", "## Token diversity of teachers and encoders", "", "| model | TD (mean +- std) | level |",
                   "|---|---:|---:|"]
