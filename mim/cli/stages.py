@@ -117,10 +117,10 @@ def add_seed(p: argparse.ArgumentParser, replaces: str) -> None:
 def stage_seed(args: argparse.Namespace, command: str) -> int:
     """The stage form's `--seed`, required: the outputs are per seed."""
     if args.seed is None:
-        raise ParamsError(f"stage form: give --seed S (one of params/pipeline.yaml's seeds), e.g. `mim {command} "
+        raise UsageError(f"stage form: give --seed S (one of params/pipeline.yaml's seeds), e.g. `mim {command} "
                           f"--seed 0`")
     if args.seed < 0:
-        raise ParamsError(f"--seed {args.seed}: a seed is a non-negative integer")
+        raise UsageError(f"--seed {args.seed}: a seed is a non-negative integer")
     return args.seed
 
 
@@ -174,7 +174,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if not one_off and not args.method:
         raise ParamsError("give --method (stage form) or --params/--out (one-off form)")
     if one_off and args.seed is not None:
-        raise ParamsError("--seed is the stage form's (dvc.yaml); a one-off run takes --set train.seed=S")
+        raise UsageError("--seed is the stage form's (dvc.yaml); a one-off run takes --set train.seed=S")
     if not one_off:
         refuse_sets(args, args.method, "--out DIR")
         seed = stage_seed(args, f"pretrain --method {args.method}")
@@ -212,7 +212,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           "or --encoder FILE (one-off form)")
     refuse_sets(args, "eval", "--encoder FILE")
     if args.pixels and args.seed is not None:
-        raise ParamsError("--pixels takes no --seed (raw pixels have no random init: eval.yaml's seed is used)")
+        raise UsageError("--pixels takes no --seed (raw pixels have no random init: eval.yaml's seed is used)")
     seed = None if args.pixels else stage_seed(args, f"evaluate {'--method' if args.method else '--baseline-of'} "
                                                      f"{args.method or args.baseline_of}")
     from mim.stages import evaluate
