@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from mim.analysis.stats import mean_interval, paired_difference, t_quantile, t_two_sided
+from mim.cli.main import main
 from mim.params import ParamsError, PipelineParams, check_dir, load_pretrain
 from mim.project.compare import comparison_table
 from mim.project.graph import pipeline, recipe_stages
 from mim.project.results import baselines
 from mim.stages.report import gather, render
-from tests.helpers import ROOT
+from tests.helpers import ROOT, one_error_line
 
 # t_{0.975, df} from the printed tables (to 3 decimals)
 T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 20: 2.086, 30: 2.042, 120: 1.980}
@@ -136,3 +137,21 @@ def test_compare_and_the_flows_stage_list_follow_the_seeds(two_seeds):
     assert table[3] == "| dmjd | - | - | - | - | not run | not run |"
     assert table[4] == "| random-init mae encoder (baseline) | 2 | - | - | - | 64.50 ± 6.35 | 70.50 ± 19.06 |"
     assert recipe_stages(two_seeds, "mae") == ["pretrain@mae-0", "evaluate@mae-0", "pretrain@mae-1", "evaluate@mae-1"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["pretrain", "--method", "mae"], "stage form: give --seed S (one of params/pipeline.yaml's seeds), e.g. "
+                                      "`mim pretrain --method mae --seed 0`"),
+    (["evaluate", "--baseline-of", "mae"], "stage form: give --seed S (one of params/pipeline.yaml's seeds), e.g. "
+                                           "`mim evaluate --baseline-of mae --seed 0`"),
+    (["transfer", "--scratch", "--seed", "-1"], "--seed -1: a seed is a non-negative integer"),
+    (["evaluate", "--pixels", "--seed", "1"], "--pixels takes no --seed (raw pixels have no random init: eval.yaml's "
+                                              "seed is used)"),
+    (["pretrain", "--out", "x", "--seed", "1"], "--seed is the stage form's (dvc.yaml); a one-off run takes --set "
+                                                "train.seed=S"),
+])
+def test_the_stage_form_needs_its_seed(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing is read or written before the refusal
+    assert main(["-q", *argv]) == 2
+    assert one_error_line(capsys.readouterr().err, argv[0]) == f"mim {argv[0]}: error: {expected}"
+    assert not any(tmp_path.iterdir())
