@@ -1,4 +1,5 @@
 # make demo: `dvc repro` the default pipeline on Fashion-MNIST (CPU, minutes) and show the metrics.
+# make bench-table: the bench-cpu params set (every recipe, 3 seeds, 95 % intervals) -> bench/comparison.md.
 # make test: install everything and run the linters and the test suite.
 # make setup installs the library with every extra (pipeline, teacher, dev), at the versions constraints.txt pins.
 PYTHON ?= python3
@@ -8,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 # dvc runs each stage's `mim ...` command through the shell: this environment's tools come first.
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup data test lint demo bench up down clean
+.PHONY: setup data test lint demo bench bench-table up down clean
 
 setup: $(VENV)/.installed data
 
@@ -40,6 +41,23 @@ demo: setup
 	@sed -n '/^| method/,/^$$/p' reports/comparison.md
 	@echo; echo "Pictures: reports/*.png (accuracy, accuracy vs time, feature maps, reconstructions)," \
 	     "plots/diversity/*.png, models/tokenizer/centroids.png; all charts: dvc plots show"
+
+# The benchmark table: switch params/ to the bench-cpu set, `dvc repro`, keep the report in bench/ (with its wall
+# time), then switch back to cpu-demo, which params/ must equal beforehand: edits of yours stop it rather than being
+# replaced (commit or stash them, or run `mim params use bench-cpu && dvc repro` yourself). The recipes' files are
+# the same in both sets, so the demo's own stages stay cached; only the report re-runs on the next `make demo`.
+bench-table: setup
+	@for f in params/sets/cpu-demo/*.yaml; do cmp -s $$f params/$$(basename $$f) || { \
+		echo "params/$$(basename $$f) differs from params/sets/cpu-demo: commit or stash your edits first" >&2; \
+		exit 1; }; done
+	$(BIN)/mim params use bench-cpu
+	@start=$$(date +%s); $(RUN) $(BIN)/dvc repro; status=$$?; \
+	$(BIN)/mim params use cpu-demo; \
+	if [ $$status -ne 0 ]; then echo "dvc repro failed; params/ is the cpu-demo set again" >&2; exit $$status; fi; \
+	rm -rf bench && cp -r reports bench && \
+	echo "Wall time of \`make bench-table\`: $$(( ($$(date +%s) - start) / 60 )) min on $$(nproc) CPU cores" \
+		"($$(date -u +%Y-%m-%d))." >> bench/comparison.md
+	@echo; echo "== bench/comparison.md =="; sed -n '/^| method/,/^$$/p' bench/comparison.md; tail -n 1 bench/comparison.md
 
 up: $(VENV)/.installed
 	$(BIN)/mim up

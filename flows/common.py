@@ -8,7 +8,9 @@ from pathlib import Path
 
 from prefect.runtime import deployment, flow_run
 
-from mim.project.graph import pipeline_methods
+from mim.analysis.stats import mean_interval
+from mim.project.graph import pipeline, pipeline_methods
+from mim.project.results import seed_metrics
 from mim.project.state import project_dir
 from mim.tracking import StageRun
 from mim.tracking import flow_run as mlflow_flow_run
@@ -26,12 +28,19 @@ def project() -> Path:
 
 
 def check_methods(root: Path, methods: list[str]) -> list[str]:
-    """`methods` when each is in dvc.yaml's methods matrix; else ValueError naming the unknown ones and the known."""
+    """`methods` when each is in params/pipeline.yaml's methods; else ValueError naming the unknown ones and the
+    known."""
     known = pipeline_methods(root)
     if unknown := [m for m in methods if m not in known]:
         raise ValueError(f"unknown method{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
-                         f"dvc.yaml's methods are {', '.join(known)}")
+                         f"params/pipeline.yaml's methods are {', '.join(known)}")
     return methods
+
+
+def mean_scores(root: Path, stage: str, method: str, keys: tuple[str, ...]) -> dict[str, float]:
+    """{key: mean over the pipeline's seeds} of `method`'s `stage` metrics that have run (keys some seed has)."""
+    runs = seed_metrics(root, stage, method, pipeline(root).seeds).values()
+    return {k: mean_interval(v).mean for k in keys if (v := [m[k] for m in runs if k in m])}
 
 
 @contextmanager

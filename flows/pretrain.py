@@ -1,4 +1,5 @@
-"""Flow `pretrain`: prepare -> [its input stage] -> pretrain@<method> -> evaluate@<method>; a deployment per method."""
+"""Flow `pretrain`: prepare -> [its input stage] -> pretrain@<method>-<seed> -> evaluate@<method>-<seed> for every
+seed of params/pipeline.yaml; a deployment per method."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import EVAL_KEYS, check_methods, edit_params, flow_context, project
-from mim.project.graph import input_stage
-from mim.project.results import read_metrics
+from flows.common import EVAL_KEYS, check_methods, edit_params, flow_context, mean_scores, project
+from mim.project.graph import input_stage, recipe_stages
 from tasks import repro
 
 
@@ -16,7 +16,7 @@ from tasks import repro
 def pretrain_flow(method: str = "mae", epochs: float | None = None, steps: int | None = None,
                   base_lr: float | None = None, batch_size: int | None = None, subset: int | None = None,
                   evaluate: bool = True) -> dict[str, Any]:
-    """Pre-train (and evaluate) one method, after the stage that builds its input (tokenizer) if any.
+    """Pre-train (and evaluate) one method for every seed, after the stage that builds its input (tokenizer) if any.
 
     Given parameters are written into params/<method>.yaml
     (`subset` into params/data.yaml) first, so `dvc repro` and DVC's cache see them."""
@@ -27,12 +27,12 @@ def pretrain_flow(method: str = "mae", epochs: float | None = None, steps: int |
                               subset=subset)
         parent.set_tags({"method": method, "params_changed": ",".join(changed) or "none"})
         upstream = input_stage(root, method)  # e.g. the tokenizer: its own task, its own MLflow run
-        stages = ["prepare", *([upstream] if upstream else []), f"pretrain@{method}"]
-        stages += [f"evaluate@{method}"] if evaluate else []
+        stages = ["prepare", *([upstream] if upstream else []),
+                  *recipe_stages(root, method, ("pretrain", "evaluate") if evaluate else ("pretrain",))]
         ran = [s for stage in stages for s in repro(stage, str(root))["ran"]]
-        train = read_metrics(root, "pretrain", method)
-        scores = read_metrics(root, "evaluate", method) if evaluate else {}
-        summary = {f"eval/{k}": scores[k] for k in EVAL_KEYS if k in scores}
+        train = mean_scores(root, "pretrain", method, ("final_loss", "images_per_s"))
+        scores = mean_scores(root, "evaluate", method, EVAL_KEYS) if evaluate else {}
+        summary = {f"eval/{k}": v for k, v in scores.items()}  # means over the seeds
         if "images_per_s" in train:
             summary |= {"train/final_loss": train["final_loss"], "train/mean_img_per_s": train["images_per_s"]}
         parent.log_metrics(summary)

@@ -16,10 +16,11 @@ FLOWS = {"pretrain": pretrain_flow, "pipeline": pipeline_flow}
 
 
 def deployment_specs(root: Path) -> list[dict[str, Any]]:
-    """One `pretrain/<recipe>` per entry of dvc.yaml's methods map (methods and variants like cim-resnet), and
+    """One `pretrain/<recipe>` per recipe of params/pipeline.yaml (methods and variants like cim-resnet), and
     `pipeline/all`: what `mim serve` serves and `python -m flows.deploy` registers on a work pool."""
     pretrain = [{"flow": "pretrain", "name": m, "parameters": {"method": m}, "tags": ["mim", m],
-                 "description": f"prepare -> pretrain@{m} -> evaluate@{m} (dvc repro)"} for m in pipeline_methods(root)]
+                 "description": f"prepare -> pretrain@{m}-<seed> -> evaluate@{m}-<seed> for every seed (dvc repro)"}
+                for m in pipeline_methods(root)]
     return [*pretrain, {"flow": "pipeline", "name": "all", "parameters": {}, "tags": ["mim"],
                         "description": "every method, the baseline, then the rest of dvc.yaml"}]
 

@@ -62,16 +62,13 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-def drop_methods(project: Path, names: tuple[str, ...]) -> None:
-    """Take recipes out of the project's dvc.yaml matrix (and baselines), committed: end-to-end tests that need not
-    run every variant."""
+def set_pipeline(project: Path, methods: tuple[str, ...], baselines: tuple[str, ...], seeds: tuple[int, ...] = (0,)
+                 ) -> None:
+    """Make the project's params/pipeline.yaml run `methods` (inputs as the bench-cpu set has them), `baselines`
+    and `seeds`, committed: end-to-end tests that need not run every recipe."""
     import yaml
 
-    spec = yaml.safe_load((project / "dvc.yaml").read_text())
-    for entry in spec["vars"]:
-        if "methods" in entry:
-            entry["methods"] = {m: v for m, v in entry["methods"].items() if m not in names}
-        if "baselines" in entry:
-            entry["baselines"] = [b for b in entry["baselines"] if b not in names]
-    (project / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", f"without {', '.join(names)}")
+    every = yaml.safe_load((ROOT / "params" / "sets" / "bench-cpu" / "pipeline.yaml").read_text())["methods"]
+    spec = {"methods": {m: every[m] for m in methods}, "baselines": list(baselines), "seeds": list(seeds)}
+    (project / "params" / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", f"run {', '.join(methods)}")

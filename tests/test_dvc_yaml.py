@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 import json
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from mim.params import METHOD_NAMES, check_dir, model_for
 from tests.helpers import ROOT
 
 SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-METHODS = next(v["methods"] for v in SPEC["vars"] if "methods" in v)
-BASELINES = next(v["baselines"] for v in SPEC["vars"] if "baselines" in v)
+PIPELINE = yaml.safe_load((ROOT / "params" / "pipeline.yaml").read_text())
+METHODS, BASELINES, SEEDS = PIPELINE["methods"], PIPELINE["baselines"], PIPELINE["seeds"]
 # Code that records, locates or launches but cannot change a stage's outputs.
 NOT_OUTPUT_CODE = ("mim/tracking/", "mim/project/services.py", "mim/project/state.py", "mim/cli/")
 STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.tokenizer", "teacher": "mim.stages.teacher",
@@ -25,23 +26,26 @@ STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.token
                  "pretrain": "mim.stages.pretrain", "evaluate": "mim.stages.evaluate"}
 
 
+VARS = {"${methods}": list(METHODS), "${baselines}": BASELINES, "${seeds}": SEEDS}  # a mapping iterates its keys
+
+
 def expanded_stages() -> dict[str, dict]:
-    """Every concrete stage, `foreach` items substituted (`pretrain@mae`, ...)."""
+    """Every concrete stage, `matrix` items substituted as DVC names them (`pretrain@mae-0`, `scratch@0`)."""
+    assert SPEC["vars"] == ["params/pipeline.yaml"], "dvc.yaml reads the recipes and seeds from params/pipeline.yaml"
     out = {}
     for name, stage in SPEC["stages"].items():
-        if "foreach" not in stage:
+        assert "foreach" not in stage, f"{name}: per-recipe stages are matrix stages (recipe x seed)"
+        if "matrix" not in stage:
             out[name] = stage
             continue
-        if stage["foreach"] == "${baselines}":  # a list: ${item} is the recipe
-            for recipe in BASELINES:
-                out[f"{name}@{recipe}"] = json.loads(json.dumps(stage["do"]).replace("${item}", recipe))
-            continue
-        assert stage["foreach"] == "${methods}", f"{name}: foreach over something other than methods or baselines"
-        for key, item in METHODS.items():
-            text = json.dumps(stage["do"]).replace("${key}", key)
-            for field, value in item.items():
-                text = text.replace("${item." + field + "}", value)
-            out[f"{name}@{key}"] = json.loads(text)
+        body = {k: v for k, v in stage.items() if k != "matrix"}
+        axes = {key: VARS[ref] for key, ref in stage["matrix"].items()}
+        for combo in itertools.product(*axes.values()):
+            text = json.dumps(body)
+            for key, value in zip(axes, combo, strict=True):
+                text = text.replace("${item." + key + "}", str(value))
+            assert "${" not in text, f"{name}: unresolved {text[text.index('${'):][:30]}"
+            out[f"{name}@{'-'.join(map(str, combo))}"] = json.loads(text)
     return out
 
 
@@ -59,16 +63,33 @@ def field_exists(model: type[BaseModel], dotted: str) -> bool:
 
 
 def test_pipeline_runs_every_method_with_a_params_file():
-    assert set(METHOD_NAMES) <= set(METHODS) and set(BASELINES) <= set(METHODS)
-    shared = {"data", "eval", "tokenizer", "teacher", "diversity", "transfer"}
-    assert set(check_dir(ROOT / "params")) == shared | set(METHODS)
+    """The demo runs the seed methods (MAE the reference); every recipe's file stays valid for the other sets."""
+    assert {"mae", "ccvit", "cim", "mixmim", "dmjd", "img2vec"} <= set(METHODS) and set(BASELINES) <= set(METHODS)
+    shared = {"data", "eval", "tokenizer", "teacher", "diversity", "transfer", "pipeline"}
+    assert set(check_dir(ROOT / "params")) == shared | set(METHOD_NAMES) | {"cim-resnet", "cim-resnet-revdet",
+                                                                           "maskfeat", "fastmim"}
+    assert set(METHODS) <= set(check_dir(ROOT / "params"))
 
 
-def test_each_method_input_is_written_by_a_stage():
+@pytest.mark.parametrize("folder", sorted(p.name for p in (ROOT / "params" / "sets").iterdir()))
+def test_every_params_set_names_its_pipeline_and_its_recipes(folder):
+    valid = check_dir(ROOT / "params" / "sets" / folder)  # a recipe without its file is an error there
+    assert "pipeline" in valid, f"params/sets/{folder} has no pipeline.yaml: `mim params use` would keep another's"
+
+
+def test_each_method_input_is_written_by_a_stage_the_pretrain_stages_depend_on():
     written = {o if isinstance(o, str) else next(iter(o)) for st in STAGES.values() for o in st.get("outs", [])}
-    for method, item in METHODS.items():
-        assert item["input"] in written, f"{method}: input {item['input']} is no stage's output"
+    for folder in ["params", *[f"params/sets/{p.name}" for p in (ROOT / "params" / "sets").iterdir()]]:
+        for method, item in yaml.safe_load((ROOT / folder / "pipeline.yaml").read_text())["methods"].items():
+            assert item["input"] in written, f"{folder}: {method}: input {item['input']} is no stage's output"
+            assert item["input"] in SPEC["stages"]["pretrain"]["deps"], f"{folder}: {method}: pretrain lacks its input"
     assert METHODS["ccvit"]["input"] == "models/tokenizer" and METHODS["img2vec"]["input"] == "models/teacher"
+
+
+def test_matrix_stages_are_named_by_recipe_and_seed():
+    assert {"pretrain@mae-0", "evaluate@dmjd-0", "transfer@cim-0", "baseline@mixmim-0", "scratch@0"} <= set(STAGES)
+    assert STAGES["pretrain@mae-0"]["cmd"] == "mim pretrain --method mae --seed 0"
+    assert STAGES["baseline@mixmim-0"]["cmd"] == "mim evaluate --baseline-of mixmim --seed 0"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -177,7 +198,7 @@ def test_every_output_is_declared_once():
 
 def test_comparison_plot_covers_every_method():
     plotted = {y for plot in SPEC["plots"] for p in plot.values() for y in p.get("y", {})}
-    assert plotted >= {f"plots/pretrain/{m}/history.csv" for m in METHODS}
+    assert plotted >= {f"plots/pretrain/{m}/seed-{SEEDS[0]}/history.csv" for m in METHODS}
 
 
 def test_diversity_stage_depends_on_every_encoder_it_analyses():
@@ -211,12 +232,13 @@ def _has_cycle(stages: dict[str, dict]) -> bool:
     return any(n not in state and visit(n) for n in stages)
 
 
-def test_an_encoder_teacher_keeps_the_graph_acyclic_unless_a_student_teaches_itself():
+def test_an_encoder_teacher_from_outside_models_keeps_the_graph_acyclic():
+    """Every pre-training depends on models/teacher (a matrix cannot pick one recipe's input), so a teacher made
+    from an encoder this pipeline trains is a cycle; a copy outside models/ (docs/teachers.md) is not."""
     assert not _has_cycle(STAGES)
     teacher = STAGES["teacher"]
-    mae, own = (f"models/{m}/encoder.safetensors" for m in ("mae", "img2vec"))
-    with_mae = {**STAGES, "teacher": {**teacher, "deps": [*teacher["deps"], mae]}}  # pretrain@mae -> teacher
-    assert not _has_cycle(with_mae)
-    assert "models/teacher" not in json.dumps(STAGES["pretrain@mae"]["deps"])  # mae does not learn from the teacher
-    with_own = {**STAGES, "teacher": {**teacher, "deps": [*teacher["deps"], own]}}
-    assert _has_cycle(with_own)  # control: img2vec's own encoder as its teacher is a cycle
+    copied = {**STAGES, "teacher": {**teacher, "deps": [*teacher["deps"], "teachers/mae.safetensors"]}}
+    assert not _has_cycle(copied)
+    assert "models/teacher" in json.dumps(STAGES["pretrain@mae-0"]["deps"])
+    trained = {**STAGES, "teacher": {**teacher, "deps": [*teacher["deps"], "models/mae/seed-0/encoder.safetensors"]}}
+    assert _has_cycle(trained)  # control: the detector sees the cycle docs/teachers.md warns about

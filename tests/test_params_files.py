@@ -101,7 +101,8 @@ def test_cli_params_check_and_show(params_dir):
 
 def test_stage_command_fails_fast_on_bad_params(params_dir, tmp_path):
     _edit(params_dir, "mae", {"train.stepz": 3})
-    r = run_mim("pretrain", "--method", "mae", "--params-dir", str(params_dir), env={"MIM_TRACKING": "off"})
+    r = run_mim("pretrain", "--method", "mae", "--seed", "0", "--params-dir", str(params_dir),
+                env={"MIM_TRACKING": "off"})
     assert r.returncode == 2 and f"{params_dir}/mae.yaml: train.stepz: Extra inputs are not permitted" in r.stderr
 
 

@@ -36,13 +36,13 @@ def _timm(folder):
 def test_vit_export_loads_in_timm_with_the_evaluation_features(tmp_path, monkeypatch, caplog, pool):
     torch.manual_seed(0)
     encoder = build_vit(ViTSpec(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)).eval()
-    (tmp_path / "models" / "mae").mkdir(parents=True)
-    _encoder_file(tmp_path / "models" / "mae" / "encoder.safetensors", encoder)
+    (tmp_path / "models" / "mae" / "seed-1").mkdir(parents=True)
+    _encoder_file(tmp_path / "models" / "mae" / "seed-1" / "encoder.safetensors", encoder)
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "eval.yaml").write_text(f"pool: {pool}\n")
     monkeypatch.chdir(tmp_path)
     with caplog.at_level("INFO", "mim.export"):
-        assert main(["export", "mae", "out"]) == 0  # the recipe form, in process; the pooling from params/eval.yaml
+        assert main(["export", "mae", "out", "--seed", "1"]) == 0  # the recipe form; the pooling from params/eval.yaml
     assert "(not that model's shape)" in caplog.text
     model = _timm(tmp_path / "out")
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))

@@ -19,8 +19,10 @@ from mim.models.hier import HierEncoder, HierSpec
 from mim.models.vit import ViTSpec, build_vit
 from mim.params import DataParams
 from mim.params.bind.data import augment
+from mim.project.graph import pipeline
 from mim.project.results import baselines
 from mim.stages.report import gather, render
+from tests.helpers import ROOT
 
 
 def _lr_of(model: torch.nn.Module, groups: list[dict]) -> dict[str, float]:
@@ -101,17 +103,24 @@ def test_finetune_refuses_a_checkpoint_of_another_architecture(tmp_path):
 
 def test_report_with_some_methods_missing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "metrics/pretrain").mkdir(parents=True)
-    (tmp_path / "metrics/evaluate").mkdir(parents=True)
-    (tmp_path / "metrics/transfer").mkdir(parents=True)
-    (tmp_path / "metrics/pretrain/mae.json").write_text(json.dumps({"wall_time_s": 88.0, "images_per_s": 1354.0}))
-    (tmp_path / "metrics/evaluate/mae.json").write_text(json.dumps({"knn_top1": 74.89, "linear_top1": 70.28}))
-    (tmp_path / "metrics/transfer/mae.json").write_text(json.dumps({"finetune_top1": 85.5}))
-    (tmp_path / "metrics/evaluate/baseline-mae.json").write_text(json.dumps({"knn_top1": 64.97, "linear_top1": 66.6}))
-    (tmp_path / "metrics/transfer/scratch.json").write_text(json.dumps({"finetune_top1": 80.1}))
-    rows = gather(tmp_path, ["mae", "dmjd"])
-    text = render(rows, baselines(tmp_path, "mae"), {"pretrain@mae": "abc123"}, {})
+    (tmp_path / "params").mkdir()
+    for name in ("mae", "dmjd", "transfer", "data"):
+        (tmp_path / "params" / f"{name}.yaml").write_text((ROOT / "params" / f"{name}.yaml").read_text())
+    (tmp_path / "params/pipeline.yaml").write_text("methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0]\n")
+    for stage in ("pretrain/mae", "evaluate/mae", "transfer/mae", "evaluate/baseline-mae", "transfer/scratch"):
+        (tmp_path / "metrics" / stage).mkdir(parents=True)
+    (tmp_path / "metrics/pretrain/mae/seed-0.json").write_text(json.dumps({"wall_time_s": 88.0,
+                                                                           "images_per_s": 1354.0}))
+    (tmp_path / "metrics/evaluate/mae/seed-0.json").write_text(json.dumps({"knn_top1": 74.89, "linear_top1": 70.28}))
+    (tmp_path / "metrics/transfer/mae/seed-0.json").write_text(json.dumps({"finetune_top1": 85.5}))
+    (tmp_path / "metrics/evaluate/baseline-mae/seed-0.json").write_text(json.dumps({"knn_top1": 64.97,
+                                                                                   "linear_top1": 66.6}))
+    (tmp_path / "metrics/transfer/scratch/seed-0.json").write_text(json.dumps({"finetune_top1": 80.1}))
+    pipe = pipeline(tmp_path)
+    rows = gather(tmp_path, pipe, tmp_path / "params", "mae")
+    text = render(rows, baselines(tmp_path, pipe, "mae"), {"pretrain@mae-0": "abc123"}, {}, pipe.seeds)
     lines = text.splitlines()
-    assert "| mae | - | - | 88 | 1354 | 74.89 | 70.28 | 85.50 | - | abc123 |" in lines
-    assert "| dmjd | - | - | not run | - | not run | not run | not run | - | - |" in lines
-    assert "| random-init mae encoder (baseline) | - | - | - | - | 64.97 | 66.60 | 80.10 | - | - |" in lines
+    assert "| mae | - | - | 1 seed, no interval | 88 | 1354 | 74.89 | 70.28 | 85.50 | - | abc123 |" in lines
+    assert "| dmjd | - | - | - | not run | - | not run | not run | not run | - | - |" in lines
+    assert ("| random-init mae encoder (baseline) | - | - | 1 seed, no interval | - | - | 64.97 | 66.60 | 80.10 | - "
+            "| - |") in lines

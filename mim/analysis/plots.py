@@ -174,9 +174,11 @@ def save_level_curves(curves: dict[str, list[float]], url: str, *, title: str, y
     _save(fig, url)
 
 
-def save_grouped_bars(values: dict[str, dict[str, float]], url: str, *, title: str, ylabel: str) -> None:
+def save_grouped_bars(values: dict[str, dict[str, float]], url: str, *, title: str, ylabel: str,
+                      errors: dict[str, dict[str, float]] | None = None) -> None:
     """One group of bars per label (e.g. a method), one bar per series (e.g. k-NN, linear, fine-tune); a missing
-    value leaves a gap."""
+    value leaves a gap; `errors` ({label: {series: half-width}}) draws an error bar where it has one."""
+    errors = errors or {}
     labels = list(values)
     series = list(dict.fromkeys(k for v in values.values() for k in v))
     width = 0.8 / max(1, len(series))
@@ -184,7 +186,9 @@ def save_grouped_bars(values: dict[str, dict[str, float]], url: str, *, title: s
     xs = np.arange(len(labels))
     for i, name in enumerate(series):
         ys = [values[label].get(name, np.nan) for label in labels]
-        ax.bar(xs + (i - (len(series) - 1) / 2) * width, ys, width, label=name)
+        yerr = [errors.get(label, {}).get(name, 0.0) for label in labels]
+        ax.bar(xs + (i - (len(series) - 1) / 2) * width, ys, width, label=name,
+               yerr=yerr if any(yerr) else None, capsize=2)
     ax.set_xticks(xs, labels, rotation=30, ha="right")
     finite = [v for d in values.values() for v in d.values() if np.isfinite(v)]
     if finite:

@@ -1,4 +1,4 @@
-"""`mim export RECIPE DIR` (or `mim export --encoder FILE DIR`): an encoder as a timm folder (`config.json`,
+"""`mim export RECIPE DIR [--seed S]` (or `mim export --encoder FILE DIR`): an encoder as a timm folder (`config.json`,
 `model.safetensors`, `README.md`) that `timm.create_model("local-dir:DIR", pretrained=True)` loads; `--push org/name`
 uploads it to the Hugging Face hub. The library part is `mim.models.timm_export`."""
 
@@ -16,14 +16,16 @@ log = logging.getLogger("mim.export")
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write an encoder as a timm folder (config.json + model.safetensors)",
                        usage="%(prog)s RECIPE DIR [options]\n       %(prog)s --encoder FILE DIR [options]",
-                       description="`mim export RECIPE DIR` reads models/RECIPE/encoder.safetensors (`--encoder FILE "
-                       "DIR` any encoder file) and writes DIR/config.json, DIR/model.safetensors and a DIR/README.md "
-                       "model card, so that `timm.create_model('local-dir:DIR', pretrained=True)` builds it with no "
-                       "other argument and model(x) gives the features mim's evaluation uses (the pooling of "
-                       "PARAMS_DIR/eval.yaml). A ViT (any shape) and a timm CNN export; the hierarchical MixMIM "
-                       "encoder is refused (no timm model computes it). docs/export.md.")
-    p.add_argument("paths", nargs="+", metavar="RECIPE|DIR", help="the recipe whose models/RECIPE/encoder.safetensors "
-                   "to export and the output folder (with --encoder: the output folder alone)")
+                       description="`mim export RECIPE DIR` reads models/RECIPE/seed-S/encoder.safetensors "
+                       "(`--encoder FILE DIR` any encoder file) and writes DIR/config.json, DIR/model.safetensors "
+                       "and a DIR/README.md model card, so that `timm.create_model('local-dir:DIR', pretrained=True)` "
+                       "builds it with no other argument and model(x) gives the features mim's evaluation uses (the "
+                       "pooling of PARAMS_DIR/eval.yaml). A ViT (any shape) and a timm CNN export; the hierarchical "
+                       "MixMIM encoder is refused (no timm model computes it). docs/export.md.")
+    p.add_argument("paths", nargs="+", metavar="RECIPE|DIR", help="the recipe whose models/RECIPE/seed-S/"
+                   "encoder.safetensors to export and the output folder (with --encoder: the output folder alone)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="the pipeline seed whose encoder to export "
+                   "(default 0)")
     p.add_argument("--encoder", metavar="FILE", help="export this encoder.safetensors (a one-off run's) instead of a "
                    "recipe's")
     p.add_argument("--pool", choices=("cls", "mean"), help="the features model(x) gives: the class token or the mean "
@@ -42,7 +44,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mim.io import check_output_folder
     from mim.models.hub import check_repo_id, hub_token, push_folder
     from mim.models.timm_export import check_local, export_for_timm
-    from mim.project.layout import encoder_file
+    from mim.project.layout import encoder_file, stage_name
 
     if args.encoder:
         if len(args.paths) != 1:
@@ -52,10 +54,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         if len(args.paths) != 2:
             raise UsageError(f"give RECIPE DIR (or --encoder FILE DIR), got {' '.join(args.paths)}")
         name, out = args.paths
-        path = str(encoder_file(name))
+        path = str(encoder_file(name, args.seed))
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no encoder of recipe {name!r} there (run `dvc repro pretrain@{name}` "
-                                    "first, or give --encoder FILE)")
+            raise FileNotFoundError(f"{path}: no encoder of recipe {name!r} at seed {args.seed} there (run `dvc repro "
+                                    f"{stage_name('pretrain', name, args.seed)}` first, or give --encoder FILE)")
     check_local(out)
     check_output_folder(out)  # a file in the way or a read-only place: one line before any work
     if args.push:

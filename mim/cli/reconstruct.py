@@ -1,5 +1,5 @@
-"""`mim reconstruct --model models/M --images DIR_OR_URL --out DIR`: reconstruction grids (and ViT attention maps)
-of a trained model on your own images (docs/pictures.md)."""
+"""`mim reconstruct --model models/M/seed-0 --images DIR_OR_URL --out DIR`: reconstruction grids (and ViT attention
+maps) of a trained model on your own images (docs/pictures.md)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ log = logging.getLogger("mim")
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reconstruct", help="reconstruction grids and attention maps of a trained model on your images",
-                       description="Rebuild the method of a model folder (models/<recipe>: params.json and "
+                       description="Rebuild the method of a model folder (models/<recipe>/seed-<s>: params.json and "
                        "model.safetensors), show it a folder (or fsspec URL) of images of any size and format "
                        "(resized and center-cropped to the model's image size) and write grids of input / masked / "
                        "prediction / composite under a seeded mask (the same for every method at a given grid, "
                        "mask unit and ratio), and for a ViT encoder the class token's last-layer attention per "
                        "head.")
-    p.add_argument("--model", required=True, help="model folder written by pre-training, e.g. models/mae")
+    p.add_argument("--model", required=True, help="model folder written by pre-training, e.g. models/mae/seed-0")
     p.add_argument("--images", required=True, help="folder or fsspec URL of image files (jpg, png, webp, tif, ...)")
     p.add_argument("--out", required=True, help="output folder for reconstructions-NN.png and attention-NN.png")
     p.add_argument("--seed", type=int, default=0, help="mask seed (default 0): the same seed gives the same masks")

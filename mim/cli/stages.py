@@ -47,8 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=cmd_simple_stage)
 
     p = sub.add_parser("pretrain", help="pre-train an encoder with a MIM method",
-                       description="Stage form (what dvc.yaml runs): `mim pretrain --method M` writes models/M/, "
-                       "metrics/pretrain/M.json and plots/pretrain/M/. One-off form: `--out DIR` (and/or `--params "
+                       description="Stage form (what dvc.yaml runs): `mim pretrain --method M --seed S` writes "
+                       "models/M/seed-S/, metrics/pretrain/M/seed-S.json and plots/pretrain/M/seed-S/, with "
+                       "train.seed = S. One-off form: `--out DIR` (and/or `--params "
                        "FILE`) trains into DIR (default runs/<method>). Both forms read their params by one rule: "
                        "the data is PARAMS_DIR/data.yaml (the one-off form: when it exists), the recipe is "
                        "PARAMS_DIR/M.yaml, or the one-off form's --params FILE (then PARAMS_DIR/M.yaml is not "
@@ -56,6 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "built-in defaults), and --set KEY=VALUE (data.KEY too) goes last.")
     p.add_argument("--method", metavar="RECIPE", help=f"a method ({', '.join(METHOD_NAMES)}) or a variant recipe "
                    "(params/<name>.yaml naming its method, e.g. cim-resnet)")
+    add_seed(p, "train.seed")
     add_params_dir(p, "data.yaml and the recipes: ")
     p.add_argument("--params", help="one-off form: YAML params file (a recipe, optionally with a `data:` section "
                    "that overrides PARAMS_DIR/data.yaml)")
@@ -68,14 +70,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pretrain)
 
     e = sub.add_parser("evaluate", help="k-NN and linear probe of a frozen encoder",
-                       description="Stage form: `mim evaluate --method M` evaluates models/M/encoder.safetensors on "
-                       "data/prepared with params/eval.yaml; `--baseline-of R` evaluates a random-init encoder of "
-                       "recipe R's shape, `--pixels` the raw pixels. One-off form: `--encoder FILE` on the data of "
+                       description="Stage form: `mim evaluate --method M --seed S` evaluates "
+                       "models/M/seed-S/encoder.safetensors on data/prepared with params/eval.yaml (its seed = S); "
+                       "`--baseline-of R --seed S` evaluates a random-init encoder of recipe R's shape, `--pixels` the "
+                       "raw pixels. One-off form: `--encoder FILE` on the data of "
                        "PARAMS_DIR/data.yaml (when it exists) and --set data.KEY=VALUE; the file's metadata is never "
                        "read as a data source.")
     e.add_argument("--method", metavar="RECIPE", help="stage form: evaluate this recipe's encoder (models/RECIPE)")
     e.add_argument("--baseline-of", metavar="RECIPE",
-                   help="stage form: a random-init encoder of RECIPE's shape -> metrics/evaluate/baseline-RECIPE.json")
+                   help="stage form: a random-init encoder of RECIPE's shape -> "
+                   "metrics/evaluate/baseline-RECIPE/seed-S.json")
+    add_seed(e, "eval.yaml's seed")
     e.add_argument("--pixels", action="store_true",
                    help="stage form: the raw-pixel baseline -> metrics/evaluate/pixels.json")
     add_params_dir(e, "data.yaml (both forms) and eval.yaml (stage form): ")
@@ -90,6 +95,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("transfer", help="stage: fine-tune a pre-trained encoder (or the scratch baseline)")
     tr.add_argument("--method", metavar="RECIPE", help="fine-tune models/RECIPE/encoder.safetensors")
     tr.add_argument("--scratch", action="store_true", help="the same recipe from a random encoder (scratch_of)")
+    add_seed(tr, "finetune.seed and eval.yaml's seed")
     add_params_dir(tr)
     add_set(tr)
     tr.set_defaults(func=cmd_transfer)
@@ -102,6 +108,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("methods", nargs="*", help="default: every method in dvc.yaml")
     cmp.set_defaults(func=cmd_compare)
     export.add_parsers(sub)  # `mim export`: an encoder as a timm folder (mim/cli/export.py)
+
+
+def add_seed(p: argparse.ArgumentParser, replaces: str) -> None:
+    p.add_argument("--seed", type=int, metavar="S", help=f"stage form: the seed (one of params/pipeline.yaml's "
+                   f"seeds); it replaces {replaces} and picks the per-seed outputs")
+
+
+def stage_seed(args: argparse.Namespace, command: str) -> int:
+    """The stage form's `--seed`, required: the outputs are per seed."""
+    if args.seed is None:
+        raise UsageError(f"stage form: give --seed S (one of params/pipeline.yaml's seeds), e.g. `mim {command} "
+                          f"--seed 0`")
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: a seed is a non-negative integer")
+    return args.seed
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -154,24 +175,28 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     one_off = args.params is not None or args.out is not None
     if not one_off and not args.method:
         raise ParamsError("give --method (stage form) or --params/--out (one-off form)")
+    if one_off and args.seed is not None:
+        raise UsageError("--seed is the stage form's (dvc.yaml); a one-off run takes --set train.seed=S")
     if not one_off:
         refuse_sets(args, args.method, "--out DIR")
+        seed = stage_seed(args, f"pretrain --method {args.method}")
     if args.resume:
         args.overrides = [*args.overrides, f"train.resume={args.resume}"]
     if one_off:
         return runs.pretrain(args)
     from mim.engine.launch import needs_launch, relaunch_with_torchrun
     from mim.params import load_pretrain
+    from mim.project.layout import checkpoint_name, stage_name
 
     launcher = load_pretrain(args.params_dir, args.method, args.overrides).launcher
-    with holding_checkpoint(f"pretrain-{args.method}"):  # for the whole run, its ranks included
+    with holding_checkpoint(checkpoint_name("pretrain", args.method, seed)):  # for the whole run, its ranks included
         if needs_launch(launcher.nproc_per_node, launcher.nnodes):
             return relaunch_with_torchrun(launcher.nproc_per_node, launcher.nnodes, args.argv,
                                           launcher.rdzv_timeout_s)
         from mim.stages import pretrain
 
-        with stage_clock(f"pretrain@{args.method}"):  # rank 0 writes it (a relaunched stage: from its start)
-            metrics = pretrain.run(args.method, args.params_dir, args.overrides)
+        with stage_clock(stage_name("pretrain", args.method, seed)):  # rank 0 writes it (relaunched: from its start)
+            metrics = pretrain.run(args.method, seed, args.params_dir, args.overrides)
     if metrics:
         logging.getLogger("mim").info("done: %d steps, final loss %.4f, %.0f img/s", metrics["steps"],
                                       metrics["final_loss"], metrics["images_per_s"])
@@ -181,19 +206,25 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     stage_forms = [f for f in (args.method, args.baseline_of, args.pixels or None) if f]
     if args.encoder is not None:
-        if stage_forms:
-            raise ParamsError("--encoder (one-off form) cannot be combined with the stage form")
+        if stage_forms or args.seed is not None:
+            raise ParamsError("--encoder (one-off form) cannot be combined with the stage form (--method, "
+                              "--baseline-of, --pixels, --seed)")
         return runs.evaluate(args)
     if len(stage_forms) != 1:
         raise ParamsError("give one of --method R, --baseline-of R or --pixels (stage form), "
                           "or --encoder FILE (one-off form)")
     refuse_sets(args, "eval", "--encoder FILE")
+    if args.pixels and args.seed is not None:
+        raise UsageError("--pixels takes no --seed (raw pixels have no random init: eval.yaml's seed is used)")
+    seed = None if args.pixels else stage_seed(args, f"evaluate {'--method' if args.method else '--baseline-of'} "
+                                                     f"{args.method or args.baseline_of}")
+    from mim.project.layout import stage_name
     from mim.stages import evaluate
 
-    name = "pixels" if args.pixels else f"baseline@{args.baseline_of}" if args.baseline_of else \
-        f"evaluate@{args.method}"
+    name = "pixels" if args.pixels else stage_name("baseline", args.baseline_of, seed) if args.baseline_of else \
+        stage_name("evaluate", args.method, seed)
     with stage_clock(name):
-        results = evaluate.run(args.method or args.baseline_of, args.params_dir, args.overrides,
+        results = evaluate.run(args.method or args.baseline_of, seed, args.params_dir, args.overrides,
                                baseline=args.baseline_of is not None, pixels=args.pixels)
     label = "pixels" if args.pixels else "random_init" if args.baseline_of else "encoder"
     print(runs.format_eval_table({label: results}))
@@ -204,11 +235,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if bool(args.method) == args.scratch:
         raise ParamsError("give one of --method RECIPE or --scratch")
     refuse_sets(args, "transfer")
+    seed = stage_seed(args, f"transfer {f'--method {args.method}' if args.method else '--scratch'}")
+    from mim.project.layout import checkpoint_name, stage_name
     from mim.stages import transfer
 
-    name = f"transfer@{args.method}" if args.method else "scratch"
-    with stage_clock(name), holding_checkpoint(f"transfer-{args.method or 'scratch'}"):
-        print(json.dumps(transfer.run(args.method, args.params_dir, args.overrides), indent=2))
+    name = stage_name("transfer", args.method, seed) if args.method else stage_name("scratch", "scratch", seed)
+    with stage_clock(name), holding_checkpoint(checkpoint_name("transfer", args.method or "scratch", seed)):
+        print(json.dumps(transfer.run(args.method, seed, args.params_dir, args.overrides), indent=2))
     return 0
 
 
@@ -237,6 +270,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     root = project_dir()
     known = list(pipeline_methods(root))
     if unknown := [m for m in args.methods if m not in known]:
-        raise UsageError(f"unknown method {unknown[0]!r}: dvc.yaml runs {', '.join(known)}")
+        raise UsageError(f"unknown method {unknown[0]!r}: params/pipeline.yaml runs {', '.join(known)}")
     print(comparison_table(root, args.methods or known), end="")
     return 0

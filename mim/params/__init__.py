@@ -38,6 +38,7 @@ from mim.params.models import (
     TrainParams,
     ViTParams,
 )
+from mim.params.pipeline import PipelineParams, RecipeInput
 from mim.params.targets import DiversityParams, TeacherParams, TeacherSpec, TokenizerParams
 
 __all__ = [
@@ -49,5 +50,5 @@ __all__ = [
     "load_with_data", "model_for", "resolved", "split_overrides",
     "AugmentParams", "DataParams", "DecoderParams", "EvalParams", "KnnParams", "LauncherParams", "LinearParams",
     "MaeParams", "OptimParams", "ParamsError", "PretrainParams", "ScheduleParams", "SimMimParams", "TrainParams",
-    "ViTParams", "apply_overrides", "load_params", "read_yaml", "validate",
+    "PipelineParams", "RecipeInput", "ViTParams", "apply_overrides", "load_params", "read_yaml", "validate",
 ]

@@ -27,13 +27,14 @@ from mim.params.loading import (
 )
 from mim.params.methods import METHOD_NAMES
 from mim.params.models import DataParams, PretrainParams, RecipeParams
+from mim.params.pipeline import PipelineParams
 from mim.params.targets import DiversityParams, TeacherParams, TokenizerParams
 
 log = logging.getLogger("mim")
 DEFAULT_PARAMS_DIR = "params"
 SHARED_FILES: dict[str, type[BaseModel]] = {"data": DataParams, "eval": EvalParams, "tokenizer": TokenizerParams,
                                               "teacher": TeacherParams, "diversity": DiversityParams,
-                                              "transfer": TransferParams}
+                                              "transfer": TransferParams, "pipeline": PipelineParams}
 
 
 def model_for(name: str) -> type[BaseModel]:
@@ -177,6 +178,9 @@ def check_dir(params_dir: str | Path) -> dict[str, BaseModel]:
         except ParamsError as err:
             errors += problems_of(err)
     errors += cross_file_problems(params_dir, valid)
+    if isinstance(pipeline := valid.get("pipeline"), PipelineParams):
+        errors += [f"{params_dir / 'pipeline.yaml'}: methods: {name}: no {params_dir / (name + '.yaml')}"
+                   for name in pipeline.methods if not (params_dir / f"{name}.yaml").is_file()]
     for name in ("data", "eval"):
         if name not in valid and not any(e.startswith(str(params_dir / name)) for e in errors):
             errors.append(f"{params_dir / (name + '.yaml')}: params file not found")

@@ -19,12 +19,15 @@ from pydantic_core import PydanticUndefined
 
 from mim.params.evaluation import EvalParams, TransferParams
 from mim.params.models import DataParams, RecipeParams
+from mim.params.pipeline import PipelineParams
 from mim.params.targets import DiversityParams, TeacherParams, TokenizerParams
 
 REGENERATE = "mim params reference > docs/params.md"
 
 # (file, model, what it is), in the order a newcomer meets them
 FILES: tuple[tuple[str, type[BaseModel], str], ...] = (
+    ("pipeline.yaml", PipelineParams, "the pipeline's recipes, their random-init baselines and the seeds "
+     "(dvc.yaml's `vars`)"),
     ("data.yaml", DataParams, "the images every stage reads: source, splits, size, normalization, augmentation, "
      "storage"),
     ("<recipe>.yaml", RecipeParams, "one pre-training recipe (`mae.yaml`, `cim-resnet.yaml`, ...): the method, "

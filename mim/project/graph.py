@@ -1,4 +1,5 @@
-"""The pipeline graph as `dvc.yaml` declares it: which methods run, and which stage builds each one's input."""
+"""The pipeline graph as `dvc.yaml` and `params/pipeline.yaml` declare it: which recipes and seeds run, and which
+stage builds each recipe's input."""
 
 from __future__ import annotations
 
@@ -7,17 +8,30 @@ from typing import Any
 
 import yaml
 
+from mim.params import PipelineParams, load_params
+from mim.project.layout import PIPELINE_PARAMS, stage_name
+
 
 def dvc_spec(root: Path) -> dict[str, Any]:
     return yaml.safe_load((root / "dvc.yaml").read_text())
 
 
+def pipeline(root: Path) -> PipelineParams:
+    """`params/pipeline.yaml` under `root` (the file dvc.yaml reads as `vars`), validated."""
+    path = root / PIPELINE_PARAMS
+    if not path.is_file():
+        raise ValueError(f"{path}: not found (dvc.yaml reads the recipes and seeds from it)")
+    return load_params(PipelineParams, path)
+
+
 def pipeline_methods(root: Path) -> dict[str, dict[str, Any]]:
-    """The methods `dvc.yaml` runs (its `vars: methods` mapping: method -> {input: ...})."""
-    for entry in dvc_spec(root).get("vars", []):
-        if isinstance(entry, dict) and "methods" in entry:
-            return dict(entry["methods"])
-    raise ValueError(f"{root / 'dvc.yaml'}: no `vars: - methods: {{...}}` mapping")
+    """The recipes the pipeline runs: recipe -> {input: ...}, in the file's order."""
+    return {m: item.model_dump() for m, item in pipeline(root).methods.items()}
+
+
+def recipe_stages(root: Path, recipe: str, stages: tuple[str, ...] = ("pretrain", "evaluate")) -> list[str]:
+    """`pretrain@<recipe>-<seed>`, `evaluate@<recipe>-<seed>`, ... for every seed, seed by seed."""
+    return [stage_name(stage, recipe, s) for s in pipeline(root).seeds for stage in stages]
 
 
 def input_stage(root: Path, method: str) -> str | None:
@@ -25,7 +39,7 @@ def input_stage(root: Path, method: str) -> str | None:
     wanted = pipeline_methods(root)[method].get("input")
     for name, stage in dvc_spec(root)["stages"].items():
         outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
-        if "foreach" not in stage and wanted in outs and name != "prepare":
+        if not {"foreach", "matrix"} & set(stage) and wanted in outs and name != "prepare":
             return name
     return None
 

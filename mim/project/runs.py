@@ -6,14 +6,15 @@ from mim.engine.files import PretrainFiles
 from mim.project.layout import ENCODER_FILE, MODEL_FILE, encoder_file, metrics_file, model_dir, plots_dir
 
 
-def stage_files(recipe: str, checkpoint: str) -> PretrainFiles:
-    """The pretrain stage's outputs: the encoder and the full model in `models/<recipe>/`, the pictures and history
-    DVC plots in `plots/pretrain/<recipe>/`, the metrics in `metrics/pretrain/<recipe>.json`."""
-    plots = plots_dir("pretrain", recipe)
-    return PretrainFiles(checkpoint=checkpoint, encoder=str(encoder_file(recipe)),
-                         model=str(model_dir(recipe) / MODEL_FILE), history=str(plots / "history.csv"),
+def stage_files(recipe: str, seed: int, checkpoint: str) -> PretrainFiles:
+    """The pretrain stage's outputs for one seed: the encoder and the full model in `models/<recipe>/seed-<s>/`,
+    the pictures and history DVC plots in `plots/pretrain/<recipe>/seed-<s>/`, the metrics in
+    `metrics/pretrain/<recipe>/seed-<s>.json`."""
+    plots = plots_dir("pretrain", recipe, seed)
+    return PretrainFiles(checkpoint=checkpoint, encoder=str(encoder_file(recipe, seed)),
+                         model=str(model_dir(recipe, seed) / MODEL_FILE), history=str(plots / "history.csv"),
                          parts=str(plots / "parts"),
-                         metrics=str(metrics_file("pretrain", recipe)), loss_plot=str(plots / "loss.png"),
+                         metrics=str(metrics_file("pretrain", recipe, seed)), loss_plot=str(plots / "loss.png"),
                          reconstructions=str(plots / "reconstructions.png"))
 
 

@@ -1,8 +1,10 @@
-"""`mim evaluate --method R`: k-NN and linear probe of `models/R/encoder.safetensors` on the prepared data.
+"""`mim evaluate --method R --seed S`: k-NN and linear probe of `models/R/seed-S/encoder.safetensors` on the prepared
+data, with eval.yaml's seed set to S.
 
-`--baseline-of R` evaluates a randomly initialised encoder of recipe R's shape (name `baseline-R`), `--pixels`
-the raw pixels (name `pixels`), under the same protocol. Outputs: `metrics/evaluate/<name>.json` and
-`plots/evaluate/<name>.json`. `evaluate` is also the one-off form's (`mim evaluate --encoder FILE`).
+`--baseline-of R --seed S` evaluates a randomly initialised encoder of recipe R's shape (name `baseline-R`, seeded
+by S), `--pixels` the raw pixels (name `pixels`, eval.yaml's own seed), under the same protocol. Outputs:
+`metrics/evaluate/<name>/seed-S.json` and `plots/evaluate/<name>/seed-S.json` (`pixels.json` for the pixels).
+`evaluate` is also the one-off form's (`mim evaluate --encoder FILE`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from mim.params import DataParams, EvalParams, load_pretrain, load_with_data
 from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.params.bind.evaluation import probe_config
-from mim.project.layout import PREPARED, encoder_file, metrics_file, plots_dir
+from mim.project.layout import PREPARED, encoder_file, metrics_file, plots_dir, stage_name
 from mim.tracking import StageRun, path_md5
 from mim.tracking.timings import timed
 
@@ -48,30 +50,34 @@ def baseline_encoder(params_dir: str | Path, recipe: str, data: DataParams, stor
     return random_init_encoder(spec, seed, "random-init")
 
 
-def run(method: str | None, params_dir: str | Path, overrides: list[str] | None = None, baseline: bool = False,
-        pixels: bool = False) -> dict:
-    """Evaluate `models/<method>/` (default), a random-init encoder of `method`'s recipe (`baseline`), or the raw
-    pixels (`pixels`); every result has `knn_top1` and `linear_top1` (percent)."""
-    params, data = load_with_data(params_dir, "eval", overrides)
+def run(method: str | None, seed: int | None, params_dir: str | Path, overrides: list[str] | None = None,
+        baseline: bool = False, pixels: bool = False) -> dict:
+    """Evaluate `models/<method>/seed-<seed>/` (default), a random-init encoder of `method`'s recipe (`baseline`), or
+    the raw pixels (`pixels`, `seed` None); `seed` replaces eval.yaml's. Every result has `knn_top1` and
+    `linear_top1` (percent)."""
+    extra = [] if seed is None else [f"seed={seed}"]
+    params, data = load_with_data(params_dir, "eval", [*(overrides or []), *extra])
     name = "pixels" if pixels else f"baseline-{method}" if baseline else method
     check_prepared(data, PREPARED, Path(params_dir) / "data.yaml")
     with timed("data_s"):
         train, test = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
-    with StageRun("evaluate", name, tags={"evaluated": method or "pixels"}) as tracker:
+    run_name = stage_name("baseline", method, seed) if baseline else stage_name("evaluate", name, seed)
+    tags = {"evaluated": method or "pixels", **({"seed": str(seed)} if seed is not None else {})}
+    with StageRun("evaluate", name, tags=tags, run_name=run_name) as tracker:
         tracker.log_params({"eval": params.model_dump(mode="json"), "data": data.model_dump(mode="json")})
         if pixels:
             features = None
         elif baseline:
             features = baseline_encoder(params_dir, method, data, train.channels, params.seed)
         else:
-            path = encoder_file(method)
+            path = encoder_file(method, seed)
             tracker.set_tags({"dvc.dep.encoder": path_md5(path)})
             features = load_encoder(str(path), img_size=data.image_size)  # FastMIM pre-trains smaller
         results = evaluate(features, train, test, params, data)
         tracker.log_metrics({f"eval/{m}": results[m] for m in ("knn_top1", "linear_top1")})
-        metrics_path = metrics_file("evaluate", name)
+        metrics_path = metrics_file("evaluate", name, seed)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")
         rows = [{"features": name, "protocol": p, "top1": results[f"{p}_top1"]} for p in ("knn", "linear")]
-        write_text(str(plots_dir("evaluate", name).with_suffix(".json")), json.dumps(rows, indent=2) + "\n")
+        write_text(str(plots_dir("evaluate", name, seed).with_suffix(".json")), json.dumps(rows, indent=2) + "\n")
         tracker.log_artifact(metrics_path)
     return results

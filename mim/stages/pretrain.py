@@ -1,11 +1,12 @@
-"""`mim pretrain --method M`: pre-train on the prepared data with `params/M.yaml` + `params/data.yaml`.
+"""`mim pretrain --method M --seed S`: pre-train on the prepared data with `params/M.yaml` + `params/data.yaml`, with
+`train.seed` set to S (one of params/pipeline.yaml's seeds).
 
-Outputs: `models/M/` (encoder.safetensors; model.safetensors, the full model; params.json),
-`metrics/pretrain/M.json`, `plots/pretrain/M/` (history.csv, parts/<loss part>.csv, loss.png, reconstructions.png);
-with tracking on, the reconstruction grid every `train.picture_every` steps goes to MLflow (docs/pictures.md). The
-training checkpoint lives under `.mim/checkpoints/` until the run completes, so a killed `dvc repro` resumes where it
-stopped; the full model stays (`model.init_from` starts another run from it). The one-off form
-(`mim pretrain --out DIR`) runs the same `mim.params.bind.training.pretrain_run` into another layout
+Outputs: `models/M/seed-S/` (encoder.safetensors; model.safetensors, the full model; params.json),
+`metrics/pretrain/M/seed-S.json`, `plots/pretrain/M/seed-S/` (history.csv, parts/<loss part>.csv, loss.png,
+reconstructions.png); with tracking on, the reconstruction grid every `train.picture_every` steps goes to MLflow
+(docs/pictures.md). The training checkpoint lives under `.mim/checkpoints/` until the run completes, so a killed
+`dvc repro` resumes where it stopped; the full model stays (`model.init_from` starts another run from it). The
+one-off form (`mim pretrain --out DIR`) runs the same `mim.params.bind.training.pretrain_run` into another layout
 (`mim.project.runs.run_files`).
 """
 
@@ -21,7 +22,7 @@ from mim.engine.distributed import shutdown_distributed
 from mim.params import load_pretrain
 from mim.params.bind.data import check_prepared
 from mim.params.bind.training import PICTURE_COUNT, pretrain_run
-from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_url, model_dir
+from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_name, checkpoint_url, model_dir, stage_name
 from mim.project.runs import stage_files
 from mim.tracking import StageRun, path_md5
 from mim.tracking.timings import timed
@@ -42,16 +43,18 @@ def input_tags(folder: str | None) -> dict[str, str]:
     return {"teacher.source": info["source"], "teacher.digest": info["weights_digest"]}
 
 
-def run(method: str, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    params = load_pretrain(params_dir, method, overrides)
+def run(method: str, seed: int, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """Pre-train recipe `method` with `train.seed` = `seed` into its per-seed layout; returns the metrics."""
+    params = load_pretrain(params_dir, method, [*(overrides or []), f"train.seed={seed}"])
     check_prepared(params.data, PREPARED, Path(params_dir) / "data.yaml")
     with timed("data_s"):
         data = open_prepared(PREPARED, "train")
     extra_input = params.method.input_dir
-    ckpt = checkpoint_url(f"pretrain-{method}")
-    files, params_file = stage_files(method, ckpt), model_dir(method) / PARAMS_FILE
+    ckpt = checkpoint_url(checkpoint_name("pretrain", method, seed))
+    files, params_file = stage_files(method, seed, ckpt), model_dir(method, seed) / PARAMS_FILE
     main = os.environ.get("RANK", "0") == "0"
-    with StageRun("pretrain", method, enabled=None if main else False) as tracker:
+    with StageRun("pretrain", method, enabled=None if main else False, tags={"seed": str(seed)},
+                  run_name=stage_name("pretrain", method, seed)) as tracker:
         tracker.log_params(params.model_dump(mode="json"))
         tracker.log_dataset(read_manifest(PREPARED)["source"], str(PREPARED), data.digest())
         tracker.set_tags({"dvc.dep.data/prepared": path_md5(PREPARED),

@@ -1,9 +1,13 @@
-"""`mim report`: every recipe of dvc.yaml side by side, the way the papers' tables do: encoder, size, pre-training
-cost, k-NN, linear probe, fine-tuning, token diversity, with the random-init, scratch and raw-pixel baselines.
-Writes `reports/comparison.md`, `reports/accuracy.png` (per method), `reports/accuracy_vs_time.png`,
-`reports/features.png` (feature PCA maps of every encoder on the same held-out images, shown above them) and
-copies of each method's reconstruction grid (the same held-out images for every method); logs them to MLflow (under the
-pipeline's parent run when a flow runs it). A method that has not run yet is listed as `not run`."""
+"""`mim report`: every recipe of params/pipeline.yaml side by side, the way the papers' tables do: encoder, size,
+pre-training cost, k-NN, linear probe, fine-tuning (and any other `<protocol>_top1` score the stages write), token
+diversity, with the random-init, scratch and raw-pixel baselines. Each score is the mean over the pipeline's seeds
+with its 95 % t interval (`mim.analysis.stats`), and each method's paired difference to its random-init twin (same
+seed, same architecture) says whether pre-training helped beyond the seed-to-seed noise.
+Writes `reports/comparison.md`, `reports/accuracy.png` (means with interval bars), `reports/accuracy_vs_time.png`,
+`reports/features.png` (feature PCA maps of every encoder of the first seed on the same held-out images, shown above
+them) and copies of each method's reconstruction grid (first seed; the same held-out images for every method); logs
+them to MLflow (under the pipeline's parent run when a flow runs it). A method that has not run yet is listed as
+`not run`."""
 
 from __future__ import annotations
 
@@ -15,15 +19,27 @@ from typing import Any
 
 from mim.analysis import save_grouped_bars, save_image_rows, save_scatter
 from mim.analysis.features import feature_maps
+from mim.analysis.stats import mean_interval
 from mim.data.prepared import load_prepared
 from mim.io import write_text
 from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
-from mim.params import load_with_data
+from mim.params import PipelineParams, load_with_data
 from mim.params.bind.data import augment
-from mim.project.graph import pipeline_methods
-from mim.project.layout import PARAMS_FILE, PREPARED, encoder_file, model_dir, plots_dir
-from mim.project.results import baselines, read_json, read_metrics
+from mim.project.graph import pipeline
+from mim.project.layout import PARAMS_FILE, PREPARED, encoder_file, model_dir, plots_dir, stage_name
+from mim.project.results import (
+    accuracy_keys,
+    architecture,
+    baselines,
+    difference_cell,
+    estimate_cell,
+    read_json,
+    recipe_scores,
+    seed_metrics,
+    twin_of,
+    twin_scores,
+)
 from mim.tracking import StageRun, latest_run_ids
 from mim.tracking.timings import PARTS, TIMINGS_DIR, read_timings
 
@@ -34,63 +50,105 @@ DIVERSITY_REBUILD = "re-run `dvc repro diversity`"
 PROTOCOLS = {"knn_top1": "k-NN", "linear_top1": "linear", "finetune_top1": "fine-tune"}
 
 
-def _pct(m: dict, key: str) -> str:
-    return f"{m[key]:.2f}" if key in m else "not run"
+def label(key: str) -> str:
+    """A column's name: k-NN, linear, fine-tune, else the protocol of `<protocol>_top1` (`linear_1pct`)."""
+    return PROTOCOLS.get(key, key.removesuffix("_top1"))
 
 
-def gather(root: Path, methods: list[str]) -> list[dict[str, Any]]:
-    """One row per method: whatever its stages have written so far."""
+def values(scores: dict[Any, dict[str, Any]], key: str) -> dict[Any, float]:
+    """{seed: scores[seed][key]} for the seeds that have `key`."""
+    return {s: m[key] for s, m in scores.items() if key in m}
+
+
+def gather(root: Path, pipe: PipelineParams, params_dir: str | Path, scratch_of: str | None) -> list[dict[str, Any]]:
+    """One row per recipe: whatever its stages have written so far, per seed, and its random-init twin's scores
+    (the baseline of the same architecture; the scratch fine-tune when the architecture is `scratch_of`'s)."""
     diversity = read_json(root / "metrics/diversity.json", DIVERSITY_REBUILD)
+    seeds = pipe.seeds
+    twins = {b: architecture(root, b, seeds, params_dir) for b in pipe.baselines}
+    scratch_arch = architecture(root, scratch_of, seeds, params_dir) if scratch_of else None
     rows = []
-    for m in methods:
-        meta = {}
-        params = read_json(root / model_dir(m) / PARAMS_FILE, f"re-run `dvc repro pretrain@{m}`")
-        if params:
+    for m in pipe.methods:
+        meta: dict[str, Any] = {}
+        first = next((s for s in seeds if (root / model_dir(m, s) / PARAMS_FILE).is_file()), None)
+        if first is not None:
+            params = read_json(root / model_dir(m, first) / PARAMS_FILE,
+                               f"re-run `dvc repro {stage_name('pretrain', m, first)}`")
             model = params["model"]
             meta["encoder"] = {"vit": f"ViT-{model.get('size')}/{model.get('patch_size')}",
                                "cnn": model.get("name"), "hier": f"hier-{model.get('size')}"}[model.get("arch", "vit")]
             meta["method"] = params["method"]["name"]
-        exported = root / encoder_file(m)
-        if exported.is_file():
+        if exported := next((root / encoder_file(m, s) for s in seeds if (root / encoder_file(m, s)).is_file()), None):
             meta["params_m"] = sum(p.numel() for p in load_encoder(str(exported)).parameters()) / 1e6
-        td = diversity.get(f"{m}-encoder", {}).get("token_diversity")
-        stages = {stage: read_metrics(root, stage, m) for stage in ("pretrain", "evaluate", "transfer")}
-        rows.append({"name": m, **meta, **stages, "td": td})
+        arch = architecture(root, m, seeds, params_dir)
+        twin, scratch = twin_of(m, arch, twins), arch == scratch_arch
+        rows.append({"name": m, **meta, "pretrain": seed_metrics(root, "pretrain", m, seeds),
+                     "scores": recipe_scores(root, m, seeds), "twin": twin, "scratch": scratch,
+                     "twin_scores": twin_scores(root, twin, seeds, scratch),
+                     "td": diversity.get(f"{m}-encoder", {}).get("token_diversity")})
     return rows
 
 
+def _seeds_cell(n: int) -> str:
+    return "1 seed, no interval" if n == 1 else str(n)
+
+
 def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids: dict[str, str],
-           teachers: dict[str, Any]) -> str:
-    """The markdown report: the comparison table, baselines, teachers' token diversity and the pictures."""
+           teachers: dict[str, Any], seeds: list[int]) -> str:
+    """The markdown report: the comparison table (mean ± 95 % interval over seeds), each method's paired difference
+    to its random-init twin, the baselines, teachers' token diversity and the pictures."""
+    keys = accuracy_keys([m for r in [*rows, *base_rows] for m in (*r["scores"].values(),
+                                                                    *r.get("twin_scores", {}).values())])
+    interval = ("one seed: no interval (the `bench-cpu` params set runs 3)" if len(seeds) == 1 else
+                f"mean ± half-width of the 95 % t interval over {len(seeds)} seeds")
     lines = ["# Method comparison", "",
-             "Same data, same evaluation protocol, each method at its default budget (`params/<method>.yaml`). "
-             "Accuracies are top-1 % on the test split; k-NN and linear probe on frozen features, fine-tune end to "
-             "end.",
-             "",
-             "| method | encoder | params (M) | pre-train s | img/s | k-NN | linear | fine-tune | TD | MLflow run |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "Same data, same evaluation protocol, each method at its default budget (`params/<method>.yaml`), seeds "
+             f"{', '.join(map(str, seeds))} (`params/pipeline.yaml`). Accuracies are top-1 % on the test split "
+             f"({interval}); k-NN and linear probe on frozen features, fine-tune end to end.", "",
+             "| method | encoder | params (M) | seeds | pre-train s | img/s | "
+             + "".join(f"{label(k)} | " for k in keys) + "TD | MLflow run |",
+             "|---|---|---:|---|---:|---:|" + "---:|" * len(keys) + "---:|---|"]
     for r in rows:
-        t = r["pretrain"]
-        cost = f"{t['wall_time_s']:.0f} | {t['images_per_s']:.0f}" if t else "not run | -"
+        t, n = r["pretrain"], len(set(r["pretrain"]) | set(r["scores"]))
+        cost = (f"{estimate_cell([m['wall_time_s'] for m in t.values()], n, 0)} | "
+                f"{estimate_cell([m['images_per_s'] for m in t.values()], n, 0)}") if t else "not run | -"
         size = f"{r['params_m']:.2f}" if "params_m" in r else "-"
         td = f"{r['td']:.3f}" if r.get("td") is not None else "-"
-        label = r["name"] if r.get("method", r["name"]) == r["name"] else f"{r['name']} ({r['method']})"
-        lines.append(f"| {label} | {r.get('encoder', '-')} | {size} | {cost} | {_pct(r['evaluate'], 'knn_top1')} | "
-                     f"{_pct(r['evaluate'], 'linear_top1')} | {_pct(r['transfer'], 'finetune_top1')} | {td} | "
-                     f"{run_ids.get('pretrain@' + r['name'], '-')} |")
+        name = r["name"] if r.get("method", r["name"]) == r["name"] else f"{r['name']} ({r['method']})"
+        runs = " ".join(run_ids[k] for s in seeds if (k := stage_name("pretrain", r["name"], s)) in run_ids) or "-"
+        cells = "".join(f"{estimate_cell(values(r['scores'], k).values(), n)} | " for k in keys)
+        lines.append(f"| {name} | {r.get('encoder', '-')} | {size} | {_seeds_cell(n) if n else '-'} | {cost} | "
+                     f"{cells}{td} | {runs} |")
     for b in base_rows:  # fine-tuned only for `scratch_of`'s architecture (the scratch stage): "-" elsewhere
-        finetuned = f"{b['finetune_top1']:.2f}" if "finetune_top1" in b else "-"
-        lines.append(f"| {b['name']} (baseline) | {b.get('encoder', '-')} | - | - | - | {_pct(b, 'knn_top1')} | "
-                     f"{_pct(b, 'linear_top1')} | {finetuned} | - | - |")
+        n = len(b["scores"])
+        cells = "".join(f"{estimate_cell(v.values(), n) if (v := values(b['scores'], k)) else '-'} | " for k in keys)
+        lines.append(f"| {b['name']} (baseline) | - | - | {_seeds_cell(n) if n else '-'} | - | - | {cells}- | - |")
+    lines += ["", "## Pre-training minus random init, paired by seed", "",
+              "Each cell: the mean over seeds of (method - its random-init twin of the same architecture and seed), "
+              "in points, with its 95 % t interval; `n.s.` = the interval contains 0, not significant at this "
+              "number of seeds. The twin is `baseline@<recipe>-<seed>` for frozen features, `scratch@<seed>` "
+              "(transfer.yaml's scratch_of) for fine-tuning.", "",
+              ("| method | twin | " + "".join(f"{label(k)} | " for k in keys)).rstrip(),
+              "|---|---|" + "---:|" * len(keys)]
+    for r in rows:
+        twin = " + ".join([*([f"random-init {r['twin']}"] if r["twin"] else []),
+                           *(["scratch"] if r["scratch"] else [])])
+        if not twin:
+            lines.append((f"| {r['name']} | none: add a recipe of its architecture to `baselines` in "
+                          "params/pipeline.yaml | " + "- | " * len(keys)).rstrip())
+            continue
+        cells = "".join(f"{difference_cell(values(r['scores'], k), values(r['twin_scores'], k))} | " for k in keys)
+        lines.append(f"| {r['name']} | {twin} | {cells}".rstrip())
     if teachers:
         lines += ["", "## Token diversity of teachers and encoders", "", "| model | TD (mean +- std) | level |",
                   "|---|---:|---:|"]
         lines += [f"| {k} | {v['token_diversity']:.3f} +- {v['token_diversity_std']:.3f} | {v['level']} |"
                   for k, v in teachers.items()]
-    lines += ["", "## Pictures", "", "![accuracy per method](accuracy.png)", "",
+    lines += ["", "## Pictures", "", "![accuracy per method (mean, 95 % interval bars)](accuracy.png)", "",
               "![k-NN accuracy against pre-training time](accuracy_vs_time.png)", "",
-              "Feature maps (last-layer tokens projected on their top-3 principal components, the same held-out "
-              "images for every encoder, shown in the first row):", "", "![feature PCA maps](features.png)", ""]
+              f"Feature maps (seed {seeds[0]}'s encoders; last-layer tokens projected on their top-3 principal "
+              "components, the same held-out images for every encoder, shown in the first row):", "",
+              "![feature PCA maps](features.png)", ""]
     lines += [f"![{r['name']} reconstructions](reconstructions/{r['name']}.png)" for r in rows
               if (REPORTS / "reconstructions" / f"{r['name']}.png").is_file()]
     return "\n".join(lines) + "\n"
@@ -115,65 +173,86 @@ def timings_section(timings: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def exported_encoders(root: Path, methods: list[str], img_size: int) -> Iterator[tuple[str, Encoder]]:
-    """(method, encoder in eval mode at `img_size`) for each method that has exported one, loaded one at a time."""
+def exported_encoders(root: Path, methods: list[str], seed: int, img_size: int) -> Iterator[tuple[str, Encoder]]:
+    """(method, encoder in eval mode at `img_size`) for each method that has exported one at `seed`, loaded one at
+    a time."""
     for m in methods:
-        path = root / encoder_file(m)
+        path = root / encoder_file(m, seed)
         if path.is_file():
             yield m, load_encoder(str(path), img_size=img_size).eval()
 
 
-def copy_reconstructions(root: Path, methods: list[str]) -> None:
-    """`reports/reconstructions/<method>.png` from each method's current grid, and nothing else: a copy whose
-    source is gone (or is not a PNG) is not shown as current."""
+def copy_reconstructions(root: Path, methods: list[str], seed: int) -> None:
+    """`reports/reconstructions/<method>.png` from each method's current grid at `seed`, and nothing else: a copy
+    whose source is gone (or is not a PNG) is not shown as current."""
     folder = REPORTS / "reconstructions"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     for m in methods:
-        src = root / plots_dir("pretrain", m) / "reconstructions.png"
+        src = root / plots_dir("pretrain", m, seed) / "reconstructions.png"
         if not src.is_file():
             continue
         with src.open("rb") as f:
             if f.read(8) != PNG_SIGNATURE:
-                log.warning("%s is not a PNG picture: left out of the report (re-run `dvc repro pretrain@%s`)", src, m)
+                log.warning("%s is not a PNG picture: left out of the report (re-run `dvc repro %s`)", src,
+                            stage_name("pretrain", m, seed))
                 continue
         shutil.copy2(src, folder / f"{m}.png")
+
+
+def chart_values(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]]
+                 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """({label: {protocol: mean}}, {label: {protocol: interval half-width}}) of every row, for the bar chart."""
+    keys = accuracy_keys([m for r in [*rows, *base_rows] for m in r["scores"].values()])
+    means: dict[str, dict[str, float]] = {}
+    errors: dict[str, dict[str, float]] = {}
+    for r in [*rows, *base_rows]:
+        for k in keys:
+            if v := list(values(r["scores"], k).values()):
+                e = mean_interval(v)
+                means.setdefault(r["name"], {})[label(k)] = e.mean
+                if e.half_width is not None:
+                    errors.setdefault(r["name"], {})[label(k)] = e.half_width
+    return means, errors
 
 
 def run(params_dir: str | Path, root: Path | None = None) -> str:
     root = Path(root or ".")
     transfer, data = load_with_data(params_dir, "transfer")
-    methods = list(pipeline_methods(root))
-    rows = gather(root, methods)
-    copy_reconstructions(root, methods)
-    base_rows = baselines(root, transfer.scratch_of)
+    pipe = pipeline(root)
+    methods, first = list(pipe.methods), pipe.seeds[0]
+    rows = gather(root, pipe, params_dir, transfer.scratch_of)
+    copy_reconstructions(root, methods, first)
+    base_rows = baselines(root, pipe, transfer.scratch_of)
     with StageRun("report") as tracker:
-        run_ids = latest_run_ids([f"pretrain@{m}" for m in methods])
+        run_ids = latest_run_ids([stage_name("pretrain", m, s) for m in methods for s in pipe.seeds])
         teachers = read_json(root / "metrics/diversity.json", DIVERSITY_REBUILD)
-        save_grouped_bars({r["name"]: {PROTOCOLS[k]: r[s][k] for s, k in (("evaluate", "knn_top1"),
-                                                                           ("evaluate", "linear_top1"),
-                                                                           ("transfer", "finetune_top1")) if k in r[s]}
-                           for r in rows} | {b["name"]: {v: b[k] for k, v in PROTOCOLS.items() if k in b}
-                                             for b in base_rows},
-                          str(REPORTS / "accuracy.png"), title="top-1 accuracy per method", ylabel="top-1 %")
-        save_scatter({r["name"]: (r["pretrain"]["wall_time_s"], r["evaluate"]["knn_top1"]) for r in rows
-                      if r["pretrain"] and "knn_top1" in r["evaluate"]}, str(REPORTS / "accuracy_vs_time.png"),
-                     title="k-NN accuracy against pre-training time", xlabel="pre-training wall-clock (s)",
-                     ylabel="k-NN top-1 %")
+        means, errors = chart_values(rows, base_rows)
+        save_grouped_bars(means, str(REPORTS / "accuracy.png"), errors=errors,
+                          title="top-1 accuracy per method (bars: 95 % interval over seeds)", ylabel="top-1 %")
+        points = {}
+        for r in rows:
+            knn = values(r["scores"], "knn_top1")
+            if r["pretrain"] and knn:
+                points[r["name"]] = (mean_interval([m["wall_time_s"] for m in r["pretrain"].values()]).mean,
+                                     mean_interval(list(knn.values())).mean)
+        save_scatter(points, str(REPORTS / "accuracy_vs_time.png"), title="k-NN accuracy against pre-training time",
+                     xlabel="pre-training wall-clock (s, mean over seeds)", ylabel="k-NN top-1 %")
         test = load_prepared(root / PREPARED, "test", limit=6).images if (root / PREPARED).is_dir() else None
         if test is not None:
             aug = augment(data)
             images = aug.eval(test)
-            maps = feature_maps(exported_encoders(root, methods, images.shape[-1]), images)
+            maps = feature_maps(exported_encoders(root, methods, first, images.shape[-1]), images)
             if maps:  # the input images first, so a reader sees which image each column is
                 shown = aug.denormalize(images).clamp(0, 1).expand(-1, 3, -1, -1)
                 save_image_rows({"input": shown, **maps}, str(REPORTS / "features.png"),
-                                title="last-layer feature PCA maps (first row: the input images)")
-        text = render(rows, base_rows, run_ids, teachers) + timings_section(read_timings(root / TIMINGS_DIR))
+                                title=f"last-layer feature PCA maps, seed {first} (first row: the input images)")
+        text = render(rows, base_rows, run_ids, teachers, pipe.seeds)
+        text += timings_section(read_timings(root / TIMINGS_DIR))
         write_text(str(REPORTS / "comparison.md"), text)
         for f in sorted(REPORTS.rglob("*")):
             if f.is_file():
                 tracker.log_artifact(f, "report" + ("/reconstructions" if f.parent.name == "reconstructions" else ""))
-        tracker.log_metrics({f"report/{r['name']}/{k}": r[s][k] for r in rows for s in ("evaluate", "transfer")
-                             for k in PROTOCOLS if k in r[s]})
+        tracker.log_metrics({f"report/{name}/{protocol}": mean for name, row in means.items()
+                             for protocol, mean in row.items()})
     return text

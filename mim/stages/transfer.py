@@ -1,7 +1,8 @@
-"""`mim transfer --method R`: fine-tune `models/R/encoder.safetensors` (and, per params/transfer.yaml, k-NN and the
-linear probe) on the prepared data; `mim transfer --scratch`: the same fine-tuning recipe from a random encoder
-of `scratch_of`'s architecture. Outputs `metrics/transfer/<name>.json` (name = R or `scratch`) and
-`plots/transfer/<name>.csv` (the fine-tuning loss). The fine-tuning checkpoint lives under `.mim/checkpoints/`
+"""`mim transfer --method R --seed S`: fine-tune `models/R/seed-S/encoder.safetensors` (and, per
+params/transfer.yaml, k-NN and the linear probe) on the prepared data; `mim transfer --scratch --seed S`: the same
+fine-tuning recipe from a random encoder of `scratch_of`'s architecture. S replaces finetune.seed (and eval.yaml's
+seed). Outputs `metrics/transfer/<name>/seed-S.json` (name = R or `scratch`) and `plots/transfer/<name>/seed-S.csv`
+(the fine-tuning loss). The fine-tuning checkpoint lives under `.mim/checkpoints/`
 until the run completes, so a killed stage resumes."""
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from mim.models.export import load_encoder
 from mim.params import EvalParams, load_params, load_pretrain, load_with_data
 from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.encoders import encoder_spec, random_init_encoder
-from mim.project.layout import PREPARED, checkpoint_url, encoder_file, metrics_file, model_dir, plots_dir
+from mim.project.layout import (
+    PREPARED,
+    checkpoint_name,
+    checkpoint_url,
+    encoder_file,
+    metrics_file,
+    model_dir,
+    plots_dir,
+    stage_name,
+)
 from mim.stages.evaluate import evaluate
 from mim.tracking import StageRun, path_md5
 from mim.tracking.timings import timed
@@ -30,15 +40,16 @@ from mim.tracking.timings import timed
 FINETUNE_RUN_CONTROL = {"finetune": {"ckpt_every", "ckpt_every_s", "resume", "device"}}
 
 
-def run(method: str | None, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    """Transfer `method`'s encoder, or (`method` None) the scratch baseline."""
-    params, data = load_with_data(params_dir, "transfer", overrides)
+def run(method: str | None, seed: int, params_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """Transfer `method`'s encoder of seed `seed`, or (`method` None) the scratch baseline seeded by `seed`."""
+    params, data = load_with_data(params_dir, "transfer", [*(overrides or []), f"finetune.seed={seed}"])
     name = method or "scratch"
     check_prepared(data, PREPARED, Path(params_dir) / "data.yaml")
     with timed("data_s"):
         train_all, test_all = open_prepared(PREPARED, "eval_train"), open_prepared(PREPARED, "test")
     ft = params.finetune
-    with StageRun("transfer", name) as tracker:
+    run_name = stage_name("transfer", method, seed) if method else stage_name("scratch", "scratch", seed)
+    with StageRun("transfer", name, tags={"seed": str(seed)}, run_name=run_name) as tracker:
         tracker.log_params({"transfer": params.model_dump(mode="json")})
         if method is None:
             model = load_pretrain(params_dir, params.scratch_of).model
@@ -46,21 +57,21 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
             encoder = random_init_encoder(encoder_spec(model, data.image_size, in_chans), ft.seed, "scratch-init")
             tracker.set_tags({"scratch_of": params.scratch_of})
         else:
-            path = encoder_file(method)
+            path = encoder_file(method, seed)
             tracker.set_tags({"dvc.dep.encoder": path_md5(path)})
             encoder = load_encoder(str(path), img_size=data.image_size)
         results: dict = {}
         if {"knn", "linear"} & set(params.protocols):
-            eval_params = load_params(EvalParams, Path(params_dir) / "eval.yaml")
+            eval_params = load_params(EvalParams, Path(params_dir) / "eval.yaml", [f"seed={seed}"])
             frozen = evaluate(encoder, train_all, test_all, eval_params, data)
             results.update({k: frozen[k] for k in ("knn_top1", "linear_top1") if k.split("_")[0] in params.protocols})
         if "finetune" in params.protocols:
             train, test = eval_subsets(train_all, test_all, ft.train_subset, None, ft.seed)
-            ckpt = checkpoint_url(f"transfer-{name}")
+            ckpt = checkpoint_url(checkpoint_name("transfer", name, seed))
             tracker.follow_checkpoint(ckpt)
             identity = RunIdentity.of(
                 {"transfer": params.model_dump(mode="json", exclude=FINETUNE_RUN_CONTROL), "data": data.model_dump(
-                    mode="json")}, data=train.digest(), inputs=path_md5(model_dir(method)) if method else "")
+                    mode="json")}, data=train.digest(), inputs=path_md5(model_dir(method, seed)) if method else "")
             with oom_hint("fine-tuning", f"finetune.batch_size (now {ft.batch_size}) in params/transfer.yaml"):
                 out = finetune(encoder, train, test, augment(data), epochs=ft.epochs, batch_size=ft.batch_size,
                                base_lr=ft.base_lr, weight_decay=ft.weight_decay, layer_decay=ft.layer_decay,
@@ -71,11 +82,11 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
             shutil.rmtree(Path(ckpt).parent, ignore_errors=True)  # complete: the next run starts fresh
             results.update({"finetune_top1": out.top1, "finetune_steps": out.steps,
                             "finetune_wall_time_s": out.wall_time_s})
-            plots = plots_dir("transfer", name).with_suffix(".csv")
+            plots = plots_dir("transfer", name, seed).with_suffix(".csv")
             write_text(str(plots), history_csv(out.history))
             tracker.log_metric_history("transfer/finetune_loss", out.history["step"], out.history["loss"])
             tracker.log_artifact(plots)
-        metrics_path = metrics_file("transfer", name)
+        metrics_path = metrics_file("transfer", name, seed)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")
         tracker.log_metrics({f"transfer/{k}": v for k, v in results.items() if k.endswith("_top1")})
         tracker.log_artifact(metrics_path)

@@ -296,7 +296,7 @@ def flow_run(name: str, tags: dict[str, str] | None = None) -> Iterator[StageRun
 
 
 def latest_run_ids(run_names: list[str]) -> dict[str, str]:
-    """The id of the most recent finished run of each stage-run name (`pretrain@mae`, ...) in this project's store;
+    """The id of the most recent finished run of each stage-run name (`pretrain@mae-0`, ...) in this project's store;
     {} when tracking is off or the store cannot be read (a report never fails for want of run ids)."""
     if not tracking_enabled():
         return {}

@@ -259,7 +259,7 @@ def test_cross_file_constraints_name_both_files(files, expected, tmp_path, capsy
 
 def test_a_stage_fails_early_with_the_same_line(tmp_path, capsys):
     params = params_dir(tmp_path, "image_size: 28\n", simmim="method: {mask_unit_size: 8}\n")
-    code, err = mim(capsys, "pretrain", "--method", "simmim", "--params-dir", str(params))
+    code, err = mim(capsys, "pretrain", "--method", "simmim", "--seed", "0", "--params-dir", str(params))
     assert code == 2 and "Traceback" not in err
     assert f"{params}/simmim.yaml: method.mask_unit_size 8 does not divide data.image_size 28 " \
            f"({params}/data.yaml)" in err

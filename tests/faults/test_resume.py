@@ -133,41 +133,42 @@ def test_killed_dvc_repro_resumes_to_the_uninterrupted_result(tmp_path, monkeypa
     monkeypatch.delenv("MIM_PARENT_RUN_ID", raising=False)
     checkpoints = project / ".mim" / "checkpoints"
 
-    killed_at = _kill_mid_run(project, "pretrain@mae", checkpoints / "pretrain-mae" / "last.pt")
+    killed_at = _kill_mid_run(project, "pretrain@mae-0", checkpoints / "pretrain-mae-seed-0" / "last.pt")
     assert 0 < killed_at < 40
-    killed_elapsed = torch.load(checkpoints / "pretrain-mae" / "last.pt", weights_only=True)["elapsed_s"]
-    resumed = _dvc(project, "repro", "pretrain@mae")
+    killed_elapsed = torch.load(checkpoints / "pretrain-mae-seed-0" / "last.pt", weights_only=True)["elapsed_s"]
+    resumed = _dvc(project, "repro", "pretrain@mae-0")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert f"at step {killed_at}" in resumed.stdout + resumed.stderr
-    assert not (checkpoints / "pretrain-mae").exists()  # complete: removed
-    metrics = json.loads((project / "metrics/pretrain/mae.json").read_text())
+    assert not (checkpoints / "pretrain-mae-seed-0").exists()  # complete: removed
+    metrics = json.loads((project / "metrics/pretrain/mae/seed-0.json").read_text())
     assert metrics["resumed_from"] == killed_at and metrics["wall_time_s"] > killed_elapsed
-    weights = load_file(str(project / "models/mae/encoder.safetensors"))
-    history = (project / "plots/pretrain/mae/history.csv").read_text()
+    weights = load_file(str(project / "models/mae/seed-0/encoder.safetensors"))
+    history = (project / "plots/pretrain/mae/seed-0/history.csv").read_text()
 
-    ft_killed_at = _kill_mid_run(project, "transfer@mae", checkpoints / "transfer-mae" / "last.pt", signal.SIGTERM)
+    ft_killed_at = _kill_mid_run(project, "transfer@mae-0", checkpoints / "transfer-mae-seed-0" / "last.pt",
+                                 signal.SIGTERM)
     assert 0 < ft_killed_at < 10 * 64 // 16
-    assert _dvc(project, "repro", "transfer@mae").returncode == 0
-    ft_resumed = json.loads((project / "metrics/transfer/mae.json").read_text())
-    ft_curve = (project / "plots/transfer/mae.csv").read_text()
+    assert _dvc(project, "repro", "transfer@mae-0").returncode == 0
+    ft_resumed = json.loads((project / "metrics/transfer/mae/seed-0.json").read_text())
+    ft_curve = (project / "plots/transfer/mae/seed-0.csv").read_text()
 
     client = mlflow.MlflowClient()
     runs = {r.info.run_id: r for r in client.search_runs(
-        [client.get_experiment_by_name("mim").experiment_id], filter_string="attributes.run_name = 'pretrain@mae'")}
+        [client.get_experiment_by_name("mim").experiment_id], filter_string="attributes.run_name = 'pretrain@mae-0'")}
     finished = [r for r in runs.values() if r.info.status == "FINISHED"]
     assert len(runs) == 2 and len(finished) == 1
     continued = finished[0].data.tags["mim.continues_run"]
     assert runs[continued].info.status == "KILLED"  # marked by the run that continued it
     ft_runs = client.search_runs([client.get_experiment_by_name("mim").experiment_id],
-                                 filter_string="attributes.run_name = 'transfer@mae'")
+                                 filter_string="attributes.run_name = 'transfer@mae-0'")
     assert sorted(r.info.status for r in ft_runs) == ["FINISHED", "KILLED"]  # SIGTERM: it ended its run itself
 
-    assert _dvc(project, "repro", "-f", "-s", "pretrain@mae", "transfer@mae").returncode == 0  # uninterrupted
-    assert (project / "plots/pretrain/mae/history.csv").read_text() == history
-    uninterrupted = load_file(str(project / "models/mae/encoder.safetensors"))
+    assert _dvc(project, "repro", "-f", "-s", "pretrain@mae-0", "transfer@mae-0").returncode == 0  # uninterrupted
+    assert (project / "plots/pretrain/mae/seed-0/history.csv").read_text() == history
+    uninterrupted = load_file(str(project / "models/mae/seed-0/encoder.safetensors"))
     assert weights.keys() == uninterrupted.keys()
     for k in weights:
         assert torch.equal(weights[k], uninterrupted[k]), k
-    ft_once = json.loads((project / "metrics/transfer/mae.json").read_text())
+    ft_once = json.loads((project / "metrics/transfer/mae/seed-0.json").read_text())
     assert ft_once["finetune_top1"] == ft_resumed["finetune_top1"]
-    assert (project / "plots/transfer/mae.csv").read_text() == ft_curve
+    assert (project / "plots/transfer/mae/seed-0.csv").read_text() == ft_curve

@@ -56,9 +56,9 @@ def test_flow_rejects_unknown_method_before_anything_runs(prefect_harness, proje
     from flows.pretrain import pretrain_flow
 
     before = (project / "params/mae.yaml").read_text()
-    with pytest.raises(ValueError, match=r"unknown method 'dino'; dvc.yaml's methods are mae, simmim, ccvit"):
+    with pytest.raises(ValueError, match=r"unknown method 'dino'; params/pipeline.yaml's methods are mae, ccvit, "):
         pipeline_flow(methods=["mae", "dino"], steps=2)
-    with pytest.raises(ValueError, match=r"unknown methods 'dino', 'byol'; dvc.yaml's methods are mae, simmim"):
+    with pytest.raises(ValueError, match=r"unknown methods 'dino', 'byol'; params/pipeline.yaml's methods are mae"):
         pipeline_flow(methods=["dino", "byol"])
     with pytest.raises(ValueError, match=r"unknown method 'dino'"):
         pretrain_flow(method="dino")
@@ -123,16 +123,15 @@ def test_mlflow_logs_again_when_it_answers(tmp_path, monkeypatch, caplog):
 
 
 def _shrink_matrix(root: Path) -> None:
-    """dvc.yaml with the `METHODS` matrix and the stages the pipeline flow runs for them (no tokenizer, teacher,
-    transfer or report stages), committed."""
+    """params/pipeline.yaml with the `METHODS` and one seed, and dvc.yaml with only the stages the pipeline flow
+    runs for them (no tokenizer, teacher, transfer or report stages; pretrain without their inputs), committed."""
+    (root / "params" / "pipeline.yaml").write_text(yaml.safe_dump(
+        {"methods": {m: {"input": "data/prepared"} for m in METHODS}, "baselines": ["mae"], "seeds": [0]}))
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
-    for entry in spec["vars"]:
-        if "methods" in entry:
-            entry["methods"] = {m: entry["methods"][m] for m in METHODS}
-        if "baselines" in entry:
-            entry["baselines"] = ["mae"]
     for name in ("tokenizer", "teacher", "diversity", "transfer", "scratch", "report"):
         del spec["stages"][name]
+    spec["stages"]["pretrain"]["deps"] = [d for d in spec["stages"]["pretrain"]["deps"]
+                                          if d not in ("models/tokenizer", "models/teacher")]
     (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     git(root, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "two methods")
 
@@ -278,14 +277,15 @@ def test_services_cli_and_the_pipeline_under_load(tmp_path, monkeypatch):
         exp = client.get_experiment_by_name("mim")
         mlruns = client.search_runs([exp.experiment_id], max_results=200)
         names = sorted(r.info.run_name for r in mlruns)
-        stages = ["evaluate@baseline-mae", "evaluate@pixels", "prepare",
-                  *(f"{s}@{m}" for m in METHODS for s in ("evaluate", "pretrain"))]
+        stages = ["baseline@mae-0", "evaluate@pixels", "prepare",
+                  *(f"{s}@{m}-0" for m in METHODS for s in ("evaluate", "pretrain"))]
         assert names == sorted([*stages, "pipeline/all", "pretrain/mae"]), names
         assert {r.info.status for r in mlruns} == {"FINISHED"}
         assert lock.read_text() == ""
         rwlock = json.loads((root / ".dvc/tmp/rwlock").read_text())
         assert not rwlock.get("read") and not rwlock.get("write"), rwlock
-        assert all(json.loads((root / f"metrics/pretrain/{m}.json").read_text())["steps"] == 2 for m in METHODS)
+        assert all(json.loads((root / f"metrics/pretrain/{m}/seed-0.json").read_text())["steps"] == 2
+                   for m in METHODS)
 
         # Nothing serves the deployments any more: `mim run` says so instead of queueing a run forever.
         os.killpg(serve.pid, signal.SIGTERM)

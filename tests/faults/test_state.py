@@ -91,7 +91,7 @@ def test_stale_prepared_data_is_refused_by_every_stage(in_project, capsys):
     project = in_project
     _edit_data(project, source="synthetic:200")
     # the documented stage command, run by itself (a real process), after an edit of data.yaml
-    r = subprocess.run([sys.executable, "-m", "mim.cli", "pretrain", "--method", "mae"], cwd=project,
+    r = subprocess.run([sys.executable, "-m", "mim.cli", "pretrain", "--method", "mae", "--seed", "0"], cwd=project,
                        capture_output=True, text=True, timeout=120, env=_env())
     assert r.returncode == 1
     assert one_error_line(r.stderr, "pretrain") == (
@@ -99,8 +99,8 @@ def test_stale_prepared_data_is_refused_by_every_stage(in_project, capsys):
         "(source: 'synthetic:96' -> 'synthetic:200'); run `dvc repro prepare` (or `mim prepare`) first")
     assert not (project / "models" / "mae").exists()
     _edit_data(project, source="synthetic:96", image_size=24)
-    for argv in (["evaluate", "--pixels"], ["transfer", "--scratch"], ["tokenizer"], ["teacher"], ["diversity"],
-                 ["pretrain", "--method", "mae"]):
+    for argv in (["evaluate", "--pixels"], ["transfer", "--scratch", "--seed", "0"], ["tokenizer"], ["teacher"],
+                 ["diversity"], ["pretrain", "--method", "mae", "--seed", "0"]):
         assert main(["-q", *argv]) == 1, argv
         line = one_error_line(capsys.readouterr().err, argv[0])
         assert line.endswith("(image_size: 16 -> 24); run `dvc repro prepare` (or `mim prepare`) first"), line
@@ -182,26 +182,26 @@ def test_a_finished_run_is_not_overwritten_without_resume_never(tmp_path, monkey
 
 def test_the_stage_checkpoint_is_locked_while_a_stage_runs(in_project, capsys, caplog):
     project = in_project
-    lock = project / ".mim" / "checkpoints" / "pretrain-mae.lock"
+    lock = project / ".mim" / "checkpoints" / "pretrain-mae-seed-0.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(["sleep", "60"])  # a live process holding the lock
     try:
         lock.write_text(f"{holder.pid} {socket.gethostname()}\n")
-        assert main(["-q", "pretrain", "--method", "mae"]) == 1
+        assert main(["-q", "pretrain", "--method", "mae", "--seed", "0"]) == 1
         assert one_error_line(capsys.readouterr().err, "pretrain") == (
-            f"mim pretrain: error: .mim/checkpoints/pretrain-mae/ (the checkpoint of pretrain-mae) is in use by "
-            f"another run (PID {holder.pid}, lock file .mim/checkpoints/pretrain-mae.lock); wait for it to end or "
-            "write elsewhere")
+            f"mim pretrain: error: .mim/checkpoints/pretrain-mae-seed-0/ (the checkpoint of pretrain-mae-seed-0) is in "
+            f"use by another run (PID {holder.pid}, lock file .mim/checkpoints/pretrain-mae-seed-0.lock); wait for it "
+            "to end or write elsewhere")
     finally:
         holder.kill()
         holder.wait()
-    timings = project / "metrics" / "timings" / "pretrain@mae.json"
+    timings = project / "metrics" / "timings" / "pretrain@mae-0.json"
     assert not timings.exists()  # a stage that failed records no seconds
-    assert main(["pretrain", "--method", "mae"]) == 0  # the holder is dead now: taken over
+    assert main(["pretrain", "--method", "mae", "--seed", "0"]) == 0  # the holder is dead now: taken over
     assert f"taking over the lock of PID {holder.pid}, which is no longer running" in caplog.text
-    assert (project / "models" / "mae" / "encoder.safetensors").is_file() and not lock.exists()
+    assert (project / "models" / "mae" / "seed-0" / "encoder.safetensors").is_file() and not lock.exists()
     seconds = json.loads(timings.read_text())  # the stage's per-stage seconds (mim.tracking.timings)
-    assert seconds["stage"] == "pretrain@mae" and seconds["compute_s"] > 0 and seconds["wall_s"] >= seconds["compute_s"]
+    assert seconds["stage"] == "pretrain@mae-0" and 0 < seconds["compute_s"] <= seconds["wall_s"]
 
 
 def test_the_stage_form_refuses_set(in_project, capsys):
