@@ -51,7 +51,8 @@ def baseline_encoder(params_dir: str | Path, recipe: str, data: DataParams, stor
 def run(method: str | None, params_dir: str | Path, overrides: list[str] | None = None, baseline: bool = False,
         pixels: bool = False) -> dict:
     """Evaluate `models/<method>/` (default), a random-init encoder of `method`'s recipe (`baseline`), or the raw
-    pixels (`pixels`); every result has `knn_top1` and `linear_top1` (percent)."""
+    pixels (`pixels`); every result has `knn_top1` and `linear_top1` (percent), and `linear_<p>pct_top1` per label
+    fraction below 1 in params/eval.yaml."""
     params, data = load_with_data(params_dir, "eval", overrides)
     name = "pixels" if pixels else f"baseline-{method}" if baseline else method
     check_prepared(data, PREPARED, Path(params_dir) / "data.yaml")
@@ -68,7 +69,7 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
             tracker.set_tags({"dvc.dep.encoder": path_md5(path)})
             features = load_encoder(str(path), img_size=data.image_size)  # FastMIM pre-trains smaller
         results = evaluate(features, train, test, params, data)
-        tracker.log_metrics({f"eval/{m}": results[m] for m in ("knn_top1", "linear_top1")})
+        tracker.log_metrics({f"eval/{m}": v for m, v in results.items() if m.endswith("_top1")})  # + linear_1pct_top1..
         metrics_path = metrics_file("evaluate", name)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")
         rows = [{"features": name, "protocol": p, "top1": results[f"{p}_top1"]} for p in ("knn", "linear")]
