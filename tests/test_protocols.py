@@ -120,6 +120,9 @@ def test_randaugment_and_erasing_change_the_batch_only_when_on_and_replay_per_st
     assert (e != x).any() and torch.equal(e, on.normalized(x.clone(), 3, 0))
     assert not torch.equal(e, on.normalized(x.clone(), 4, 0))
     assert random.getstate() == state  # the global generators are left as they were
+    weak = StepAugment(FinetuneAugment(auto_augment="rand-m9-mstd101-inc0"), 16, (0.5, 0.5, 0.5), seed=0)
+    for step in range(20):  # uniform magnitudes reach Posterize's 0 bits, which Pillow refuses unless clamped
+        weak.pixels(images, step, 0)
 
 
 def test_finetune_with_the_recipe_is_deterministic_and_differs_from_without():

@@ -46,10 +46,14 @@ def rand_augment(config: str, image_size: int, mean: tuple[float, ...]) -> PilTr
 
     fill = tuple(min(255, round(255 * m)) for m in (mean if len(mean) == 3 else mean[:1] * 3))
     try:
-        return rand_augment_transform(config, {"translate_const": int(image_size * 0.45), "img_mean": fill})
+        transform = rand_augment_transform(config, {"translate_const": int(image_size * 0.45), "img_mean": fill})
     except (AssertionError, ValueError, KeyError) as e:
         raise ValueError(f"finetune.auto_augment {config!r} is not a timm RandAugment config string "
                          f"(rand-m9-mstd0.5-inc1: m magnitude, n ops, mstd noise, inc increasing ops): {e}") from None
+    for op in transform.ops:  # Pillow >= 11 refuses the 0 bits timm's Posterize asks for at a magnitude's end
+        if op.name.startswith("Posterize"):
+            op.level_fn = lambda magnitude, hparams, level=op.level_fn: (max(1, level(magnitude, hparams)[0]),)
+    return transform
 
 
 def rand_augment_batch(images: torch.Tensor, transform: PilTransform, seed: int) -> torch.Tensor:
