@@ -1,8 +1,8 @@
 """`mim transfer --method R`: fine-tune `models/R/encoder.safetensors` (and, per params/transfer.yaml, k-NN and the
 linear probe) on the prepared data; `mim transfer --scratch`: the same fine-tuning recipe from a random encoder
 of `scratch_of`'s architecture. Outputs `metrics/transfer/<name>.json` (name = R or `scratch`) and
-`plots/transfer/<name>.csv` (the fine-tuning loss). The fine-tuning checkpoint lives under `.mim/checkpoints/`
-until the run completes, so a killed stage resumes."""
+`plots/transfer/<name>.csv` (the fine-tuning loss). One fine-tune per `finetune.label_fractions`; each one's
+checkpoint lives under `.mim/checkpoints/` until it completes, so a killed stage resumes."""
 
 from __future__ import annotations
 
@@ -102,7 +102,8 @@ def run(method: str | None, params_dir: str | Path, overrides: list[str] | None 
         if {"knn", "linear"} & set(params.protocols):
             eval_params = load_params(EvalParams, Path(params_dir) / "eval.yaml")
             frozen = evaluate(encoder, train_all, test_all, eval_params, data)
-            results.update({k: frozen[k] for k in ("knn_top1", "linear_top1") if k.split("_")[0] in params.protocols})
+            results.update({k: v for k, v in frozen.items()  # linear_top1, linear_1pct_top1, ...
+                            if k.endswith("_top1") and k.split("_")[0] in params.protocols})
         if "finetune" in params.protocols:
             results.update(finetune_fractions(encoder, name, method, train_all, test_all, params, data, tracker))
         metrics_path = metrics_file("transfer", name)
