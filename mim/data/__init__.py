@@ -6,10 +6,11 @@ from mim.data.augment import (
     BatchAugment,
     CropParams,
     apply_crops,
+    center_crops,
     full_crops,
     sample_crops,
 )
-from mim.data.dataset import UNLABELED, ImageTensors
+from mim.data.dataset import UNLABELED, ImageTensors, balanced_subset
 from mim.data.errors import CorruptImageError, CorruptImageWarning, EmptyDatasetError
 from mim.data.fashion_mnist import DEFAULT_FASHION_MNIST, FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 from mim.data.folder import IMAGE_EXTENSIONS, load_image_folder
@@ -33,6 +34,8 @@ __all__ = [
     "ImageTensors",
     "StepBatches",
     "apply_crops",
+    "balanced_subset",
+    "center_crops",
     "full_crops",
     "load_dataset",
     "load_fashion_mnist",

@@ -92,6 +92,16 @@ def full_crops(n: int) -> CropParams:
     return CropParams(boxes=boxes, flip=torch.zeros(n, dtype=torch.bool))
 
 
+def center_crops(n: int, crop_pct: float) -> CropParams:
+    """The central `crop_pct` of each image's side, no flip: resized to the output size this is timm's evaluation
+    transform (resize to size / crop_pct, then center-crop size)."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    lo, hi = (1 - crop_pct) / 2, (1 + crop_pct) / 2
+    boxes = torch.tensor([lo, lo, hi, hi]).expand(n, 4).clone()  # [n, 4]
+    return CropParams(boxes=boxes, flip=torch.zeros(n, dtype=torch.bool))
+
+
 def input_channels(stored: int, to_rgb: bool) -> int:
     """The model input's channels for images stored with `stored` channels: grey repeated to RGB when `to_rgb`."""
     return 3 if to_rgb and stored == 1 else stored
@@ -177,9 +187,17 @@ class BatchAugment:
         """[B, C, H, W] uint8 -> [B, C', out_size, out_size] float32, normalized."""
         return apply_crops(images, crops, out_size=self.out_size, mean=self.mean, std=self.std, to_rgb=self.to_rgb)
 
-    def eval(self, images: Tensor) -> Tensor:
-        """Whole-image resize + normalize (no randomness), for evaluation."""
-        return self(images, full_crops(images.shape[0]))
+    def eval(self, images: Tensor, crop_pct: float | None = None) -> Tensor:
+        """Resize + normalize (no randomness), for evaluation: the whole image, or its central `crop_pct`."""
+        n = images.shape[0]
+        return self(images, full_crops(n) if crop_pct is None else center_crops(n, crop_pct))
+
+    def crop_uint8(self, images: Tensor, crops: CropParams) -> Tensor:
+        """[B, C, H, W] uint8 -> [B, C, out_size, out_size] uint8 cropped, resized and flipped, not normalized (for
+        per-image augmentations that work on pixels, then `normalize_uint8`)."""
+        c = images.shape[1]
+        x = apply_crops(images, crops, out_size=self.out_size, mean=(0.0,) * c, std=(1.0,) * c, to_rgb=False)
+        return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
 
     def normalize_uint8(self, images: Tensor) -> Tensor:
         """[B, C, out_size, out_size] uint8 already cropped (by the shard loader) -> the normalized model input

@@ -20,6 +20,25 @@ def subset_indices(total: int, n: int, generator: torch.Generator) -> Tensor:
     return torch.randperm(total, generator=generator)[:n].sort().values
 
 
+def balanced_subset(labels: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
+    """[M] int64 indices (ascending) of a class-balanced `fraction` of the labelled samples: from each class,
+    `max(1, round(fraction * its count))` samples, the first in one seeded permutation of all samples. The draw does
+    not depend on `fraction`, so for one generator seed the 1 % subset lies inside the 10 % one (the low-label
+    protocol: the same images for every method at a given seed)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    if labels.ndim != 1 or (labels < 0).any():
+        raise ValueError("a class-balanced subset needs a class label (>= 0) on every sample")
+    order = torch.randperm(len(labels), generator=generator)  # [N] one permutation, whatever the fraction
+    ranked = labels[order]  # [N] labels in drawn order
+    by_class = torch.sort(ranked, stable=True)  # drawn order kept within each class
+    counts = torch.bincount(ranked)  # [K] samples per class
+    starts = counts.cumsum(0) - counts  # [K] where each class begins in by_class
+    rank = torch.arange(len(labels)) - starts[by_class.values]  # [N] position within its class
+    quota = (counts.double() * fraction).round().clamp(min=1).long()  # [K]
+    return order[by_class.indices[rank < quota[by_class.values]]].sort().values
+
+
 @dataclass
 class ImageTensors:
     """Images, labels and class names of a data set, plus where they came from.
@@ -92,6 +111,11 @@ class ImageTensors:
             labels=self.labels[idx.to(self.labels.device)],
             source=f"{self.source}[subset {n}]",
         )
+
+    def take(self, indices: Tensor, note: str) -> ImageTensors:
+        """The samples at `indices` (e.g. from `balanced_subset`), `note` saying which in the source name."""
+        return dataclasses.replace(self, images=self.images[indices.to(self.images.device)],
+                                   labels=self.labels[indices.to(self.labels.device)], source=f"{self.source}[{note}]")
 
     def digest(self) -> str:
         """Short sha256 hex digest of the shapes, image bytes and label bytes (for lineage records)."""

@@ -1,7 +1,8 @@
 """End-to-end fine-tuning of any exported encoder (ViT, hierarchical, CNN) for classification, and the same recipe
 from scratch as the baseline: mean-pooled tokens (or the class token) + LayerNorm + linear head, layer-wise lr
-decay, drop path, label smoothing, timm's mixup/cutmix, warmup + cosine, bf16 autocast on GPU, DDP under torchrun,
-and atomic checkpoints a killed run resumes from (every step's randomness derives from (seed, step)).
+decay, drop path, label smoothing, timm's mixup/cutmix, RandAugment and random erasing, the eval center crop, warmup +
+cosine, bf16 autocast on GPU, DDP under torchrun, and atomic checkpoints a killed run resumes from (every step's
+randomness derives from (seed, step)).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mim.engine.identity import ResumePolicy, RunIdentity, check_resume
 from mim.engine.optim import scaled_lr
 from mim.engine.runtime import autocast, autocast_dtype, resolve_device
 from mim.engine.schedule import build_scheduler
+from mim.evaluation.finetune_augment import FinetuneAugment, StepAugment
 from mim.evaluation.layer_decay import layer_decay_groups
 from mim.progress import Progress
 from mim.rng import derive_seed, generator_for
@@ -74,13 +76,13 @@ class FinetuneResult:
 
 @torch.no_grad()
 def classify_top1(model: nn.Module, test: ImageTensors, augment: BatchAugment, device: torch.device,
-                  batch_size: int = 512) -> float:
-    """Top-1 accuracy (percent) on whole, resized images."""
+                  batch_size: int = 512, crop_pct: float | None = None) -> float:
+    """Top-1 accuracy (percent) on whole, resized images, or on their central `crop_pct` (timm's eval crop)."""
     model.eval()
     dtype = torch.bfloat16 if device.type == "cuda" else None
     correct = 0
     for start in range(0, len(test), batch_size):
-        x = augment.eval(test.images[start:start + batch_size].to(device))
+        x = augment.eval(test.images[start:start + batch_size].to(device), crop_pct)
         with autocast(device, dtype):
             correct += int((model(x).argmax(-1).cpu() == test.labels[start:start + batch_size]).sum())
     return 100 * correct / len(test)
@@ -92,9 +94,11 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
              cutmix: float = 0.0, warmup_fraction: float = 0.1, pool: Literal["cls", "mean"] = "mean",
              betas: tuple[float, float] = (0.9, 0.999), amp: str = "auto", device: str = "auto", seed: int = 0,
              ckpt_url: str | None = None, ckpt_every: int = 200, ckpt_every_s: float | None = None,
-             identity: RunIdentity | None = None, resume: ResumePolicy = "auto") -> FinetuneResult:
-    """Fine-tune `encoder` with a new head on labelled `train`, report top-1 on `test`. With `ckpt_url`, checkpoint
-    every `ckpt_every` steps or `ckpt_every_s` seconds, and continue a checkpoint there per `resume`
+             identity: RunIdentity | None = None, resume: ResumePolicy = "auto", steps: int | None = None,
+             recipe: FinetuneAugment | None = None) -> FinetuneResult:
+    """Fine-tune `encoder` with a new head on labelled `train`, report top-1 on `test`, for `epochs` over `train` or
+    (when given) `steps` optimizer steps, with `recipe`'s RandAugment, random erasing and eval crop. With `ckpt_url`,
+    checkpoint every `ckpt_every` steps or `ckpt_every_s` seconds, and continue a checkpoint there per `resume`
     (`identity` says what makes this run; a checkpoint made by another is refused unless `resume` is force)."""
     if (train.labels < 0).any() or (test.labels < 0).any():
         raise ValueError("fine-tuning needs class labels on both splits (class sub-folders)")
@@ -115,7 +119,9 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
     groups = layer_decay_groups(model, "encoder", lr, weight_decay, layer_decay)
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=lr,
                                   betas=betas, fused=dev.type == "cuda" or None)
-    steps = max(1, math.ceil(epochs * len(train) / batch_size))
+    steps = steps or max(1, math.ceil(epochs * len(train) / batch_size))
+    recipe = recipe or FinetuneAugment()
+    extra = StepAugment(recipe, augment.out_size, augment.mean, seed)
     scheduler = build_scheduler(optimizer, steps, int(warmup_fraction * steps))
     mixer = None
     if mixup > 0 or cutmix > 0:
@@ -151,7 +157,12 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
         idx = order.roll(-offset)[:batch_size][dist.rank * share:(dist.rank + 1) * share]
         crops = augment.sample(batch_size, generator_for(seed, "ft-crops", step)).slice(
             dist.rank * share, (dist.rank + 1) * share)
-        x = augment(train.images[idx].to(dev, non_blocking=True), crops.to(dev))
+        if extra.on_pixels:  # RandAugment: crop to pixels on the CPU, augment each image, then normalize
+            pixels = extra.pixels(augment.crop_uint8(train.images[idx], crops), step, dist.rank)
+            x = augment.normalize_uint8(pixels.to(dev, non_blocking=True))
+        else:
+            x = augment(train.images[idx].to(dev, non_blocking=True), crops.to(dev))
+        x = extra.normalized(x, step, dist.rank)
         y = train.labels[idx].to(dev)
         with autocast(dev, dtype):
             if mixer is not None:
@@ -168,7 +179,8 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
         scheduler.step()
         # rank 0's own loss, read only when a line is drawn (no collective: ranks need not agree on when)
         progress.update(info=lambda step=step, loss=loss: {
-            "epoch": f"{(step + 1) * batch_size / len(train):.2f}/{epochs:g}", "loss": loss.item(),
+            "epoch": f"{(step + 1) * batch_size / len(train):.2f}/{steps * batch_size / len(train):.2f}",
+            "loss": loss.item(),
             "lr": f"{scheduler.get_last_lr()[-1]:.2e}"})
         recording = (step + 1) % record_every == 0 or step + 1 == steps
         if recording:
@@ -184,7 +196,7 @@ def finetune(encoder: nn.Module, train: ImageTensors, test: ImageTensors, augmen
                              **({"identity": identity.to_state()} if identity is not None else {})}, ckpt_url)
             last_ckpt = time.perf_counter()
     wall = elapsed_before + time.perf_counter() - began  # the whole fine-tuning, the parts before a resume included
-    top1 = classify_top1(model, test, augment, dev)
+    top1 = classify_top1(model, test, augment, dev, crop_pct=recipe.eval_crop_pct)
     progress.close(top1=f"{top1:.2f}%")
     return FinetuneResult(top1=top1, steps=steps, wall_time_s=wall, images_per_s=steps * batch_size / max(wall, 1e-9),
                           history=history)

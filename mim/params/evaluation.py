@@ -5,9 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from mim.params.base import Fraction, PositiveInt, Strict
+
+
+def _distinct(fractions: list[float]) -> list[float]:
+    if not fractions:
+        raise ValueError("list at least one label fraction (1.0 = all labels)")
+    if len(set(fractions)) != len(fractions):
+        raise ValueError(f"label fractions repeat a value: {fractions}")
+    return fractions
+
+
+LabelFractions = Annotated[list[Annotated[float, Field(gt=0, le=1)]], AfterValidator(_distinct)]
+FRACTIONS_HELP = ("class-balanced, seeded subsets of the fit split (of train_subset when set) to fit on, each reported "
+                  "as its own metric (0.01 -> {p}_1pct_top1; 1.0 -> {p}_top1, all labels); the subsets depend on "
+                  "seed only, so every method sees the same images and 1 % lies inside 10 %")
 
 
 class KnnParams(Strict):
@@ -49,6 +63,22 @@ class FinetuneParams(Strict):
         300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)")
     resume: Literal["auto", "never", "force"] = Field(
         "auto", description="as train.resume: continue a killed run's checkpoint when the same run made it")
+    label_fractions: LabelFractions = Field([1.0], description=FRACTIONS_HELP.format(p="finetune") + "; one "
+                                            "fine-tune per fraction")
+    low_label_steps: PositiveInt | None = Field(
+        None, description="optimizer steps of each fine-tune on a label fraction below 1 (null: `epochs` over that "
+        "subset, few steps at 1 %)")
+    auto_augment: Annotated[str, Field(pattern=r"^rand(-|$)")] | None = Field(
+        None, description="timm RandAugment config string (rand_augment_transform), e.g. rand-m9-mstd0.5-inc1 as "
+        "MAE; applied per image after the crop, on the CPU (null = off)")
+    reprob: Fraction = Field(0.0, description="timm RandomErasing probability per image, on the normalized batch "
+                             "(MAE 0.25; 0 = off)")
+    remode: Literal["const", "rand", "pixel"] = Field("pixel", description="random erasing fill: zeros, one normal "
+                                                      "colour per box, or normal noise per pixel")
+    recount: PositiveInt = Field(1, description="random erasing: up to this many boxes per image")
+    eval_crop_pct: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="test images resized to image_size / eval_crop_pct and center-cropped to image_size "
+        "(timm crop_pct; 0.875 on ImageNet); null = the whole image resized")
 
     @model_validator(mode="after")
     def _batch_fits_subset(self) -> FinetuneParams:
@@ -83,3 +113,12 @@ class EvalParams(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     knn: KnnParams = KnnParams()
     linear: LinearParams = LinearParams()
+    label_fractions: LabelFractions = Field([1.0], description=FRACTIONS_HELP.format(p="linear") + "; linear probe "
+                                            "only (features extracted once), k-NN keeps all labels; must hold 1.0")
+
+    @model_validator(mode="after")
+    def _full_labels(self) -> EvalParams:
+        if 1.0 not in self.label_fractions:
+            raise ValueError(f"label_fractions {self.label_fractions} must hold 1.0: the report reads the full-label "
+                             "linear_top1")
+        return self

@@ -54,7 +54,7 @@ def run(method: str | None, seed: int | None, params_dir: str | Path, overrides:
         baseline: bool = False, pixels: bool = False) -> dict:
     """Evaluate `models/<method>/seed-<seed>/` (default), a random-init encoder of `method`'s recipe (`baseline`), or
     the raw pixels (`pixels`, `seed` None); `seed` replaces eval.yaml's. Every result has `knn_top1` and
-    `linear_top1` (percent)."""
+    `linear_top1` (percent), and `linear_<p>pct_top1` per label fraction below 1 in params/eval.yaml."""
     extra = [] if seed is None else [f"seed={seed}"]
     params, data = load_with_data(params_dir, "eval", [*(overrides or []), *extra])
     name = "pixels" if pixels else f"baseline-{method}" if baseline else method
@@ -74,7 +74,7 @@ def run(method: str | None, seed: int | None, params_dir: str | Path, overrides:
             tracker.set_tags({"dvc.dep.encoder": path_md5(path)})
             features = load_encoder(str(path), img_size=data.image_size)  # FastMIM pre-trains smaller
         results = evaluate(features, train, test, params, data)
-        tracker.log_metrics({f"eval/{m}": results[m] for m in ("knn_top1", "linear_top1")})
+        tracker.log_metrics({f"eval/{m}": v for m, v in results.items() if m.endswith("_top1")})  # + linear_1pct_top1..
         metrics_path = metrics_file("evaluate", name, seed)
         write_text(str(metrics_path), json.dumps(results, indent=2) + "\n")
         rows = [{"features": name, "protocol": p, "top1": results[f"{p}_top1"]} for p in ("knn", "linear")]
