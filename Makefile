@@ -45,7 +45,8 @@ demo: setup
 # The benchmark table: switch params/ to the bench-cpu set, `dvc repro`, keep the report in bench/ (with its wall
 # time), then switch back to cpu-demo, which params/ must equal beforehand: edits of yours stop it rather than being
 # replaced (commit or stash them, or run `mim params use bench-cpu && dvc repro` yourself). The recipes' files are
-# the same in both sets, so the demo's own stages stay cached; only the report re-runs on the next `make demo`.
+# the same in both sets, so seed 0's pre-training stays cached; transfer.yaml differs (low-label fine-tuning,
+# RandAugment), so the demo's transfer stages re-run on the next `make demo`.
 bench-table: setup
 	@for f in params/sets/cpu-demo/*.yaml; do cmp -s $$f params/$$(basename $$f) || { \
 		echo "params/$$(basename $$f) differs from params/sets/cpu-demo: commit or stash your edits first" >&2; \
