@@ -265,9 +265,9 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     original = MAE.forward
     monkeypatch.setattr(MAE, "forward", first_step)
 
-    def interrupt() -> None:
-        if started.wait(timeout=60):
-            os.kill(os.getpid(), signal.SIGINT)
+    def interrupt() -> None:  # also when training never started, so that the test fails rather than trains forever
+        started.wait(timeout=240)
+        os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
     code = main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "train.steps=100000"])
