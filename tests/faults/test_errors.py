@@ -269,8 +269,13 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
         started.wait(timeout=240)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # a shell starts background jobs with SIGINT ignored, and Python then installs no handler: give it Python's own
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt, daemon=True).start()
-    code = main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "train.steps=100000"])
+    try:
+        code = main(["-q", "pretrain", "--out", str(tmp_path / "run"), *TINY_SETS, "--set", "train.steps=100000"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert started.is_set() and code == 130
     assert one_error_line(capsys.readouterr().err, "pretrain") == (
         "mim pretrain: interrupted (Ctrl-C); files it had written are whole (a checkpoint resumes the run)")
