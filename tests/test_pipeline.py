@@ -39,7 +39,7 @@ def _parent(client, flow_name: str):
 
 # the recipes run here, one seed; the others take the same stage commands and code paths (each is tested at unit
 # level and runs in `make demo` or the bench-cpu set): left out to keep the suite's time
-RECIPES = ("mae", "simmim", "ccvit", "img2vec", "cim", "cim-resnet")
+RECIPES = ("mae", "ccvit", "img2vec", "cim")
 
 
 def test_pretrain_flow_end_to_end(prefect_harness, project):
@@ -47,7 +47,7 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
 
     from flows.pretrain import pretrain_flow
 
-    set_pipeline(project, RECIPES, ("mae", "cim-resnet"))
+    set_pipeline(project, RECIPES, ("mae",))
     first = pretrain_flow(method="mae")
     # every pre-training depends on every recipe input (dvc.yaml cannot look one up per matrix item): both first
     assert first["ran"][0] == "prepare" and sorted(first["ran"][1:3]) == ["teacher", "tokenizer"]
@@ -91,18 +91,13 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     rerun = _children(client, _parent(client, "pretrain/mae").info.run_id)
     assert rerun["pretrain@mae-0"].data.params["optim.base_lr"] == "0.001"
 
-    # Another method: prepare is cached, and its runs carry the same metric names.
-    other = pretrain_flow(method="simmim")
-    assert other["ran"] == ["pretrain@simmim-0", "evaluate@simmim-0"]
-    sim = _children(client, _parent(client, "pretrain/simmim").info.run_id)
-    assert {k for k in sim["pretrain@simmim-0"].data.metrics} == set(train_run.data.metrics)
-    assert {k for k in sim["evaluate@simmim-0"].data.metrics} == set(eval_run.data.metrics) >= EVAL_METRICS
-
-    # CCViT: its tokenizer (built with mae's stages) is cached; the tokenizer's run nested under mae's parent run.
+    # CCViT: prepare and its tokenizer (built with mae's stages) are cached; the tokenizer's run nested under mae's
+    # parent run; its evaluation carries the same metric names.
     ccvit = pretrain_flow(method="ccvit")
     assert ccvit["ran"] == ["pretrain@ccvit-0", "evaluate@ccvit-0"]
     cc = _children(client, _parent(client, "pretrain/ccvit").info.run_id)
     assert set(cc) == {"pretrain@ccvit-0", "evaluate@ccvit-0"}
+    assert {k for k in cc["evaluate@ccvit-0"].data.metrics} == set(eval_run.data.metrics) >= EVAL_METRICS
     tokenizer_metrics = set(children["tokenizer"].data.metrics)
     assert {"tokenizer/build_s", "tokenizer/inertia", "tokenizer/heldout_perplexity"} <= tokenizer_metrics
     assert TRAIN_METRICS | {"train/loss_token", "train/token_acc"} <= set(cc["pretrain@ccvit-0"].data.metrics)
@@ -124,29 +119,25 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     cim_run = _children(client, _parent(client, "pretrain/cim").info.run_id)["pretrain@cim-0"]
     assert TRAIN_METRICS | {"cim/replaced_fraction", "cim/revdet_acc", "cim/gen_acc"} <= set(cim_run.data.metrics)
 
-    # The whole graph: the baselines, the ResNet variant of CIM and the diversity analysis are left.
+    # The whole graph: the baselines, transfer and the diversity analysis are left.
     from flows.pipeline import pipeline_flow
 
     everything = pipeline_flow()
-    late = ["cim-resnet"]
-    assert everything["methods"] == ["mae", "simmim", "ccvit", "img2vec", "cim", *late]
-    assert sorted(everything["ran"][:3]) == ["baseline@cim-resnet-0", "baseline@mae-0", "pixels"]
-    assert everything["ran"][3:5] == [f"{stage}@{m}-0" for m in late for stage in ("pretrain", "evaluate")]
-    rest = everything["ran"][5:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
+    assert everything["methods"] == list(RECIPES)
+    assert sorted(everything["ran"][:2]) == ["baseline@mae-0", "pixels"]
+    rest = everything["ran"][2:]  # the rest of the graph, in DVC's order: analysis, transfer, the report last
     assert sorted(rest) == sorted(["diversity", "scratch@0", "report",
                                    *(f"transfer@{m}-0" for m in everything["methods"])])
     assert rest[-1] == "report"
     report = (project / "reports/comparison.md").read_text()
     assert all(f"| {m} " in report for m in everything["methods"]) and "not run" not in report
     assert "| random-init mae encoder (baseline) |" in report and "| raw pixels (baseline) |" in report
-    assert "| cim-resnet | random-init cim-resnet |" in report and "| ccvit | random-init mae + scratch |" in report
+    assert "| ccvit | random-init mae + scratch |" in report
     assert "(1 seed, no interval)" in report  # one seed: the differences say they have no interval
     report_run = _children(client, _parent(client, "pipeline/all").info.run_id)["report"]
     shown = {a.path for a in client.list_artifacts(report_run.info.run_id, "report")}
     assert {"report/comparison.md", "report/accuracy.png", "report/accuracy_vs_time.png",
             "report/features.png"} <= shown
-    resnet = json.loads((project / "models/cim-resnet/seed-0/params.json").read_text())
-    assert resnet["model"]["arch"] == "cnn" and resnet["method"]["objective"] == "respix"
     diversity = json.loads((project / "metrics/diversity.json").read_text())
     assert set(diversity) == {"lite0-imagenet", "lite0-random", "mae-encoder", "img2vec-encoder"}
     assert len(diversity["lite0-imagenet"]["per_level"]) == 5 and len(diversity["mae-encoder"]["per_level"]) == 2
@@ -156,7 +147,6 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     table = (project / ".mim/comparison.md").read_text()
     assert all(f"| {m} | 1 | 4 |" in table for m in everything["methods"])
     assert "| random-init mae encoder (baseline) |" in table
-    assert "| random-init cim-resnet encoder (baseline) |" in table
     assert "| raw pixels (baseline) |" in table
 
 

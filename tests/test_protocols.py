@@ -92,14 +92,14 @@ def test_transfer_writes_a_finetune_metric_per_fraction(tmp_path, monkeypatch):
     params = TransferParams(finetune={"epochs": 1, "batch_size": 16, "device": "cpu", "label_fractions": [0.25, 1.0],
                                       "low_label_steps": 3, "drop_path": 0.0})
     with StageRun("transfer", "tiny", enabled=False) as tracker:
-        out = finetune_fractions(vit, "tiny", None, train, test, params, d, tracker)
+        out = finetune_fractions(vit, "tiny", None, 0, train, test, params, d, tracker)
     assert set(out) == {f"finetune{p}_{m}" for p in ("", "_25pct") for m in ("top1", "steps", "wall_time_s")}
     assert out["finetune_steps"] == 4 and out["finetune_25pct_steps"] == 3  # 64 / 16; low_label_steps
     assert all(torch.equal(v, vit.state_dict()[k]) for k, v in before.items())  # each run fine-tunes a copy
-    assert (tmp_path / "plots/transfer/tiny.csv").read_text().startswith("step,")
+    assert (tmp_path / "plots/transfer/tiny/seed-0.csv").read_text().startswith("step,")
     small = TransferParams(finetune={"batch_size": 16, "device": "cpu", "label_fractions": [0.1]})
     with pytest.raises(ValueError, match=r"label_fractions 0.1: \d labelled images, fewer than finetune.batch_size"):
-        finetune_fractions(vit, "tiny", None, train, test, small, d, tracker)
+        finetune_fractions(vit, "tiny", None, 0, train, test, small, d, tracker)
 
 
 def test_randaugment_and_erasing_change_the_batch_only_when_on_and_replay_per_step():
