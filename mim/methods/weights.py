@@ -62,11 +62,9 @@ def load_model(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return state, meta
 
 
-def load_full_model(method: nn.Module, path: str) -> dict[str, str]:
-    """Load the full model file `path` into `method`, strictly: every key but the parts another input supplies
-    (`external_prefixes`, kept as built). Returns the file's metadata."""
-    state, meta = load_model(path)
+def load_full_state(method: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """Load a full model's `state` (read from `path`, named in errors) into `method`, strictly: every key but the
+    parts another input supplies (`external_prefixes`, kept as built)."""
     skip = tuple(external_prefixes(method))
     supplied = {k: v for k, v in method.state_dict().items() if skip and k.startswith(skip)}
     load_state_strict(method, {**state, **supplied}, path)
-    return meta

@@ -13,7 +13,7 @@ import torch
 from mim.data.folder import display_path, list_image_folder, load_image_folder
 from mim.io import read_bytes
 from mim.methods import MIMMethod
-from mim.methods.weights import MODEL_FORMAT, load_full_model
+from mim.methods.weights import load_full_state, load_model
 from mim.models.export import safetensors_metadata
 from mim.params.bind.data import augment
 from mim.params.bind.methods import build_method
@@ -54,16 +54,12 @@ def load_saved_method(path: Path, params_file: Path, encoder_file: Path) -> tupl
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no full-model file; the run predates full-model saving (only the encoder "
                                 "was kept): re-run pre-training to reconstruct with it")
-    data = read_bytes(str(path), "full-model file")
-    meta = safetensors_metadata(data, str(path))
-    if meta.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a full model saved by mim (metadata format {meta.get('format')!r}, expected "
-                         f"{MODEL_FORMAT!r})")
+    state, meta = load_model(str(path))  # read once: the metadata says how to build the method
     if meta.get("method", params.method.name) != params.method.name:
         raise ValueError(f"{path}: holds a {meta['method']} model but {params_file} names "
                          f"{params.method.name}; the folder mixes two runs: re-run pre-training")
     method = build_method(params, _in_chans(path, meta, encoder_file))
-    load_full_model(method, str(path))
+    load_full_state(method, state, str(path))
     return method.eval(), params
 
 
