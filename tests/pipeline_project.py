@@ -64,11 +64,12 @@ def make_project(dest: Path) -> Path:
 
 def set_pipeline(project: Path, methods: tuple[str, ...], baselines: tuple[str, ...], seeds: tuple[int, ...] = (0,)
                  ) -> None:
-    """Make the project's params/pipeline.yaml run `methods` (inputs as the bench-cpu set has them), `baselines`
+    """Make the project's params/pipeline.yaml run `methods` (inputs as the in1k-vit-b16 set has them), `baselines`
     and `seeds`, committed: end-to-end tests that need not run every recipe."""
     import yaml
 
-    every = yaml.safe_load((ROOT / "params" / "sets" / "bench-cpu" / "pipeline.yaml").read_text())["methods"]
-    spec = {"methods": {m: every[m] for m in methods}, "baselines": list(baselines), "seeds": list(seeds)}
+    every = yaml.safe_load((ROOT / "params" / "sets" / "in1k-vit-b16" / "pipeline.yaml").read_text())["methods"]
+    spec = {"methods": {m: every[m] for m in methods}, "baselines": list(baselines), "seeds": list(seeds),
+            "transfer_seeds": list(seeds)}
     (project / "params" / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", f"run {', '.join(methods)}")

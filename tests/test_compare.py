@@ -10,7 +10,7 @@ from tests.helpers import ROOT
 def test_table_with_a_missing_method(tmp_path):
     (tmp_path / "params").mkdir()
     (tmp_path / "params/pipeline.yaml").write_text("methods: {mae: {}, ccvit: {input: models/tokenizer}}\n"
-                                                   "baselines: [mae]\nseeds: [3]\n")
+                                                   "baselines: [mae]\nseeds: [3]\ntransfer_seeds: [3]\n")
     for stage in ("pretrain/mae", "evaluate/mae", "evaluate/baseline-mae"):
         (tmp_path / "metrics" / stage).mkdir(parents=True)
     (tmp_path / "metrics/pretrain/mae/seed-3.json").write_text(json.dumps(

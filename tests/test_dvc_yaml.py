@@ -26,7 +26,8 @@ STAGE_MODULES = {"prepare": "mim.stages.prepare", "tokenizer": "mim.stages.token
                  "pretrain": "mim.stages.pretrain", "evaluate": "mim.stages.evaluate"}
 
 
-VARS = {"${methods}": list(METHODS), "${baselines}": BASELINES, "${seeds}": SEEDS}  # a mapping iterates its keys
+# a mapping iterates its keys; the fine-tuning stages are checked at every seed, though the demo runs none
+VARS = {"${methods}": list(METHODS), "${baselines}": BASELINES, "${seeds}": SEEDS, "${transfer_seeds}": SEEDS}
 
 
 def expanded_stages() -> dict[str, dict]:

@@ -15,7 +15,7 @@ from mim.analysis.stats import mean_interval, paired_difference, t_quantile, t_t
 from mim.cli.main import main
 from mim.params import ParamsError, PipelineParams, check_dir, load_pretrain
 from mim.project.compare import comparison_table
-from mim.project.graph import pipeline, recipe_stages
+from mim.project.graph import declared_stages, pipeline, recipe_stages
 from mim.project.results import baselines
 from mim.stages.report import gather, render
 from tests.helpers import ROOT, one_error_line
@@ -59,16 +59,18 @@ def test_paired_difference_pairs_by_seed():
 
 
 def test_pipeline_params_refuse_what_cannot_run(tmp_path):
-    ok = PipelineParams(methods={"mae": {}}, baselines=["mae"], seeds=[0, 1, 2])
+    ok = PipelineParams(methods={"mae": {}}, baselines=["mae"], seeds=[0, 1, 2], transfer_seeds=[0])
     assert ok.methods["mae"].input == "data/prepared"
     for bad, message in [({"seeds": [0, 0]}, "a seed is listed twice"), ({"seeds": []}, "no seeds"),
                          ({"baselines": ["mixmim"]}, "baselines ['mixmim'] are not among methods"),
-                         ({"seeds": [-1]}, "greater than or equal to 0")]:
+                         ({"seeds": [-1]}, "greater than or equal to 0"),
+                         ({"transfer_seeds": [1]}, "transfer_seeds [1] are not among seeds [0]"),
+                         ({"transfer_seeds": [0, 0]}, "transfer_seeds [0, 0]: a seed is listed twice")]:
         with pytest.raises(ValueError, match=re.escape(message)):
-            PipelineParams(**{"methods": {"mae": {}}, "baselines": ["mae"], **bad})
+            PipelineParams(**{"methods": {"mae": {}}, "baselines": ["mae"], "seeds": [0], "transfer_seeds": [], **bad})
     params = tmp_path / "params"
     shutil.copytree(ROOT / "params", params, ignore=shutil.ignore_patterns("sets"))
-    (params / "pipeline.yaml").write_text("methods: {mae: {}, dino: {}}\nbaselines: [mae]\n")
+    (params / "pipeline.yaml").write_text("methods: {mae: {}, dino: {}}\nbaselines: [mae]\ntransfer_seeds: []\n")
     with pytest.raises(ParamsError, match=re.escape(f"{params}/pipeline.yaml: methods: dino: no {params}/dino.yaml")):
         check_dir(params)
 
@@ -84,7 +86,7 @@ def two_seeds(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ROOT / "params", tmp_path / "params", ignore=shutil.ignore_patterns("sets"))
     (tmp_path / "params/pipeline.yaml").write_text(
-        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\n")
+        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: [0, 1]\n")
     model = load_pretrain(ROOT / "params", "mae").model.model_dump(mode="json")  # as params.json holds it
     for seed, (knn, linear, low, ft, bknn, blinear, blow, sft) in enumerate(
             [(74.0, 70.0, 50.0, 85.5, 64.0, 69.0, 40.0, 80.0), (76.0, 71.0, 52.0, 86.5, 65.0, 72.0, 41.0, 81.0)]):
@@ -120,7 +122,8 @@ def test_report_shows_means_intervals_and_paired_differences_over_two_seeds(two_
 
 
 def test_one_seed_says_it_has_no_interval(two_seeds):
-    (two_seeds / "params/pipeline.yaml").write_text("methods: {mae: {}, mixmim: {}}\nbaselines: [mae]\nseeds: [1]\n")
+    (two_seeds / "params/pipeline.yaml").write_text(
+        "methods: {mae: {}, mixmim: {}}\nbaselines: [mae]\nseeds: [1]\ntransfer_seeds: [1]\n")
     pipe = pipeline(two_seeds)
     text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
                   pipe.seeds)
@@ -129,6 +132,35 @@ def test_one_seed_says_it_has_no_interval(two_seeds):
     assert ("| mixmim | none: add a recipe of its architecture to `baselines` in params/pipeline.yaml | - | - | - "
             "| - |\n") in text  # a hierarchical encoder is no ViT's twin
     assert "one seed: no interval" in text
+
+
+def test_fine_tunes_count_only_at_transfer_seeds(two_seeds):
+    # seed 1's fine-tune files are left from an earlier run: the pipeline no longer declares those stages
+    (two_seeds / "params/pipeline.yaml").write_text(
+        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: [0]\n")
+    pipe = pipeline(two_seeds)
+    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
+                  pipe.seeds)
+    assert "| 75.00 ± 12.71 | 70.50 ± 6.35 | 85.50 (n=1) | 51.00 ± 12.71 |" in text  # 85.5: seed 0's alone
+    assert ("| random-init mae encoder (baseline) | - | - | 2 | - | - | 64.50 ± 6.35 | 70.50 ± 19.06 | 80.00 (n=1) |"
+            in text)
+    (two_seeds / "params/pipeline.yaml").write_text(
+        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: []\n")
+    pipe = pipeline(two_seeds)
+    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
+                  pipe.seeds)
+    assert "| method | encoder | params (M) | seeds | pre-train s | img/s | k-NN | linear | linear_1pct | TD |" in text
+
+
+def test_declared_stages_expand_the_matrix_from_the_pipeline_params(two_seeds):
+    shutil.copy(ROOT / "dvc.yaml", two_seeds / "dvc.yaml")
+    (two_seeds / "params/pipeline.yaml").write_text(
+        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: [1]\n")
+    stages = declared_stages(two_seeds)
+    assert [s for s in stages if s.startswith(("pretrain@", "transfer@", "scratch@", "baseline@"))] == [
+        "pretrain@mae-0", "pretrain@mae-1", "pretrain@dmjd-0", "pretrain@dmjd-1", "baseline@mae-0", "baseline@mae-1",
+        "transfer@mae-1", "transfer@dmjd-1", "scratch@1"]
+    assert "prepare" in stages and "report" in stages
 
 
 def test_compare_and_the_flows_stage_list_follow_the_seeds(two_seeds):

@@ -106,7 +106,8 @@ def test_report_with_some_methods_missing(tmp_path, monkeypatch):
     (tmp_path / "params").mkdir()
     for name in ("mae", "dmjd", "transfer", "data"):
         (tmp_path / "params" / f"{name}.yaml").write_text((ROOT / "params" / f"{name}.yaml").read_text())
-    (tmp_path / "params/pipeline.yaml").write_text("methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0]\n")
+    (tmp_path / "params/pipeline.yaml").write_text(
+        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0]\ntransfer_seeds: [0]\n")
     for stage in ("pretrain/mae", "evaluate/mae", "transfer/mae", "evaluate/baseline-mae", "transfer/scratch"):
         (tmp_path / "metrics" / stage).mkdir(parents=True)
     (tmp_path / "metrics/pretrain/mae/seed-0.json").write_text(json.dumps({"wall_time_s": 88.0,

@@ -31,6 +31,10 @@ class PipelineParams(Strict):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         [0], description="every seed runs the whole comparison; replaces train.seed, eval.yaml's seed and "
                          "finetune.seed in the pipeline's stages (the report's intervals are over these)")
+    transfer_seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        description="the seeds at which every recipe and the scratch encoder are fine-tuned end to end "
+                    "(transfer@<recipe>-<seed>, scratch@<seed>); a subset of seeds, [] for none (the CPU demo: "
+                    "fine-tuning is the costliest protocol and needs the longest budget to mean anything)")
 
     @field_validator("methods")
     @classmethod
@@ -50,6 +54,10 @@ class PipelineParams(Strict):
 
     @model_validator(mode="after")
     def _baselines_are_recipes(self) -> PipelineParams:
+        if stray := [s for s in self.transfer_seeds if s not in self.seeds]:
+            raise ValueError(f"transfer_seeds {stray} are not among seeds {self.seeds}")
+        if len(set(self.transfer_seeds)) != len(self.transfer_seeds):
+            raise ValueError(f"transfer_seeds {self.transfer_seeds}: a seed is listed twice")
         if unknown := [b for b in self.baselines if b not in self.methods]:
             raise ValueError(f"baselines {unknown} are not among methods ({', '.join(self.methods)})")
         if len(set(self.baselines)) != len(self.baselines):

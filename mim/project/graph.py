@@ -3,6 +3,7 @@ stage builds each recipe's input."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,24 @@ def pipeline(root: Path) -> PipelineParams:
 def pipeline_methods(root: Path) -> dict[str, dict[str, Any]]:
     """The recipes the pipeline runs: recipe -> {input: ...}, in the file's order."""
     return {m: item.model_dump() for m, item in pipeline(root).methods.items()}
+
+
+def declared_stages(root: Path) -> list[str]:
+    """Every stage name dvc.yaml declares with params/pipeline.yaml's values, in file order (`prepare`,
+    `pretrain@mae-0`, ...): matrix stages expanded over `${var}` lists (a mapping gives its keys) or literal lists."""
+    values = pipeline(root).model_dump()
+    names = []
+    for name, stage in dvc_spec(root)["stages"].items():
+        if not isinstance(stage, dict) or "matrix" not in stage:
+            names.append(name)
+            continue
+        axes = []
+        for axis in stage["matrix"].values():
+            if isinstance(axis, str) and axis.startswith("${") and axis.endswith("}"):
+                axis = values[axis[2:-1]]
+            axes.append([str(v) for v in axis])
+        names += [f"{name}@{'-'.join(combo)}" for combo in itertools.product(*axes)]
+    return names
 
 
 def recipe_stages(root: Path, recipe: str, stages: tuple[str, ...] = ("pretrain", "evaluate")) -> list[str]:

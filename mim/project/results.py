@@ -66,20 +66,25 @@ def seed_metrics(root: Path, stage: str, name: str, seeds: Iterable[int]) -> dic
     return {s: m for s in seeds if (m := read_metrics(root, stage, name, s))}
 
 
-def recipe_scores(root: Path, recipe: str, seeds: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """{seed: every score of the recipe's evaluate and transfer stages}; the evaluate stage's k-NN and linear probe
+def recipe_scores(root: Path, recipe: str, seeds: Iterable[int], transfer_seeds: Iterable[int]
+                  ) -> dict[int, dict[str, Any]]:
+    """{seed: every score of the recipe's evaluate stages and of its transfer stages at `transfer_seeds` (files
+    of transfer stages the pipeline no longer declares are not read)}; the evaluate stage's k-NN and linear probe
     win over the same protocols run inside transfer."""
     seeds = list(seeds)
-    evaluate, transfer = seed_metrics(root, "evaluate", recipe, seeds), seed_metrics(root, "transfer", recipe, seeds)
+    evaluate = seed_metrics(root, "evaluate", recipe, seeds)
+    transfer = seed_metrics(root, "transfer", recipe, [s for s in seeds if s in set(transfer_seeds)])
     return {s: {**transfer.get(s, {}), **evaluate.get(s, {})} for s in seeds if s in evaluate or s in transfer}
 
 
-def twin_scores(root: Path, baseline: str | None, seeds: Iterable[int], scratch: bool) -> dict[int, dict[str, Any]]:
+def twin_scores(root: Path, baseline: str | None, seeds: Iterable[int], scratch_seeds: Iterable[int]
+                ) -> dict[int, dict[str, Any]]:
     """{seed: scores of a random-init encoder}: `baseline@<baseline>-<s>` (frozen protocols) over `scratch@<s>`
-    (fine-tuning, when `scratch`: the architecture is transfer.yaml's scratch_of)."""
+    at `scratch_seeds` (fine-tuning: pass the pipeline's transfer_seeds when the architecture is transfer.yaml's
+    scratch_of, else none)."""
     seeds = list(seeds)
     evaluate = seed_metrics(root, "evaluate", f"baseline-{baseline}", seeds) if baseline else {}
-    finetuned = seed_metrics(root, "transfer", "scratch", seeds) if scratch else {}
+    finetuned = seed_metrics(root, "transfer", "scratch", [s for s in seeds if s in set(scratch_seeds)])
     return {s: {**finetuned.get(s, {}), **evaluate.get(s, {})} for s in seeds if s in evaluate or s in finetuned}
 
 
@@ -116,7 +121,8 @@ def baselines(root: Path, pipeline: PipelineParams, scratch_of: str | None = Non
     out = []
     for recipe in pipeline.baselines:
         out.append({"name": f"random-init {recipe} encoder", "recipe": recipe,
-                    "scores": twin_scores(root, recipe, pipeline.seeds, recipe == scratch_of)})
+                    "scores": twin_scores(root, recipe, pipeline.seeds,
+                                          pipeline.transfer_seeds if recipe == scratch_of else [])})
     if pixels := read_metrics(root, "evaluate", "pixels"):
         out.append({"name": "raw pixels", "recipe": None, "scores": {None: pixels}})
     return out

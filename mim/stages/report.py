@@ -26,7 +26,7 @@ from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
 from mim.params import PipelineParams, load_with_data
 from mim.params.bind.data import augment
-from mim.project.graph import pipeline
+from mim.project.graph import declared_stages, pipeline
 from mim.project.layout import PARAMS_FILE, PREPARED, encoder_file, model_dir, plots_dir, stage_name
 from mim.project.results import (
     accuracy_keys,
@@ -83,8 +83,8 @@ def gather(root: Path, pipe: PipelineParams, params_dir: str | Path, scratch_of:
         arch = architecture(root, m, seeds, params_dir)
         twin, scratch = twin_of(m, arch, twins), arch == scratch_arch
         rows.append({"name": m, **meta, "pretrain": seed_metrics(root, "pretrain", m, seeds),
-                     "scores": recipe_scores(root, m, seeds), "twin": twin, "scratch": scratch,
-                     "twin_scores": twin_scores(root, twin, seeds, scratch),
+                     "scores": recipe_scores(root, m, seeds, pipe.transfer_seeds), "twin": twin, "scratch": scratch,
+                     "twin_scores": twin_scores(root, twin, seeds, pipe.transfer_seeds if scratch else []),
                      "td": diversity.get(f"{m}-encoder", {}).get("token_diversity")})
     return rows
 
@@ -248,7 +248,9 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
                 save_image_rows({"input": shown, **maps}, str(REPORTS / "features.png"),
                                 title=f"last-layer feature PCA maps, seed {first} (first row: the input images)")
         text = render(rows, base_rows, run_ids, teachers, pipe.seeds)
-        text += timings_section(read_timings(root / TIMINGS_DIR))
+        declared = declared_stages(root) if (root / "dvc.yaml").is_file() else None
+        text += timings_section({stage: t for stage, t in read_timings(root / TIMINGS_DIR).items()
+                                 if declared is None or stage in declared})
         write_text(str(REPORTS / "comparison.md"), text)
         for f in sorted(REPORTS.rglob("*")):
             if f.is_file():

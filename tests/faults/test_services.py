@@ -126,7 +126,8 @@ def _shrink_matrix(root: Path) -> None:
     """params/pipeline.yaml with the `METHODS` and one seed, and dvc.yaml with only the stages the pipeline flow
     runs for them (no tokenizer, teacher, transfer or report stages; pretrain without their inputs), committed."""
     (root / "params" / "pipeline.yaml").write_text(yaml.safe_dump(
-        {"methods": {m: {"input": "data/prepared"} for m in METHODS}, "baselines": ["mae"], "seeds": [0]}))
+        {"methods": {m: {"input": "data/prepared"} for m in METHODS}, "baselines": ["mae"], "seeds": [0],
+         "transfer_seeds": [0]}))
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     for name in ("tokenizer", "teacher", "diversity", "transfer", "scratch", "report"):
         del spec["stages"][name]
