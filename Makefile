@@ -1,5 +1,5 @@
 # make demo: `dvc repro` the default pipeline on Fashion-MNIST (CPU, minutes) and show the metrics.
-# make bench-table: the bench-cpu params set (every recipe, 3 seeds, 95 % intervals) -> bench/comparison.md.
+# make bench-table: the bench-cpu params set (the demo's recipes, 3 seeds, fine-tuning, 95 % intervals) -> bench/.
 # make test: install everything and run the linters and the test suite.
 # make setup installs the library with every extra (pipeline, teacher, dev), at the versions constraints.txt pins.
 PYTHON ?= python3
@@ -44,9 +44,9 @@ demo: setup
 
 # The benchmark table: switch params/ to the bench-cpu set, `dvc repro`, keep the report in bench/ (with its wall
 # time), then switch back to cpu-demo, which params/ must equal beforehand: edits of yours stop it rather than being
-# replaced (commit or stash them, or run `mim params use bench-cpu && dvc repro` yourself). The recipes' files are
-# the same in both sets, so seed 0's pre-training stays cached; transfer.yaml differs (low-label fine-tuning,
-# RandAugment), so the demo's transfer stages re-run on the next `make demo`.
+# replaced (commit or stash them, or run `mim params use bench-cpu && dvc repro` yourself). The two sets differ only
+# in pipeline.yaml (seeds 0-2 and fine-tuning at each), so after `make demo` seed 0's pre-training and evaluation
+# stay cached.
 bench-table: setup
 	@for f in params/sets/cpu-demo/*.yaml; do cmp -s $$f params/$$(basename $$f) || { \
 		echo "params/$$(basename $$f) differs from params/sets/cpu-demo: commit or stash your edits first" >&2; \

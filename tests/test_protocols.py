@@ -5,6 +5,7 @@ off does not, seeded per step), and the evaluation center crop's geometry."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -97,6 +98,15 @@ def test_transfer_writes_a_finetune_metric_per_fraction(tmp_path, monkeypatch):
     assert out["finetune_steps"] == 4 and out["finetune_25pct_steps"] == 3  # 64 / 16; low_label_steps
     assert all(torch.equal(v, vit.state_dict()[k]) for k, v in before.items())  # each run fine-tunes a copy
     assert (tmp_path / "plots/transfer/tiny/seed-0.csv").read_text().startswith("step,")
+    seen, done = [], SimpleNamespace(top1=50.0, steps=1, wall_time_s=0.1, history={"step": [1], "loss": [0.5], "lr": [1e-3]})
+    monkeypatch.setattr("mim.stages.transfer.finetune", lambda *a, **kw: seen.append(kw["layer_decay"]) or done)
+    (tmp_path / "models/mae/seed-0").mkdir(parents=True)
+    (tmp_path / "models/mae/seed-0/encoder.safetensors").write_bytes(b"x")
+    decayed = TransferParams(finetune={"device": "cpu", "batch_size": 16, "layer_decay": 0.6,
+                                       "scratch_layer_decay": 0.9})
+    for method in (None, "mae"):  # the scratch encoder has its own decay; a pre-trained one the recipe's
+        finetune_fractions(vit, "tiny", method, 0, train, test, decayed, d, tracker)
+    assert seen == [0.9, 0.6]
     small = TransferParams(finetune={"batch_size": 16, "device": "cpu", "label_fractions": [0.1]})
     with pytest.raises(ValueError, match=r"label_fractions 0.1: \d labelled images, fewer than finetune.batch_size"):
         finetune_fractions(vit, "tiny", None, 0, train, test, small, d, tracker)

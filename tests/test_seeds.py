@@ -152,6 +152,31 @@ def test_fine_tunes_count_only_at_transfer_seeds(two_seeds):
     assert "| method | encoder | params (M) | seeds | pre-train s | img/s | k-NN | linear | linear_1pct | TD |" in text
 
 
+def test_report_compares_each_method_with_the_reference_recipe_seed_by_seed(two_seeds):
+    model = load_pretrain(ROOT / "params", "dmjd").model.model_dump(mode="json")
+    for seed, (knn, ft) in enumerate([(77.0, 84.5), (80.0, 85.5)]):  # mae: 74, 76 and 85.5, 86.5
+        _write(two_seeds / f"models/dmjd/seed-{seed}/params.json", {"model": model, "method": {"name": "dmjd"}})
+        _write(two_seeds / f"metrics/evaluate/dmjd/seed-{seed}.json", {"knn_top1": knn, "linear_top1": 70.0})
+        _write(two_seeds / f"metrics/transfer/dmjd/seed-{seed}.json", {"finetune_top1": ft})
+    pipe = pipeline(two_seeds)
+    assert pipe.reference_recipe == "mae"  # the first recipe when the file names none
+    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
+                  pipe.seeds, pipe.reference_recipe)
+    # k-NN 3, 4 -> 3.5 ± 6.35; linear 0, -1 -> -0.5 ± 6.35 n.s.; fine-tune -1, -1 -> -1 (no spread)
+    assert "## Each method minus mae, paired by seed" in text
+    assert ("| dmjd | +3.50 [-2.85, +9.85] n.s. | -0.50 [-6.85, +5.85] n.s. | -1.00 [-1.00, -1.00] | - |"
+            in text)
+    assert "| mae | +0.00" not in text  # the reference has no row of its own
+    (two_seeds / "params/pipeline.yaml").write_text("methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\n"
+                                                    "transfer_seeds: [0, 1]\nreference: dmjd\n")
+    pipe = pipeline(two_seeds)
+    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
+                  pipe.seeds, pipe.reference_recipe)
+    assert "## Each method minus dmjd" in text and "| mae | -3.50 [-9.85, +2.85] n.s." in text
+    with pytest.raises(ValueError, match="reference 'simmim' is not among methods"):
+        PipelineParams(methods={"mae": {}}, baselines=["mae"], transfer_seeds=[], reference="simmim")
+
+
 def test_declared_stages_expand_the_matrix_from_the_pipeline_params(two_seeds):
     shutil.copy(ROOT / "dvc.yaml", two_seeds / "dvc.yaml")
     (two_seeds / "params/pipeline.yaml").write_text(

@@ -48,6 +48,9 @@ class FinetuneParams(Strict):
     weight_decay: Annotated[float, Field(ge=0)] = 0.05
     layer_decay: Annotated[float, Field(gt=0, le=1)] = Field(0.75, description="lr x decay^(L+1-depth); 0.65 for "
                                                              "ViT-B in MAE")
+    scratch_layer_decay: Annotated[float, Field(gt=0, le=1)] = Field(
+        1.0, description="the scratch encoder's layer_decay: 1 = every layer at the full rate (the decay keeps "
+                         "pre-trained early layers near their weights; a random init has nothing to keep)")
     drop_path: Fraction = 0.1
     label_smoothing: Fraction = 0.1
     mixup: Annotated[float, Field(ge=0)] = Field(0.0, description="timm Mixup alpha (0 = off)")

@@ -36,6 +36,10 @@ class PipelineParams(Strict):
                     "(transfer@<recipe>-<seed>, scratch@<seed>); a subset of seeds, [] for none (the CPU demo: "
                     "fine-tuning is the costliest protocol and needs the longest budget to mean anything)")
 
+    reference: Name | None = Field(
+        None, description="the recipe every other one is compared with, paired by seed, in the report's "
+                          "\"minus the reference\" table (most papers claim to beat MAE); null = the first of methods")
+
     @field_validator("methods")
     @classmethod
     def _some_methods(cls, value: dict) -> dict:
@@ -52,6 +56,11 @@ class PipelineParams(Strict):
             raise ValueError(f"{value}: a seed is listed twice")
         return value
 
+    @property
+    def reference_recipe(self) -> str:
+        """`reference`, else the first recipe."""
+        return self.reference or next(iter(self.methods))
+
     @model_validator(mode="after")
     def _baselines_are_recipes(self) -> PipelineParams:
         if stray := [s for s in self.transfer_seeds if s not in self.seeds]:
@@ -60,6 +69,8 @@ class PipelineParams(Strict):
             raise ValueError(f"transfer_seeds {self.transfer_seeds}: a seed is listed twice")
         if unknown := [b for b in self.baselines if b not in self.methods]:
             raise ValueError(f"baselines {unknown} are not among methods ({', '.join(self.methods)})")
+        if self.reference is not None and self.reference not in self.methods:
+            raise ValueError(f"reference {self.reference!r} is not among methods ({', '.join(self.methods)})")
         if len(set(self.baselines)) != len(self.baselines):
             raise ValueError(f"baselines {self.baselines}: a recipe is listed twice")
         return self

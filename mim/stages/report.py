@@ -94,9 +94,10 @@ def _seeds_cell(n: int) -> str:
 
 
 def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids: dict[str, str],
-           teachers: dict[str, Any], seeds: list[int]) -> str:
+           teachers: dict[str, Any], seeds: list[int], reference: str | None = None) -> str:
     """The markdown report: the comparison table (mean ± 95 % interval over seeds), each method's paired difference
-    to its random-init twin, the baselines, teachers' token diversity and the pictures."""
+    to its random-init twin and (with `reference`, a recipe among `rows`) to the reference recipe, the baselines,
+    teachers' token diversity and the pictures."""
     keys = accuracy_keys([m for r in [*rows, *base_rows] for m in (*r["scores"].values(),
                                                                     *r.get("twin_scores", {}).values())])
     interval = ("one seed: no interval (the `bench-cpu` params set runs 3)" if len(seeds) == 1 else
@@ -139,6 +140,15 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
             continue
         cells = "".join(f"{difference_cell(values(r['scores'], k), values(r['twin_scores'], k))} | " for k in keys)
         lines.append(f"| {r['name']} | {twin} | {cells}".rstrip())
+    if (ref := next((r for r in rows if r["name"] == reference), None)) and len(rows) > 1:
+        lines += ["", f"## Each method minus {reference}, paired by seed", "",
+                  f"Each cell: the mean over seeds of (method - {reference} at the same seed), in points, with its 95 % "
+                  f"t interval; `n.s.` = the interval contains 0. The claims the papers make against {reference} "
+                  "(\"outperforms MAE\") read here, at this budget; encoders of another architecture are compared "
+                  "as they are.", "",
+                  ("| method | " + "".join(f"{label(k)} | " for k in keys)).rstrip(), "|---|" + "---:|" * len(keys)]
+        lines += [(f"| {r['name']} | " + "".join(f"{difference_cell(values(r['scores'], k), values(ref['scores'], k))}"
+                                                 " | " for k in keys)).rstrip() for r in rows if r is not ref]
     if teachers:
         lines += ["", "## Token diversity of teachers and encoders", "", "| model | TD (mean +- std) | level |",
                   "|---|---:|---:|"]
@@ -247,7 +257,7 @@ def run(params_dir: str | Path, root: Path | None = None) -> str:
                 shown = aug.denormalize(images).clamp(0, 1).expand(-1, 3, -1, -1)
                 save_image_rows({"input": shown, **maps}, str(REPORTS / "features.png"),
                                 title=f"last-layer feature PCA maps, seed {first} (first row: the input images)")
-        text = render(rows, base_rows, run_ids, teachers, pipe.seeds)
+        text = render(rows, base_rows, run_ids, teachers, pipe.seeds, pipe.reference_recipe)
         declared = declared_stages(root) if (root / "dvc.yaml").is_file() else None
         text += timings_section({stage: t for stage, t in read_timings(root / TIMINGS_DIR).items()
                                  if declared is None or stage in declared})

@@ -74,7 +74,8 @@ def finetune_fractions(encoder: Encoder, name: str, method: str | None, seed: in
         with oom_hint("fine-tuning", f"finetune.batch_size (now {ft.batch_size}) in params/transfer.yaml"):
             out = finetune(copy.deepcopy(encoder), part, test, augment(data), epochs=ft.epochs,
                            steps=ft.low_label_steps if f < 1 else None, batch_size=ft.batch_size, base_lr=ft.base_lr,
-                           weight_decay=ft.weight_decay, layer_decay=ft.layer_decay, drop_path=ft.drop_path,
+                           weight_decay=ft.weight_decay, drop_path=ft.drop_path,
+                           layer_decay=ft.layer_decay if method else ft.scratch_layer_decay,
                            label_smoothing=ft.label_smoothing, mixup=ft.mixup, cutmix=ft.cutmix,
                            warmup_fraction=ft.warmup_fraction, pool=ft.pool, amp=ft.amp, device=ft.device,
                            seed=ft.seed, ckpt_url=ckpt, ckpt_every=ft.ckpt_every, ckpt_every_s=ft.ckpt_every_s,
