@@ -133,6 +133,7 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     assert all(f"| {m} " in report for m in everything["methods"]) and "not run" not in report
     assert "| random-init mae encoder (baseline) |" in report and "| raw pixels (baseline) |" in report
     assert "| ccvit | random-init mae + scratch |" in report
+    assert "## Each method minus mae, paired by seed" in report and "| ccvit | " in report.split("minus mae")[1]
     assert "(1 seed, no interval)" in report  # one seed: the differences say they have no interval
     report_run = _children(client, _parent(client, "pipeline/all").info.run_id)["report"]
     shown = {a.path for a in client.list_artifacts(report_run.info.run_id, "report")}
