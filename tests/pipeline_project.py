@@ -15,7 +15,8 @@ TINY = {
     "mae": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.decoder.embed_dim": 32,
             "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
     "teacher": {"check_images": 16},
-    "transfer": {"finetune.train_subset": 32, "finetune.batch_size": 16, "finetune.epochs": 1},
+    "transfer": {"finetune.train_subset": 32, "finetune.batch_size": 16, "finetune.epochs": 1,
+                 "finetune.label_fractions": [1.0]},
     "diversity": {"images": 16, "models.mae-encoder.level": 1, "models.img2vec-encoder.level": 1},
     "cim": {"model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "method.generator.embed_dim": 32,
             "train.batch_size": 16, "train.steps": 4, "train.ckpt_every": 2},
@@ -53,6 +54,8 @@ def make_project(dest: Path) -> Path:
     for name in ("params", "mim", "flows", "tasks", ".dvc"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__", "*.pyc")
                         if name == ".dvc" else ignore)
+    (dest / "metrics" / "transfer").mkdir(parents=True, exist_ok=True)  # tracked, as in this repository
+    shutil.copy2(ROOT / "metrics" / "transfer" / ".gitkeep", dest / "metrics" / "transfer" / ".gitkeep")
     for name, updates in TINY.items():
         path = dest / "params" / f"{name}.yaml"
         path.write_text(edit_yaml_text(path.read_text(), updates)[0])

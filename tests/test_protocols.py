@@ -98,7 +98,8 @@ def test_transfer_writes_a_finetune_metric_per_fraction(tmp_path, monkeypatch):
     assert out["finetune_steps"] == 4 and out["finetune_25pct_steps"] == 3  # 64 / 16; low_label_steps
     assert all(torch.equal(v, vit.state_dict()[k]) for k, v in before.items())  # each run fine-tunes a copy
     assert (tmp_path / "plots/transfer/tiny/seed-0.csv").read_text().startswith("step,")
-    seen, done = [], SimpleNamespace(top1=50.0, steps=1, wall_time_s=0.1, history={"step": [1], "loss": [0.5], "lr": [1e-3]})
+    seen = []
+    done = SimpleNamespace(top1=50.0, steps=1, wall_time_s=0.1, history={"step": [1], "loss": [0.5], "lr": [1e-3]})
     monkeypatch.setattr("mim.stages.transfer.finetune", lambda *a, **kw: seen.append(kw["layer_decay"]) or done)
     (tmp_path / "models/mae/seed-0").mkdir(parents=True)
     (tmp_path / "models/mae/seed-0/encoder.safetensors").write_bytes(b"x")

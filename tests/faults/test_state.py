@@ -104,7 +104,7 @@ def test_stale_prepared_data_is_refused_by_every_stage(in_project, capsys):
         assert main(["-q", *argv]) == 1, argv
         line = one_error_line(capsys.readouterr().err, argv[0])
         assert line.endswith("(image_size: 16 -> 24); run `dvc repro prepare` (or `mim prepare`) first"), line
-    assert not any((project / d).exists() for d in ("metrics/evaluate", "metrics/transfer", "models/tokenizer"))
+    assert not any((project / d).exists() for d in ("metrics/evaluate", "metrics/transfer/scratch", "models/tokenizer"))
 
 
 def _png(path: Path, value: int) -> None:
