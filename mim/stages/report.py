@@ -142,10 +142,10 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
         lines.append(f"| {r['name']} | {twin} | {cells}".rstrip())
     if (ref := next((r for r in rows if r["name"] == reference), None)) and len(rows) > 1:
         lines += ["", f"## Each method minus {reference}, paired by seed", "",
-                  f"Each cell: the mean over seeds of (method - {reference} at the same seed), in points, with its 95 % "
-                  f"t interval; `n.s.` = the interval contains 0. The claims the papers make against {reference} "
-                  "(\"outperforms MAE\") read here, at this budget; encoders of another architecture are compared "
-                  "as they are.", "",
+                  f"Each cell: the mean over seeds of (method - {reference} at the same seed), in points, with its "
+                  f"95 % t interval; `n.s.` = the interval contains 0. The claims the papers make against "
+                  f"{reference} (\"outperforms MAE\") read here, at this budget; encoders of another architecture are "
+                  "compared as they are.", "",
                   ("| method | " + "".join(f"{label(k)} | " for k in keys)).rstrip(), "|---|" + "---:|" * len(keys)]
         lines += [(f"| {r['name']} | " + "".join(f"{difference_cell(values(r['scores'], k), values(ref['scores'], k))}"
                                                  " | " for k in keys)).rstrip() for r in rows if r is not ref]
