@@ -121,12 +121,18 @@ def test_report_shows_means_intervals_and_paired_differences_over_two_seeds(two_
     assert "| dmjd | random-init mae + scratch | - | - | - | - |" in text  # same architecture, nothing run yet
 
 
+def _report(project: Path, pipeline_yaml: str | None = None) -> tuple[PipelineParams, str]:
+    """The report of `project` (after writing `pipeline_yaml` over its params/pipeline.yaml, when given)."""
+    if pipeline_yaml is not None:
+        (project / "params/pipeline.yaml").write_text(pipeline_yaml)
+    pipe = pipeline(project)
+    return pipe, render(gather(project, pipe, project / "params", "mae"), baselines(project, pipe, "mae"), {}, {},
+                        pipe.seeds, pipe.reference_recipe)
+
+
 def test_one_seed_says_it_has_no_interval(two_seeds):
-    (two_seeds / "params/pipeline.yaml").write_text(
-        "methods: {mae: {}, mixmim: {}}\nbaselines: [mae]\nseeds: [1]\ntransfer_seeds: [1]\n")
-    pipe = pipeline(two_seeds)
-    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
-                  pipe.seeds)
+    _, text = _report(
+        two_seeds, "methods: {mae: {}, mixmim: {}}\nbaselines: [mae]\nseeds: [1]\ntransfer_seeds: [1]\n")
     assert "| mae | ViT-micro/4 | - | 1 seed, no interval | 89 | 1354 | 76.00 | 71.00 | 86.50 | 52.00 |" in text
     assert "| mae | random-init mae + scratch | +11.00 (1 seed, no interval) |" in text
     assert ("| mixmim | none: add a recipe of its architecture to `baselines` in params/pipeline.yaml | - | - | - "
@@ -136,19 +142,13 @@ def test_one_seed_says_it_has_no_interval(two_seeds):
 
 def test_fine_tunes_count_only_at_transfer_seeds(two_seeds):
     # seed 1's fine-tune files are left from an earlier run: the pipeline no longer declares those stages
-    (two_seeds / "params/pipeline.yaml").write_text(
-        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: [0]\n")
-    pipe = pipeline(two_seeds)
-    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
-                  pipe.seeds)
+    _, text = _report(
+        two_seeds, "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: [0]\n")
     assert "| 75.00 ± 12.71 | 70.50 ± 6.35 | 85.50 (n=1) | 51.00 ± 12.71 |" in text  # 85.5: seed 0's alone
     assert ("| random-init mae encoder (baseline) | - | - | 2 | - | - | 64.50 ± 6.35 | 70.50 ± 19.06 | 80.00 (n=1) |"
             in text)
-    (two_seeds / "params/pipeline.yaml").write_text(
-        "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: []\n")
-    pipe = pipeline(two_seeds)
-    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
-                  pipe.seeds)
+    _, text = _report(
+        two_seeds, "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: []\n")
     assert "| method | encoder | params (M) | seeds | pre-train s | img/s | k-NN | linear | linear_1pct | TD |" in text
 
 
@@ -158,20 +158,15 @@ def test_report_compares_each_method_with_the_reference_recipe_seed_by_seed(two_
         _write(two_seeds / f"models/dmjd/seed-{seed}/params.json", {"model": model, "method": {"name": "dmjd"}})
         _write(two_seeds / f"metrics/evaluate/dmjd/seed-{seed}.json", {"knn_top1": knn, "linear_top1": 70.0})
         _write(two_seeds / f"metrics/transfer/dmjd/seed-{seed}.json", {"finetune_top1": ft})
-    pipe = pipeline(two_seeds)
+    pipe, text = _report(two_seeds)
     assert pipe.reference_recipe == "mae"  # the first recipe when the file names none
-    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
-                  pipe.seeds, pipe.reference_recipe)
     # k-NN 3, 4 -> 3.5 ± 6.35; linear 0, -1 -> -0.5 ± 6.35 n.s.; fine-tune -1, -1 -> -1 (no spread)
     assert "## Each method minus mae, paired by seed" in text
     assert ("| dmjd | +3.50 [-2.85, +9.85] n.s. | -0.50 [-6.85, +5.85] n.s. | -1.00 [-1.00, -1.00] | - |"
             in text)
     assert "| mae | +0.00" not in text  # the reference has no row of its own
-    (two_seeds / "params/pipeline.yaml").write_text("methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\n"
-                                                    "transfer_seeds: [0, 1]\nreference: dmjd\n")
-    pipe = pipeline(two_seeds)
-    text = render(gather(two_seeds, pipe, two_seeds / "params", "mae"), baselines(two_seeds, pipe, "mae"), {}, {},
-                  pipe.seeds, pipe.reference_recipe)
+    _, text = _report(two_seeds, "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\n"
+                                 "transfer_seeds: [0, 1]\nreference: dmjd\n")
     assert "## Each method minus dmjd" in text and "| mae | -3.50 [-9.85, +2.85] n.s." in text
     with pytest.raises(ValueError, match="reference 'simmim' is not among methods"):
         PipelineParams(methods={"mae": {}}, baselines=["mae"], transfer_seeds=[], reference="simmim")

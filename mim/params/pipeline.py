@@ -35,7 +35,6 @@ class PipelineParams(Strict):
         description="the seeds at which every recipe and the scratch encoder are fine-tuned end to end "
                     "(transfer@<recipe>-<seed>, scratch@<seed>); a subset of seeds, [] for none (the CPU demo: "
                     "fine-tuning is the costliest protocol and needs the longest budget to mean anything)")
-
     reference: Name | None = Field(
         None, description="the recipe every other one is compared with, paired by seed, in the report's "
                           "\"minus the reference\" table (most papers claim to beat MAE); null = the first of methods")

@@ -73,7 +73,7 @@ def recipe_scores(root: Path, recipe: str, seeds: Iterable[int], transfer_seeds:
     win over the same protocols run inside transfer."""
     seeds = list(seeds)
     evaluate = seed_metrics(root, "evaluate", recipe, seeds)
-    transfer = seed_metrics(root, "transfer", recipe, [s for s in seeds if s in set(transfer_seeds)])
+    transfer = seed_metrics(root, "transfer", recipe, set(seeds) & set(transfer_seeds))
     return {s: {**transfer.get(s, {}), **evaluate.get(s, {})} for s in seeds if s in evaluate or s in transfer}
 
 
@@ -84,7 +84,7 @@ def twin_scores(root: Path, baseline: str | None, seeds: Iterable[int], scratch_
     scratch_of, else none)."""
     seeds = list(seeds)
     evaluate = seed_metrics(root, "evaluate", f"baseline-{baseline}", seeds) if baseline else {}
-    finetuned = seed_metrics(root, "transfer", "scratch", [s for s in seeds if s in set(scratch_seeds)])
+    finetuned = seed_metrics(root, "transfer", "scratch", set(seeds) & set(scratch_seeds))
     return {s: {**finetuned.get(s, {}), **evaluate.get(s, {})} for s in seeds if s in evaluate or s in finetuned}
 
 

@@ -93,6 +93,11 @@ def _seeds_cell(n: int) -> str:
     return "1 seed, no interval" if n == 1 else str(n)
 
 
+def _difference_cells(scores: dict, other: dict, keys: list[str]) -> str:
+    """`cell | cell | ` of the paired differences scores - other, one per accuracy key."""
+    return "".join(f"{difference_cell(values(scores, k), values(other, k))} | " for k in keys)
+
+
 def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids: dict[str, str],
            teachers: dict[str, Any], seeds: list[int], reference: str | None = None) -> str:
     """The markdown report: the comparison table (mean ± 95 % interval over seeds), each method's paired difference
@@ -138,8 +143,7 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
             lines.append((f"| {r['name']} | none: add a recipe of its architecture to `baselines` in "
                           "params/pipeline.yaml | " + "- | " * len(keys)).rstrip())
             continue
-        cells = "".join(f"{difference_cell(values(r['scores'], k), values(r['twin_scores'], k))} | " for k in keys)
-        lines.append(f"| {r['name']} | {twin} | {cells}".rstrip())
+        lines.append(f"| {r['name']} | {twin} | {_difference_cells(r['scores'], r['twin_scores'], keys)}".rstrip())
     if (ref := next((r for r in rows if r["name"] == reference), None)) and len(rows) > 1:
         lines += ["", f"## Each method minus {reference}, paired by seed", "",
                   f"Each cell: the mean over seeds of (method - {reference} at the same seed), in points, with its "
@@ -147,8 +151,8 @@ def render(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], run_ids:
                   f"{reference} (\"outperforms MAE\") read here, at this budget; encoders of another architecture are "
                   "compared as they are.", "",
                   ("| method | " + "".join(f"{label(k)} | " for k in keys)).rstrip(), "|---|" + "---:|" * len(keys)]
-        lines += [(f"| {r['name']} | " + "".join(f"{difference_cell(values(r['scores'], k), values(ref['scores'], k))}"
-                                                 " | " for k in keys)).rstrip() for r in rows if r is not ref]
+        lines += [f"| {r['name']} | {_difference_cells(r['scores'], ref['scores'], keys)}".rstrip()
+                  for r in rows if r is not ref]
     if teachers:
         lines += ["", "## Token diversity of teachers and encoders", "", "| model | TD (mean +- std) | level |",
                   "|---|---:|---:|"]
