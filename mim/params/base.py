@@ -1,15 +1,38 @@
 """What every params model shares: unknown keys are errors, values frozen; common constrained types; YAML 1.1
-booleans (`off`, `no`, `on`, `yes` unquoted) where a word is expected."""
+booleans (`off`, `no`, `on`, `yes` unquoted) where a word is expected; the run-control mark."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.fields import FieldInfo
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 MaskRatio = Annotated[float, Field(gt=0.0, lt=1.0)]  # 0 masks nothing: no loss, no learning
 PositiveInt = Annotated[int, Field(gt=0)]
+# `json_schema_extra` of a field that steers how a run goes (checkpoint cadence, device, logging, data loading), not
+# what it computes: a killed run may resume with it changed, and a run's identity leaves it out.
+RUN_CONTROL: dict[str, Any] = {"run_control": True}
+
+
+def is_run_control(field: FieldInfo) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("run_control") is True
+
+
+def run_control(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s run-control fields, nested models included, as a pydantic `exclude` spec
+    (`{"train": {"device", ...}, "launcher": True}`): what `model_dump(exclude=...)` leaves out of a run's identity."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if is_run_control(field):
+            out[name] = True
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            nested = run_control(field.annotation)
+            if nested:
+                out[name] = nested
+    return out
 
 
 class Strict(BaseModel):

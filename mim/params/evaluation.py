@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from mim.params.base import Fraction, PositiveInt, Strict
+from mim.params.base import RUN_CONTROL, Fraction, PositiveInt, Strict
 
 
 def _distinct(fractions: list[float]) -> list[float]:
@@ -59,13 +59,15 @@ class FinetuneParams(Strict):
     pool: Literal["cls", "mean"] = "mean"
     train_subset: PositiveInt | None = Field(None, description="seeded subset of the train split")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=RUN_CONTROL)
     seed: int = 0
-    ckpt_every: PositiveInt = 200
+    ckpt_every: PositiveInt = Field(200, json_schema_extra=RUN_CONTROL)
     ckpt_every_s: Annotated[float, Field(gt=0)] | None = Field(
-        300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)")
+        300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)",
+        json_schema_extra=RUN_CONTROL)
     resume: Literal["auto", "never", "force"] = Field(
-        "auto", description="as train.resume: continue a killed run's checkpoint when the same run made it")
+        "auto", description="as train.resume: continue a killed run's checkpoint when the same run made it",
+        json_schema_extra=RUN_CONTROL)
     label_fractions: LabelFractions = Field([1.0], description=FRACTIONS_HELP.format(p="finetune") + "; one "
                                             "fine-tune per fraction")
     low_label_steps: PositiveInt | None = Field(

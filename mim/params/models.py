@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from mim.params.base import Fraction, PositiveInt, Strict
+from mim.params.base import RUN_CONTROL, Fraction, PositiveInt, Strict
 from mim.params.methods import MaeParams, MethodParams
 
 
@@ -119,18 +119,21 @@ class DataParams(Strict):
     augment: AugmentParams = AugmentParams()
     on_device: Literal["auto", "always", "never"] = Field(
         "auto", description="array form: keep the uint8 training set on the GPU (auto: on CUDA when it takes at "
-                            "most a quarter of the free GPU memory)")
+                            "most a quarter of the free GPU memory)", json_schema_extra=RUN_CONTROL)
     storage: Literal["auto", "array", "shards"] = Field(
         "auto", description="array: decoded at image_size in one memory-mapped uint8 array; shards: encoded images "
                             "streamed by DataLoader workers, random crops from the full image; auto: array when it "
-                            "takes at most array_max_gb")
-    array_max_gb: Annotated[float, Field(gt=0)] = Field(8.0, description="auto storage: the largest array kept")
+                            "takes at most array_max_gb", json_schema_extra=RUN_CONTROL)
+    array_max_gb: Annotated[float, Field(gt=0)] = Field(8.0, description="auto storage: the largest array kept",
+                                                        json_schema_extra=RUN_CONTROL)
     max_side: PositiveInt | None = Field(512, description="shards: images whose shorter side is longer are "
                                          "re-encoded once at this shorter side (null = original bytes)")
     shards_url: str | None = Field(None, description="shards: write them under this fsspec URL (s3://, gs://) "
-                                   "instead of data/prepared; lineage is then the manifest's digest")
+                                   "instead of data/prepared; lineage is then the manifest's digest",
+                                   json_schema_extra=RUN_CONTROL)
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
-        "auto", description="shards: DataLoader workers per rank decoding and cropping (auto: CPUs / ranks, <= 8)")
+        "auto", description="shards: DataLoader workers per rank decoding and cropping (auto: CPUs / ranks, <= 8)",
+        json_schema_extra=RUN_CONTROL)
 
     def token_grid(self, patch_size: int, field: str) -> tuple[int, int]:
         """The (rows, cols) token grid of `patch_size` patches; `field` names the param in the error."""
@@ -173,23 +176,26 @@ class TrainParams(Strict):
     epochs: Annotated[float, Field(gt=0)] = Field(3.0, description="passes over the training set (fractions allowed)")
     steps: PositiveInt | None = Field(None, description="optimizer steps; when set, it replaces epochs")
     seed: int = Field(0, description="every batch, crop, mask and dropout derives from (seed, step)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=RUN_CONTROL)
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="mixed precision (auto: bf16 on CUDA)")
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: bool = Field(False, description="torch.compile the model", json_schema_extra=RUN_CONTROL)
     deterministic: bool = False
-    ckpt_every: PositiveInt = Field(200, description="checkpoint every this many steps (a killed run resumes there)")
+    ckpt_every: PositiveInt = Field(200, description="checkpoint every this many steps (a killed run resumes there)",
+                                    json_schema_extra=RUN_CONTROL)
     ckpt_every_s: Annotated[float, Field(gt=0)] | None = Field(
-        300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)")
+        300.0, description="also checkpoint when this many seconds passed since the last one (null: steps only)",
+        json_schema_extra=RUN_CONTROL)
     resume: Literal["auto", "never", "force"] = Field(
         "auto", description="auto: continue a checkpoint made by the same run (params, data, inputs, code) and "
                             "refuse one made by another, naming what changed; never: start at step 0; force: "
-                            "continue it anyway (the changes are logged and recorded)")
-    log_every_s: Annotated[float, Field(gt=0)] = Field(10.0, description="log a progress line this often")
-    log_every_steps: PositiveInt | None = None
+                            "continue it anyway (the changes are logged and recorded)", json_schema_extra=RUN_CONTROL)
+    log_every_s: Annotated[float, Field(gt=0)] = Field(10.0, description="log a progress line this often",
+                                                       json_schema_extra=RUN_CONTROL)
+    log_every_steps: PositiveInt | None = Field(None, json_schema_extra=RUN_CONTROL)
     picture_every: Annotated[int, Field(ge=0)] | None = Field(
         None, description="while training, draw the reconstruction grid of the fixed held-out images every this "
                           "many steps and log it to MLflow with its step (the UI's image slider); null: 4 evenly "
-                          "spaced pictures per run, the last at the final step; 0: none")
+                          "spaced pictures per run, the last at the final step; 0: none", json_schema_extra=RUN_CONTROL)
 
 
 class LauncherParams(Strict):
@@ -210,7 +216,7 @@ class RecipeParams(Strict):
     optim: OptimParams = OptimParams()
     schedule: ScheduleParams = ScheduleParams()
     train: TrainParams = TrainParams()
-    launcher: LauncherParams = LauncherParams()
+    launcher: LauncherParams = Field(LauncherParams(), json_schema_extra=RUN_CONTROL)
 
 
 class PretrainParams(RecipeParams):

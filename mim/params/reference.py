@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from mim.params.base import is_run_control
 from mim.params.evaluation import EvalParams, TransferParams
 from mim.params.models import DataParams, RecipeParams
 from mim.params.pipeline import PipelineParams
@@ -45,7 +46,10 @@ def params_reference() -> str:
            f"Generated from the pydantic models in `mim/params/`; do not edit: run `{REGENERATE}`.",
            "Every file rejects unknown keys; `mim params check` validates them all, `mim params show NAME` prints "
            "a file's resolved values. How the files are read and checked together: "
-           "[pipeline.md](pipeline.md#params-files).", ""]
+           "[pipeline.md](pipeline.md#params-files).",
+           "Keys marked *(run control)* steer how a run goes, not what it computes (device, checkpoint cadence, "
+           "logging, data loading, the launcher): they are not part of a run's identity, so a killed run may resume "
+           "with them changed; changing any other key makes a resume refuse and name it (`train.resume`).", ""]
     out += [f"- [`{name}`](#{_anchor(name)}): {what}" for name, _, what in FILES]
     for name, model, what in FILES:
         out += ["", f"## {name}", "", _doc(model) or what, ""]
@@ -78,19 +82,28 @@ def _model_tables(model: type[BaseModel], prefix: str, file: str) -> list[str]:
     return out
 
 
-def _rows(model: type[BaseModel], prefix: str, rows: list[str], unions: list[tuple[str, FieldInfo]]) -> None:
+def _rows(model: type[BaseModel], prefix: str, rows: list[str], unions: list[tuple[str, FieldInfo]],
+          control: bool = False) -> None:
+    """`control`: `model` is a run-control section (every key in it is)."""
     for name, field in model.model_fields.items():
         key = prefix + name
+        field_control = control or is_run_control(field)
         if _union_choices(field)[1] or _map_value_model(field.annotation) is not None:
             unions.append((key, field))  # a table of its own after this one
         if _union_choices(field)[1]:
             continue
         nested = _model_of(field.annotation)
         if nested is not None:
-            _rows(nested, key + ".", rows, unions)
+            _rows(nested, key + ".", rows, unions, field_control)
             continue
         rows.append(f"| `{key}` | {_cell(_type(field.annotation, field.metadata))} | {_cell(_default(field))} | "
-                    f"{_cell(field.description or '')} |")
+                    f"{_cell(_description(field, field_control))} |")
+
+
+def _description(field: FieldInfo, control: bool) -> str:
+    """The field's description; a run-control one says that a resumed run may change it."""
+    text = field.description or ""
+    return (f"{text} " if text else "") + "*(run control)*" if control else text
 
 
 def _union_choices(field: FieldInfo) -> tuple[str, list[type[BaseModel]]]:

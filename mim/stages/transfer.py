@@ -25,6 +25,7 @@ from mim.io import write_text
 from mim.models.encoder import Encoder
 from mim.models.export import load_encoder
 from mim.params import DataParams, EvalParams, TransferParams, load_params, load_pretrain, load_with_data
+from mim.params.base import run_control
 from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.encoders import encoder_spec, random_init_encoder
 from mim.project.layout import (
@@ -41,8 +42,14 @@ from mim.stages.evaluate import evaluate
 from mim.tracking import StageRun, path_md5
 from mim.tracking.timings import timed
 
-# Fine-tuning settings that steer how it goes, not what it computes: a resume may change them.
-FINETUNE_RUN_CONTROL = {"finetune": {"ckpt_every", "ckpt_every_s", "resume", "device"}}
+
+def finetune_identity(params: TransferParams, data: DataParams, data_digest: str, encoder_digest: str
+                      ) -> RunIdentity:
+    """What makes one fine-tune this fine-tune: the transfer and data params less their run-control keys, the
+    labelled images' digest and the pre-trained encoder's ("" for the scratch encoder)."""
+    return RunIdentity.of({"transfer": params.model_dump(mode="json", exclude=run_control(TransferParams)),
+                           "data": data.model_dump(mode="json", exclude=run_control(DataParams))},
+                          data=data_digest, inputs=encoder_digest)
 
 
 def finetune_fractions(encoder: Encoder, name: str, method: str | None, seed: int,
@@ -68,9 +75,7 @@ def finetune_fractions(encoder: Encoder, name: str, method: str | None, seed: in
         base = checkpoint_name("transfer", name, seed)
         ckpt = checkpoint_url(base if f == 1 else f"{base}-{key}")
         tracker.follow_checkpoint(ckpt)
-        identity = RunIdentity.of(
-            {"transfer": params.model_dump(mode="json", exclude=FINETUNE_RUN_CONTROL), "data": data.model_dump(
-                mode="json")}, data=part.digest(), inputs=path_md5(model_dir(method, seed)) if method else "")
+        identity = finetune_identity(params, data, part.digest(), path_md5(model_dir(method, seed)) if method else "")
         with oom_hint("fine-tuning", f"finetune.batch_size (now {ft.batch_size}) in params/transfer.yaml"):
             out = finetune(copy.deepcopy(encoder), part, test, augment(data), epochs=ft.epochs,
                            steps=ft.low_label_steps if f < 1 else None, batch_size=ft.batch_size, base_lr=ft.base_lr,

@@ -18,7 +18,10 @@ from safetensors.torch import load_file
 from mim.cli.main import main
 from mim.engine.identity import RunIdentity, check_resume, source_digest
 from mim.models.state import CheckpointError
+from mim.params import DataParams, TransferParams
+from mim.params.bind.training import run_identity
 from mim.params.edit import edit_yaml_text
+from mim.stages.transfer import finetune_identity
 from tasks.dvc_stage import tool_env
 from tests.helpers import pretrain, tiny_overrides, tiny_params
 from tests.pipeline_project import make_project
@@ -71,6 +74,30 @@ def test_a_code_change_is_named(tmp_path):
         check_resume("x.pt", None, RunIdentity.of({"a": 1}, data="d", code=after), "auto", "train.resume")
     assert check_resume("x.pt", saved, RunIdentity.of({"a": 2}, data="d", code=before), "force",
                         "train.resume") == ["a: 1 -> 2"]
+
+
+def test_run_control_keys_are_left_out_of_both_identities():
+    """Keys marked run control (pre-training's, fine-tuning's and data loading's) may change on a resume; any other
+    key changes the identity, named. Fine-tuning once kept data.num_workers in its identity, so a killed fine-tune
+    restarted with another worker count was refused."""
+    base = tiny_params()
+    same = {"train__device": "cpu", "train__ckpt_every": 7, "train__compile": True, "data__num_workers": 3,
+            "data__storage": "array", "launcher__nproc_per_node": 2}
+    for key, value in same.items():
+        assert run_identity(tiny_params(**{key: value}), "d").changes_from(run_identity(base, "d")) == [], key
+    assert run_identity(tiny_params(train__steps=9), "d").changes_from(run_identity(base, "d")) == [
+        f"train.steps: {base.train.steps} -> 9"]
+
+    def ft(data: DataParams, **finetune) -> RunIdentity:
+        return finetune_identity(TransferParams(finetune=finetune), data, "labelled", "encoder")
+
+    data = DataParams()
+    for changed in ({"device": "cpu"}, {"ckpt_every": 7}, {"ckpt_every_s": None}, {"resume": "force"}):
+        assert ft(data, **changed).changes_from(ft(data)) == [], changed
+    assert ft(data.model_copy(update={"num_workers": 3})).changes_from(ft(data)) == []
+    assert ft(data, epochs=2.0).changes_from(ft(data)) == ["transfer.finetune.epochs: 1.0 -> 2.0"]
+    assert ft(data.model_copy(update={"image_size": 48})).changes_from(ft(data)) == [
+        f"data.image_size: {data.image_size} -> 48"]
 
 
 def test_checkpoints_are_also_written_by_time(tmp_path):

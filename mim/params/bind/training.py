@@ -19,6 +19,7 @@ from mim.engine.runtime import resolve_device, set_deterministic
 from mim.engine.trainer import MetricsCallback, TrainResult
 from mim.io import exists, path_md5, write_text
 from mim.methods.warm_start import FIELD, InitSource, resolve_init, warm_start
+from mim.params.base import run_control
 from mim.params.bind.data import augment, train_images
 from mim.params.bind.methods import build_method
 from mim.params.models import PretrainParams
@@ -26,18 +27,14 @@ from mim.rng import derive_seed
 
 log = logging.getLogger("mim.train")
 PICTURE_COUNT = 8  # held-out images in the reconstruction grid
-# Params that steer how a run goes but not what it computes: a resume may change them freely.
-RUN_CONTROL = {"train": {"ckpt_every", "ckpt_every_s", "resume", "log_every_s", "log_every_steps", "compile", "device",
-                         "picture_every"},
-               "data": {"on_device", "storage", "array_max_gb", "num_workers", "shards_url"}, "launcher": True}
 
 
 def run_identity(params: PretrainParams, data_digest: str, init: InitSource | None = None) -> RunIdentity:
-    """What makes this run this run: its params less `RUN_CONTROL`, its data, its method's extra input
-    (tokenizer, teacher folder), the contents of the weights it starts from (`init`, `model.init_from`) and the
-    code."""
+    """What makes this run this run: its params less the run-control ones (`RUN_CONTROL` fields: a resume may
+    change those), its data, its method's extra input (tokenizer, teacher folder), the contents of the weights it
+    starts from (`init`, `model.init_from`) and the code."""
     extra = params.method.input_dir
-    values = params.model_dump(mode="json", exclude=RUN_CONTROL)
+    values = params.model_dump(mode="json", exclude=run_control(PretrainParams))
     if init is not None:  # a changed file at the same path is another run
         values["model"]["init_from_digest"] = init.digest
     return RunIdentity.of(values, data=data_digest, inputs=path_md5(Path(extra)) if extra else "")
