@@ -267,3 +267,21 @@ def path_md5(path: Path) -> str:
     listing = [{"md5": file_md5(p), "relpath": p.relative_to(path).as_posix()}
                for p in sorted(path.rglob("*")) if p.is_file()]
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` of this host runs. A zombie (exited, never reaped: a killed run whose parent died
+    too, in a container whose PID 1 reaps nothing) does not run, though `kill(pid, 0)` still finds it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    if not Path("/proc/self").is_dir():  # no /proc (macOS): kill's answer stands
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # it has just gone
+        return False
+    return stat[stat.rindex(")") + 2 :][:1] not in ("Z", "X")  # the state letter follows "(command) "

@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from mim.io import pid_alive
+
 log = logging.getLogger("mim")
 LOCK_FILE = ".mim.lock"  # inside a one-off run's folder
 STARTING_S = 10.0  # an empty lock file younger than this is a run still writing its PID
@@ -39,16 +41,6 @@ def _holder(path: Path) -> tuple[int | None, str]:
         return None, ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a process of another user
-        return True
-    return True
-
-
 def _stale(path: Path, pid: int | None, host: str) -> bool:
     """True when the lock's owner is known to be gone: a dead PID of this host, or an empty file left by a run
     killed between creating it and writing its PID."""
@@ -57,7 +49,7 @@ def _stale(path: Path, pid: int | None, host: str) -> bool:
             return time.time() - path.stat().st_mtime > STARTING_S
         except FileNotFoundError:
             return True
-    return host == socket.gethostname() and not _alive(pid)
+    return host == socket.gethostname() and not pid_alive(pid)
 
 
 def acquire(path: str | Path, what: str) -> None:

@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mim.io import pid_alive
 from mim.project.state import state_dir
 
 HOST = "127.0.0.1"
@@ -57,12 +58,7 @@ def _write(project_dir: Path, states: dict[str, ServiceState]) -> None:
 def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaps it if it is our own exited child, so it does not linger as a zombie
-    try:
-        with contextlib.suppress(PermissionError):
-            os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return pid_alive(pid)
 
 
 def _healthy(state: ServiceState, timeout_s: float = 1.0) -> bool:

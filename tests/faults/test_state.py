@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from mim.cli.main import main
+from mim.io import pid_alive
 from mim.params.edit import edit_yaml_text
-from mim.project.lock import LOCK_FILE
+from mim.project.lock import LOCK_FILE, acquire
 from mim.tracking import tracking_enabled
 from tests.helpers import one_error_line, tiny_overrides
 from tests.pipeline_project import make_project
@@ -157,6 +158,31 @@ def test_two_one_off_runs_into_one_folder(tmp_path):
         first.terminate()
         first.communicate(timeout=60)
     assert first.returncode == 143 and not (out / LOCK_FILE).exists()
+
+
+def test_a_killed_run_left_as_a_zombie_holds_no_lock(tmp_path, caplog):
+    """A run killed together with its parent stays a zombie where PID 1 reaps nothing (a container without an init):
+    `kill(pid, 0)` still finds it, yet it runs no more, so its lock is taken over (CI's resumed `dvc repro` was
+    refused so)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(child.pid)
+        child.kill()  # not reaped: a zombie until wait()
+        stat = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.01)
+        os.kill(child.pid, 0)  # found all the same
+        assert not pid_alive(child.pid)
+        lock = tmp_path / LOCK_FILE
+        lock.write_text(f"{child.pid} {socket.gethostname()}\n")
+        acquire(lock, "the run folder")
+        assert f"taking over the lock of PID {child.pid}, which is no longer running" in caplog.text
+        assert lock.read_text().split()[0] == str(os.getpid())
+    finally:
+        child.wait()
+    assert not pid_alive(child.pid) and pid_alive(os.getpid())
 
 
 def test_a_finished_run_is_not_overwritten_without_resume_never(tmp_path, monkeypatch, capsys, caplog):

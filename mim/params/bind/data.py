@@ -20,7 +20,7 @@ from mim.data.folder import list_image_folder
 from mim.data.prepared import alias_entry, clear_manifest, read_manifest, save_manifest, save_split, shard_entry
 from mim.data.shards import PNG_SOURCES, shard_source
 from mim.data.sources import split_folder
-from mim.io import OutputWriteError
+from mim.io import OutputWriteError, pid_alive
 from mim.params.models import DataParams
 from mim.rng import generator_for
 
@@ -178,12 +178,8 @@ def _remove_leftovers(final: Path) -> None:
     """Remove the temporary folders of prepares killed before their swap (their PID, in the name, is gone)."""
     for folder in final.parent.glob(f"{final.name}.tmp-*-*"):
         pid = folder.name.split(".tmp-")[-1].split("-")[0]
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
 
 
 def _swap_in(work: Path, final: Path) -> None:
