@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.pipeline_project import git, make_project, set_pipeline
 
@@ -44,8 +45,10 @@ RECIPES = ("mae", "ccvit", "img2vec", "cim")
 
 def test_pretrain_flow_end_to_end(prefect_harness, project):
     import mlflow
+    import mlflow.pytorch
 
     from flows.pretrain import pretrain_flow
+    from mim.models.export import load_encoder
 
     set_pipeline(project, RECIPES, ("mae",))
     first = pretrain_flow(method="mae")
@@ -77,6 +80,11 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     assert parent.data.metrics["eval/linear_top1"] == pytest.approx(scores["linear_top1"])
     artifacts = {a.path for a in client.list_artifacts(train_run.info.run_id)}
     assert {"loss.png", "reconstructions.png", "history.csv", "params"} <= artifacts
+    # the encoder as an MLflow model: the pre-trained weights' mean-pooled features, at any batch size
+    logged = mlflow.pytorch.load_model(f"runs:/{train_run.info.run_id}/encoder")
+    encoder = load_encoder(str(project / "models/mae/seed-0/encoder.safetensors"))
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(logged(images), encoder.pooled(images, "mean"), atol=1e-5)
 
     again = pretrain_flow(method="mae")
     assert again["ran"] == [] and again["changed"] == []

@@ -67,3 +67,30 @@ def test_a_series_and_tags_go_to_the_store_in_one_write_each():
         inspect.signature(mlflow.MlflowClient.log_batch).bind(None, "r1", **kw)
     run.log_metric_history("x", list(range(2500)), [0.0] * 2500)  # long series: batches of at most 1000 points
     assert run._queue.qsize() == 3
+
+
+def test_a_model_is_logged_for_torch_alone_and_a_failure_only_warns(tmp_path, monkeypatch, caplog):
+    """`log_model`: the module comes back from the run with mlflow.pytorch alone, at another batch size; one that
+    torch.export cannot trace is a warning and the run still ends FINISHED."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("MIM_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MIM_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2 if x.sum() > 0 else x  # a branch on the data: no graph to export
+
+    linear = torch.nn.Linear(4, 3)
+    with StageRun("pretrain", "mae") as run:
+        run.log_model(Branchy(), "branchy", np.ones((2, 4), np.float32))
+        run.log_model(linear, "encoder", np.zeros((2, 4), np.float32), {"pool": "mean"})
+    assert "MLflow: the model 'branchy' was not logged" in caplog.text
+    assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.run_id}/encoder")
+    assert torch.allclose(loaded(x), linear(x), atol=1e-6)

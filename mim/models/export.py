@@ -17,7 +17,8 @@ from mim.models.encoder import Encoder, EncoderSpec
 from mim.models.hier import HierEncoder, HierSpec
 from mim.models.vit import MaskedViT, ViTSpec
 
-__all__ = ["ARCHS", "Encoder", "build_encoder", "encoder_state", "export_encoder", "load_encoder", "read_metadata"]
+__all__ = ["ARCHS", "Encoder", "PooledEncoder", "build_encoder", "encoder_state", "export_encoder", "load_encoder",
+           "read_metadata"]
 
 # metadata "arch" -> (spec type, encoder type) that `load_encoder` rebuilds a file with (no initialisation)
 ARCHS: dict[str, tuple[type[EncoderSpec], type[Encoder]]] = {
@@ -25,6 +26,18 @@ ARCHS: dict[str, tuple[type[EncoderSpec], type[Encoder]]] = {
     "cnn": (CnnSpec, CnnEncoder),
     "hier": (HierSpec, HierEncoder),
 }
+
+
+class PooledEncoder(torch.nn.Module):
+    """`model(x)`: [B, C, H, W] images -> [B, D] features pooled by `pool`, what the frozen probes see; a plain
+    module for tools that call `forward` (MLflow's model flavour, `torch.export`)."""
+
+    def __init__(self, encoder: Encoder, pool: str = "mean") -> None:
+        super().__init__()
+        self.encoder, self.pool = encoder, pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.pooled(x, self.pool)
 
 
 def build_encoder(spec: EncoderSpec) -> Encoder:

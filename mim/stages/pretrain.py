@@ -4,9 +4,10 @@
 Outputs: `models/M/seed-S/` (encoder.safetensors; model.safetensors, the full model; params.json),
 `metrics/pretrain/M/seed-S.json`, `plots/pretrain/M/seed-S/` (history.csv, parts/<loss part>.csv, loss.png,
 reconstructions.png); with tracking on, the reconstruction grid every `train.picture_every` steps goes to MLflow
-(docs/pictures.md). The training checkpoint lives under `.mim/checkpoints/` until the run completes, so a killed
-`dvc repro` resumes where it stopped; the full model stays (`model.init_from` starts another run from it). The
-one-off form (`mim pretrain --out DIR`) runs the same `mim.params.bind.training.pretrain_run` into another layout
+(docs/pictures.md), and the encoder ends as the run's MLflow model `encoder` (docs/services.md). The training
+checkpoint lives under `.mim/checkpoints/` until the run completes, so a killed `dvc repro` resumes where it
+stopped; the full model stays (`model.init_from` starts another run from it). The one-off form
+(`mim pretrain --out DIR`) runs the same `mim.params.bind.training.pretrain_run` into another layout
 (`mim.project.runs.run_files`).
 """
 
@@ -17,8 +18,11 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from mim.data.prepared import load_prepared, open_prepared, read_manifest
 from mim.engine.distributed import shutdown_distributed
+from mim.models.export import Encoder, PooledEncoder, load_encoder
 from mim.params import load_pretrain
 from mim.params.bind.data import check_prepared
 from mim.params.bind.training import PICTURE_COUNT, pretrain_run
@@ -28,6 +32,13 @@ from mim.tracking import StageRun, path_md5
 from mim.tracking.timings import timed
 
 PICTURE_KEY = "reconstructions"  # the MLflow image key of the pictures drawn while training
+ENCODER_POOL = "mean"  # the features of the MLflow model `encoder`: the shipped probes' pooling, every encoder has it
+
+
+def example_images(encoder: Encoder) -> np.ndarray:
+    """Two blank images at the encoder's size, MLflow's input example: two because torch.export fixes a dimension
+    of size 1, and the batch must stay free."""
+    return np.zeros((2, encoder.spec.in_chans, encoder.spec.img_size, encoder.spec.img_size), dtype=np.float32)
 
 
 def metric_names(values: dict[str, float]) -> dict[str, float]:
@@ -79,4 +90,8 @@ def run(method: str, seed: int, params_dir: str | Path, overrides: list[str] | N
                           **({"mim.resume_forced": "; ".join(result.resume_changes)} if result.resume_changes else {})})
         for f in (files.loss_plot, files.reconstructions, files.history, files.metrics, params_file, files.model):
             tracker.log_artifact(Path(f))
+        if tracker.enabled:
+            encoder = load_encoder(files.encoder)
+            tracker.log_model(PooledEncoder(encoder, ENCODER_POOL).eval(), "encoder", example_images(encoder),
+                              {"pool": ENCODER_POOL, "image_size": encoder.spec.img_size, "source": files.encoder})
     return json.loads(Path(files.metrics).read_text())

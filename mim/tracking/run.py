@@ -69,7 +69,8 @@ def connect(root: Path | None = None) -> tuple[Any, str]:
 
 
 class StageRun:
-    """Context manager around one run: `log_metrics`, `log_params`, `log_artifact`, `log_dataset`, `set_tags`."""
+    """Context manager around one run: `log_metrics`, `log_params`, `log_artifact`, `log_dataset`, `set_tags`,
+    `log_model`."""
 
     def __init__(self, stage: str, method: str | None = None, *, tags: dict[str, str] | None = None,
                  enabled: bool | None = None, system_metrics: bool = True, run_name: str | None = None) -> None:
@@ -213,6 +214,30 @@ class StageRun:
         if self.enabled and Path(path).exists():
             log_fn = self._client.log_artifacts if Path(path).is_dir() else self._client.log_artifact
             self._submit(lambda: log_fn(self.run_id, str(path), artifact_path))
+
+    def log_model(self, model: Any, name: str, input_example: Any, metadata: dict[str, Any] | None = None) -> None:
+        """A torch module as this run's MLflow model `name` (`mlflow.pytorch.log_model`, MLflow's default torch.export
+        format, traced on `input_example`): `mlflow.pytorch.load_model` of its models:/ or runs:/ URI gives it back
+        with no mim import. Synchronous, after the queued calls: the fluent API logs to the active run of the
+        thread that started it. Best-effort: a failure is a warning, the stage goes on."""
+        if not self.enabled or self.run_id is None:
+            return
+        with timed("mlflow_s"):
+            self.flush()
+            try:
+                from importlib.metadata import version
+
+                import mlflow.pytorch
+
+                active = self._mlflow.active_run()
+                if active is None or active.info.run_id != self.run_id:
+                    raise RuntimeError("the run is not the active fluent run (a run without system metrics)")
+                mlflow.pytorch.log_model(model, name=name, input_example=input_example, metadata=metadata,
+                                         pip_requirements=[f"torch=={version('torch')}"])
+            except Exception as err:  # noqa: BLE001 - tracking must never stop the stage
+                text = str(err).splitlines()[0][:300] if str(err) else ""
+                log.warning("MLflow: the model %r was not logged (%s: %s); the stage's files are unaffected", name,
+                            type(err).__name__, text)
 
     def log_image(self, key: str, png: bytes, step: int) -> None:
         """A PNG picture under `key` at `step` (`MlflowClient.log_image`): the UI's image panel shows every logged
