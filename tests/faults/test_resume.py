@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from mim.cli.main import main
 from mim.engine.identity import RunIdentity, check_resume, source_digest
+from mim.io import pid_alive
 from mim.models.state import CheckpointError
 from mim.params import DataParams, TransferParams
 from mim.params.bind.training import run_identity
@@ -135,6 +136,25 @@ def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, timeout=300, env=tool_env())
 
 
+def _wait_until_gone(pgid: int, timeout_s: float = 30.0) -> None:
+    """Until no process of group `pgid` runs (an unreaped zombie does not: `pid_alive`)."""
+    def members() -> list[int]:
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) == pgid:
+                        out.append(int(entry.name))
+                except ProcessLookupError:
+                    pass
+        return out
+
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(pid) for pid in members()):
+        assert time.monotonic() < deadline, f"process group {pgid} still runs {timeout_s:.0f} s after the signal"
+        time.sleep(0.05)
+
+
 def _kill_mid_run(project: Path, stage: str, ckpt: Path, sig: int = signal.SIGKILL) -> int:
     """Start `dvc repro stage`, send `sig` to its whole process group once a checkpoint is written; the
     checkpoint's step."""
@@ -146,6 +166,7 @@ def _kill_mid_run(project: Path, stage: str, ckpt: Path, sig: int = signal.SIGKI
     time.sleep(0.2)  # past the checkpoint: work is lost and must be redone
     os.killpg(proc.pid, sig)
     proc.wait()
+    _wait_until_gone(proc.pid)  # dvc's child too: a resume must not find the killed run still holding its lock
     # a finished run removes its checkpoint; dvc may answer a SIGTERM with 255 whether or not the stage was done
     assert proc.returncode in (-sig, 128 + sig, 255) and ckpt.exists(), f"{stage} finished before it could be killed"
     return int(torch.load(ckpt, weights_only=True)["step"])
