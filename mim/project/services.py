@@ -56,9 +56,11 @@ def _write(project_dir: Path, states: dict[str, ServiceState]) -> None:
 
 
 def _alive(pid: int) -> bool:
+    if pid_alive(pid):
+        return True
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reaps it if it is our own exited child, so it does not linger as a zombie
-    return pid_alive(pid)
+        os.waitpid(pid, os.WNOHANG)  # our own exited child (a zombie): reaped, so it does not linger
+    return False
 
 
 def _healthy(state: ServiceState, timeout_s: float = 1.0) -> bool:
