@@ -23,7 +23,7 @@ def is_run_control(field: FieldInfo) -> bool:
 
 def run_control(model: type[BaseModel]) -> dict[str, Any]:
     """`model`'s run-control fields, nested models included, as a pydantic `exclude` spec
-    (`{"train": {"device", ...}, "launcher": True}`): what `model_dump(exclude=...)` leaves out of a run's identity."""
+    (`{"train": {"device": True, ...}, "launcher": True}`): what `model_dump(exclude=...)` leaves out of an identity."""
     out: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         if is_run_control(field):
