@@ -150,6 +150,7 @@ def test_fine_tunes_count_only_at_transfer_seeds(two_seeds):
     _, text = _report(
         two_seeds, "methods: {mae: {}, dmjd: {}}\nbaselines: [mae]\nseeds: [0, 1]\ntransfer_seeds: []\n")
     assert "| method | encoder | params (M) | seeds | pre-train s | img/s | k-NN | linear | linear_1pct | TD |" in text
+    assert "| mae | random-init mae |" in text  # nothing fine-tuned: no scratch twin is named
 
 
 def test_report_compares_each_method_with_the_reference_recipe_seed_by_seed(two_seeds):

@@ -81,7 +81,7 @@ def gather(root: Path, pipe: PipelineParams, params_dir: str | Path, scratch_of:
         if exported := next((root / encoder_file(m, s) for s in seeds if (root / encoder_file(m, s)).is_file()), None):
             meta["params_m"] = sum(p.numel() for p in load_encoder(str(exported)).parameters()) / 1e6
         arch = architecture(root, m, seeds, params_dir)
-        twin, scratch = twin_of(m, arch, twins), arch == scratch_arch
+        twin, scratch = twin_of(m, arch, twins), arch == scratch_arch and bool(pipe.transfer_seeds)  # fine-tuned
         rows.append({"name": m, **meta, "pretrain": seed_metrics(root, "pretrain", m, seeds),
                      "scores": recipe_scores(root, m, seeds, pipe.transfer_seeds), "twin": twin, "scratch": scratch,
                      "twin_scores": twin_scores(root, twin, seeds, pipe.transfer_seeds if scratch else []),
