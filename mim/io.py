@@ -271,7 +271,8 @@ def path_md5(path: Path) -> str:
 
 def pid_alive(pid: int) -> bool:
     """True while process `pid` of this host runs. A zombie (exited, never reaped: a killed run whose parent died
-    too, in a container whose PID 1 reaps nothing) does not run, though `kill(pid, 0)` still finds it."""
+    too, in a container whose PID 1 reaps nothing) does not run, though `kill(pid, 0)` still finds it; a process
+    whose main thread has exited while other threads still run (it shows as a zombie too) does."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -281,7 +282,13 @@ def pid_alive(pid: int) -> bool:
     if not Path("/proc/self").is_dir():  # no /proc (macOS): kill's answer stands
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        if _running(Path(f"/proc/{pid}/stat")):
+            return True
+        return any(_running(task) for task in Path(f"/proc/{pid}/task").glob("*/stat"))
     except OSError:  # it has just gone
         return False
+
+
+def _running(stat_file: Path) -> bool:
+    stat = stat_file.read_text()
     return stat[stat.rindex(")") + 2 :][:1] not in ("Z", "X")  # the state letter follows "(command) "

@@ -56,11 +56,12 @@ def _write(project_dir: Path, states: dict[str, ServiceState]) -> None:
 
 
 def _alive(pid: int) -> bool:
-    if pid_alive(pid):
-        return True
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # our own exited child (a zombie): reaped, so it does not linger
-    return False
+    """Our own child runs until it is reaped (here, so no zombie lingers); any other process while `pid_alive`."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (another `mim up` started it), or already reaped
+        return pid_alive(pid)
+    return reaped == 0
 
 
 def _healthy(state: ServiceState, timeout_s: float = 1.0) -> bool:
@@ -133,6 +134,9 @@ def _stop(state: ServiceState, wait_s: float = 15.0) -> None:
             time.sleep(0.1)
         if _alive(state.pid):
             os.killpg(state.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while _alive(state.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def up(project_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,

@@ -21,6 +21,7 @@ from PIL import Image
 from mim.cli.main import main
 from mim.io import pid_alive
 from mim.params.edit import edit_yaml_text
+from mim.project import services
 from mim.project.lock import LOCK_FILE, acquire
 from mim.tracking import tracking_enabled
 from tests.helpers import one_error_line, tiny_overrides
@@ -183,6 +184,32 @@ def test_a_killed_run_left_as_a_zombie_holds_no_lock(tmp_path, caplog):
     finally:
         child.wait()
     assert not pid_alive(child.pid) and pid_alive(os.getpid())
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_a_process_whose_main_thread_exited_still_runs():
+    """While a multi-threaded server exits, its main thread shows as a zombie and its other threads still run: it
+    holds its lock and port until the last thread ends, and `mim down` waits for that (CI once found the MLflow
+    server alive after `mim down` returned)."""
+    code = ("import ctypes, threading, time; threading.Thread(target=time.sleep, args=(1.5,)).start(); "
+            "ctypes.CDLL(None).pthread_exit(None)")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the main thread never exited"
+            time.sleep(0.01)
+        assert pid_alive(child.pid) and services._alive(child.pid)
+        while services._alive(child.pid):  # our child: reaped once its last thread ends
+            assert time.monotonic() < deadline + 10, "the child never ended"
+            time.sleep(0.05)
+        with pytest.raises(ProcessLookupError):
+            os.kill(child.pid, 0)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_a_finished_run_is_not_overwritten_without_resume_never(tmp_path, monkeypatch, capsys, caplog):
