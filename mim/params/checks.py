@@ -5,9 +5,12 @@ before any work with the same line, naming both files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel
 
 from mim.params.models import DataParams, RecipeParams
+from mim.params.pipeline import PipelineParams, RecipeInput
 from mim.params.targets import TeacherParams, TokenizerParams
 
 TOKENIZER_METHODS = ("ccvit", "cim")  # methods that predict the ids of params/tokenizer.yaml's codebook
@@ -23,6 +26,26 @@ def shared_inputs(recipe: RecipeParams) -> tuple[str, ...]:
     """The shared params files (`tokenizer`, `teacher`) whose outputs `recipe` trains from."""
     names = ["tokenizer"] if recipe.method.name in TOKENIZER_METHODS else []
     return (*names, *(["teacher"] if uses_teacher(recipe) else []))
+
+
+def recipe_input(recipe: RecipeParams) -> str:
+    """The one folder `recipe` trains from beyond the data (its tokenizer or teacher folder), else the data's."""
+    return recipe.method.input_dir or RecipeInput.model_fields["input"].default
+
+
+def pipeline_input_problems(pipeline: PipelineParams, pipeline_file: str,
+                            recipes: dict[str, tuple[RecipeParams, str]]) -> list[str]:
+    """Each pipeline recipe whose declared `input` is not the folder its params file trains from (`recipes`:
+    name -> (params, file)): the Prefect flows run that input's stage first, so a wrong one builds the wrong
+    artefact, or none."""
+    problems = []
+    for name, item in pipeline.methods.items():
+        if name in recipes:
+            recipe, recipe_file = recipes[name]
+            if Path(item.input) != Path(wanted := recipe_input(recipe)):
+                problems.append(f"{pipeline_file}: methods: {name}: input is {item.input}, but {recipe_file} trains "
+                                f"from {wanted}: set input: {wanted}")
+    return problems
 
 
 def cross_checks(recipe: RecipeParams, recipe_file: str, data: DataParams, data_file: str,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mim.params.checks import cross_checks, shared_inputs
+from mim.params.checks import cross_checks, pipeline_input_problems, shared_inputs
 from mim.params.evaluation import EvalParams, TransferParams
 from mim.params.loading import (
     ParamsError,
@@ -181,6 +181,9 @@ def check_dir(params_dir: str | Path) -> dict[str, BaseModel]:
     if isinstance(pipeline := valid.get("pipeline"), PipelineParams):
         errors += [f"{params_dir / 'pipeline.yaml'}: methods: {name}: no {params_dir / (name + '.yaml')}"
                    for name in pipeline.methods if not (params_dir / f"{name}.yaml").is_file()]
+        recipes = {name: (recipe, str(params_dir / f"{name}.yaml")) for name, recipe in valid.items()
+                   if isinstance(recipe, RecipeParams)}
+        errors += pipeline_input_problems(pipeline, str(params_dir / "pipeline.yaml"), recipes)
     for name in ("data", "eval"):
         if name not in valid and not any(e.startswith(str(params_dir / name)) for e in errors):
             errors.append(f"{params_dir / (name + '.yaml')}: params file not found")

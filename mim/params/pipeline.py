@@ -15,8 +15,9 @@ Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 class RecipeInput(Strict):
     """What a recipe trains from beyond data/prepared."""
 
-    input: str = Field("data/prepared", description="the one artefact beyond data/prepared the recipe trains from: "
-                       "models/tokenizer (CCViT, CIM), models/teacher (Img2Vec), else data/prepared")
+    input: str = Field("data/prepared", description="the one artefact beyond data/prepared the recipe trains from, "
+                       "as its params file names it (checked): models/tokenizer (CCViT, CIM), models/teacher "
+                       "(Img2Vec; DMJD with target: teacher), else data/prepared; the flows build it first")
 
 
 class PipelineParams(Strict):

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from mim.params import PipelineParams, load_params
+from mim.params import PipelineParams, load_file, load_params
+from mim.params.checks import pipeline_input_problems
 from mim.project.layout import PIPELINE_PARAMS, stage_name
 
 
@@ -54,26 +55,36 @@ def recipe_stages(root: Path, recipe: str, stages: tuple[str, ...] = ("pretrain"
 
 
 def input_stage(root: Path, method: str) -> str | None:
-    """The stage that writes `method`'s extra input (e.g. `tokenizer` for ccvit), None when it needs none."""
-    wanted = pipeline_methods(root)[method].get("input")
+    """The stage that writes `method`'s extra input (e.g. `tokenizer` for ccvit), None when it needs none.
+    ValueError, one line, when params/pipeline.yaml declares another input than the recipe's file trains from, or
+    when no plain stage of dvc.yaml writes it."""
+    pipe = pipeline(root)
+    recipe_file = root / PIPELINE_PARAMS.parent / f"{method}.yaml"
+    if recipe_file.is_file():
+        recipes = {method: (load_file(recipe_file), str(recipe_file))}
+        if problems := pipeline_input_problems(pipe, str(root / PIPELINE_PARAMS), recipes):
+            raise ValueError(problems[0])
+    wanted = Path(pipe.methods[method].input)
     for name, stage in dvc_spec(root)["stages"].items():
-        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
-        if not {"foreach", "matrix"} & set(stage) and wanted in outs and name != "prepare":
-            return name
-    return None
+        outs = [Path(o if isinstance(o, str) else next(iter(o))) for o in stage.get("outs", [])]
+        if not {"foreach", "matrix"} & set(stage) and wanted in outs:
+            return None if name == "prepare" else name
+    raise ValueError(f"{root / PIPELINE_PARAMS}: methods: {method}: input {wanted.as_posix()}: no stage of dvc.yaml "
+                     "writes it (a plain stage with it among its outs)")
 
 
 def undeclared_dep(root: Path, stage: str, path: str) -> bool:
-    """True when `root` is a pipeline project (it has a dvc.yaml) whose plain stage `stage` does not list the
+    """True when `root` is a pipeline project (it has a dvc.yaml) whose stage `stage` does not list the
     project file `path`, nor a folder above it, among its deps: then DVC would neither order that stage after the
-    one writing `path` nor re-run it when `path` changes. False outside a project, for a path outside it, or for
-    a stage dvc.yaml does not declare as a plain stage (a reorganized graph is not second-guessed)."""
+    one writing `path` nor re-run it when `path` changes; `stage` may be a matrix stage's name (`pretrain`). False
+    outside a project, for a path outside it, for a stage dvc.yaml does not declare, or one whose deps are
+    interpolated (`${...}`): a reorganized graph is not second-guessed."""
     if not (root / "dvc.yaml").is_file() or "://" in path or Path(path).is_absolute():
         return False
     if not (root / path).resolve().is_relative_to(root.resolve()):
         return False
     spec = dvc_spec(root)["stages"].get(stage)
-    if not isinstance(spec, dict) or "deps" not in spec:
+    if not isinstance(spec, dict) or "deps" not in spec or any("${" in str(dep) for dep in spec["deps"]):
         return False
     target = Path(path).as_posix().strip("/").split("/")
     for dep in spec["deps"]:
