@@ -11,6 +11,7 @@ from mim.methods.cim import replacement_labels, sample_replacements
 from mim.models.cnn import CnnEncoder, CnnSpec
 from mim.models.export import export_encoder, load_encoder, read_metadata
 from mim.rng import generator_for
+from mim.stages.pretrain import metric_names
 from mim.targets import sliding_window_normalize
 from tests.helpers import build_method, pretrain, tiny_params
 
@@ -75,6 +76,9 @@ def test_the_enhancer_loss_sends_no_gradient_into_the_generator(extra):
     assert method.gen_head.weight.grad.abs().sum() > 0 and method.enh_head.weight.grad.abs().sum() > 0
     expected = {"loss_gen", "loss_enh", "cim/gen_acc", "cim/replaced_fraction"}
     assert set(out["logs"]) == expected | ({"cim/revdet_acc"} if not extra else set())
+    # in MLflow, the method's namespaced names stay as they are beside the common train/ ones
+    assert {"train/loss_gen", "train/loss_enh", "cim/gen_acc", "cim/replaced_fraction"} <= set(
+        metric_names(out["logs"]))
     panels = method.reconstruct({"images": images, "mask": mask})
     assert set(panels) == {"input", "replaced", "prediction" if extra else "detected"}
 

@@ -38,9 +38,10 @@ def _parent(client, flow_name: str):
     return runs[0]
 
 
-# the recipes run here, one seed; the others take the same stage commands and code paths (each is tested at unit
-# level and runs in `make demo` or the bench-cpu set): left out to keep the suite's time
-RECIPES = ("mae", "ccvit", "img2vec", "cim")
+# the recipes run here, one seed: one per kind of input (none, the tokenizer, the teacher). The others take the
+# same stage commands and code paths (each is tested at unit level, e.g. CIM's metric names in test_cim.py, and
+# runs in `make demo` or the bench-cpu set): left out to keep the suite's time (each recipe adds 3 stages, ~35 s)
+RECIPES = ("mae", "ccvit", "img2vec")
 
 
 def test_pretrain_flow_end_to_end(prefect_harness, project):
@@ -120,12 +121,6 @@ def test_pretrain_flow_end_to_end(prefect_harness, project):
     assert {k: iv["pretrain@img2vec-0"].data.tags[k] for k in teacher_tags} == teacher_tags
     assert children["teacher"].data.metrics["teacher/feature_dim"] == 40
     assert TRAIN_METRICS | {"train/loss_feature", "train/feature_cos"} <= set(iv["pretrain@img2vec-0"].data.metrics)
-
-    # CIM reuses the tokenizer; its own metric names sit beside the common ones.
-    cim = pretrain_flow(method="cim")
-    assert cim["ran"] == ["pretrain@cim-0", "evaluate@cim-0"]
-    cim_run = _children(client, _parent(client, "pretrain/cim").info.run_id)["pretrain@cim-0"]
-    assert TRAIN_METRICS | {"cim/replaced_fraction", "cim/revdet_acc", "cim/gen_acc"} <= set(cim_run.data.metrics)
 
     # The whole graph: the baselines, transfer and the diversity analysis are left.
     from flows.pipeline import pipeline_flow
