@@ -191,7 +191,7 @@ def test_a_process_whose_main_thread_exited_still_runs():
     """While a multi-threaded server exits, its main thread shows as a zombie and its other threads still run: it
     holds its lock and port until the last thread ends, and `mim down` waits for that (CI once found the MLflow
     server alive after `mim down` returned)."""
-    code = ("import ctypes, threading, time; threading.Thread(target=time.sleep, args=(1.5,)).start(); "
+    code = ("import ctypes, threading, time; threading.Thread(target=time.sleep, args=(3,)).start(); "
             "ctypes.CDLL(None).pthread_exit(None)")
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
