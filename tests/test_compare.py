@@ -79,8 +79,8 @@ def test_pretraining_refuses_an_input_the_pretrain_stage_does_not_depend_on(tmp_
     monkeypatch.chdir(tmp_path)
     assert not undeclared_dep(tmp_path, "pretrain", "models/tokenizer")  # a matrix stage's literal deps count
     assert undeclared_dep(tmp_path, "pretrain", "models/tokenizer-8k")
-    with pytest.raises(ValueError, match=r"ccvit's input models/tokenizer-8k \(params/ccvit.yaml\) is not among the "
-                                         r"pretrain stage's deps in dvc.yaml: add it there"):
+    with pytest.raises(ValueError, match=r"params/ccvit.yaml: ccvit's input models/tokenizer-8k: add it to the "
+                                         r"pretrain stage's deps in dvc.yaml"):
         stage.run("ccvit", 0, "params", ["method.tokenizer=models/tokenizer-8k"])
     spec = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
     spec["stages"]["pretrain"]["deps"].append("models/${item.method}-input")

@@ -92,3 +92,11 @@ def undeclared_dep(root: Path, stage: str, path: str) -> bool:
         if target[:len(parts)] == parts:
             return False
     return True
+
+
+def require_dep(root: Path, stage: str, path: str, what: str) -> None:
+    """ValueError, one line, when `stage` reads the project file `path` (`what`, e.g. "teacher weights") that
+    dvc.yaml does not list among its deps (`undeclared_dep`)."""
+    if undeclared_dep(root, stage, path):
+        raise ValueError(f"{what} {path}: add it to the {stage} stage's deps in dvc.yaml, so DVC runs the stage that "
+                         f"writes it first and re-runs {stage} when it changes (docs/pipeline.md)")

@@ -14,7 +14,7 @@ from mim.io import write_text
 from mim.params import load_with_data
 from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.targets import teacher_source
-from mim.project.graph import undeclared_dep
+from mim.project.graph import require_dep
 from mim.project.layout import PREPARED
 from mim.targets.teacher import Teacher
 from mim.tracking import StageRun
@@ -30,9 +30,8 @@ def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     transform = augment(d)
     images = transform.eval(load_prepared(PREPARED, "test", limit=p.images).images)
     for label, spec in p.models.items():
-        if spec.weights not in (None, "package", "random") and undeclared_dep(Path("."), "diversity", spec.weights):
-            raise ValueError(f"diversity model {label}: weights {spec.weights}: add it to the diversity stage's deps "
-                             "in dvc.yaml, so DVC runs the stage that writes it first and re-runs this one on change")
+        if spec.weights not in (None, "package", "random"):
+            require_dep(Path("."), "diversity", spec.weights, f"diversity model {label}: weights")
     results: dict[str, dict] = {}
     with StageRun("diversity") as tracker:
         tracker.log_params({"diversity": p.model_dump(mode="json")})

@@ -26,7 +26,7 @@ from mim.models.export import Encoder, PooledEncoder, load_encoder
 from mim.params import load_pretrain
 from mim.params.bind.data import check_prepared
 from mim.params.bind.training import PICTURE_COUNT, pretrain_run
-from mim.project.graph import undeclared_dep
+from mim.project.graph import require_dep
 from mim.project.layout import PARAMS_FILE, PREPARED, checkpoint_name, checkpoint_url, model_dir, stage_name
 from mim.project.runs import stage_files
 from mim.tracking import StageRun, path_md5
@@ -59,10 +59,8 @@ def run(method: str, seed: int, params_dir: str | Path, overrides: list[str] | N
     """Pre-train recipe `method` with `train.seed` = `seed` into its per-seed layout; returns the metrics."""
     params = load_pretrain(params_dir, method, [*(overrides or []), f"train.seed={seed}"])
     extra_input = params.method.input_dir
-    if extra_input and undeclared_dep(Path("."), "pretrain", extra_input):
-        raise ValueError(f"{method}'s input {extra_input} ({Path(params_dir) / method}.yaml) is not among the "
-                         "pretrain stage's deps in dvc.yaml: add it there, so DVC builds it first and re-runs the "
-                         "recipe when it changes")
+    if extra_input:
+        require_dep(Path("."), "pretrain", extra_input, f"{Path(params_dir) / method}.yaml: {method}'s input")
     check_prepared(params.data, PREPARED, Path(params_dir) / "data.yaml")
     with timed("data_s"):
         data = open_prepared(PREPARED, "train")

@@ -15,7 +15,7 @@ from mim.params import load_with_data
 from mim.params.bind.data import augment, check_prepared
 from mim.params.bind.targets import teacher_source
 from mim.progress import Progress
-from mim.project.graph import undeclared_dep
+from mim.project.graph import require_dep
 from mim.project.layout import PREPARED, metrics_file, model_dir
 from mim.targets.teacher import Teacher, teacher_manifest
 from mim.tracking import StageRun
@@ -23,9 +23,8 @@ from mim.tracking import StageRun
 
 def run(params_dir: str | Path, overrides: list[str] | None = None) -> dict:
     t, d = load_with_data(params_dir, "teacher", overrides)
-    if t.weights not in (None, "package", "random") and undeclared_dep(Path("."), "teacher", t.weights):
-        raise ValueError(f"teacher weights {t.weights}: add it to the teacher stage's deps in dvc.yaml, so DVC runs "
-                         "the stage that writes it first and re-runs the teacher when it changes (docs/teachers.md)")
+    if t.weights not in (None, "package", "random"):
+        require_dep(Path("."), "teacher", t.weights, "teacher weights")
     check_prepared(d, PREPARED, Path(params_dir) / "data.yaml")
     grid = d.token_grid(t.patch_size, "teacher.patch_size")
     source = teacher_source(t)
