@@ -161,6 +161,15 @@ def test_two_one_off_runs_into_one_folder(tmp_path):
     assert first.returncode == 143 and not (out / LOCK_FILE).exists()
 
 
+def _wait_until_shown_as_zombie(pid: int, why: str, timeout_s: float = 10.0) -> None:
+    """Until /proc shows `pid`'s main thread as a zombie (state Z); `why` fails the test after `timeout_s`."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + timeout_s
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, why
+        time.sleep(0.01)
+
+
 def test_a_killed_run_left_as_a_zombie_holds_no_lock(tmp_path, caplog):
     """A run killed together with its parent stays a zombie where PID 1 reaps nothing (a container without an init):
     `kill(pid, 0)` still finds it, yet it runs no more, so its lock is taken over (CI's resumed `dvc repro` was
@@ -169,11 +178,7 @@ def test_a_killed_run_left_as_a_zombie_holds_no_lock(tmp_path, caplog):
     try:
         assert pid_alive(child.pid)
         child.kill()  # not reaped: a zombie until wait()
-        stat = Path(f"/proc/{child.pid}/stat")
-        deadline = time.monotonic() + 10
-        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
-            assert time.monotonic() < deadline, "the killed child never became a zombie"
-            time.sleep(0.01)
+        _wait_until_shown_as_zombie(child.pid, "the killed child never became a zombie")
         os.kill(child.pid, 0)  # found all the same
         assert not pid_alive(child.pid)
         lock = tmp_path / LOCK_FILE
@@ -195,14 +200,11 @@ def test_a_process_whose_main_thread_exited_still_runs():
             "ctypes.CDLL(None).pthread_exit(None)")
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
-        stat = Path(f"/proc/{child.pid}/stat")
-        deadline = time.monotonic() + 10
-        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
-            assert time.monotonic() < deadline, "the main thread never exited"
-            time.sleep(0.01)
+        _wait_until_shown_as_zombie(child.pid, "the main thread never exited")
         assert pid_alive(child.pid) and services._alive(child.pid)
+        deadline = time.monotonic() + 10
         while services._alive(child.pid):  # our child: reaped once its last thread ends
-            assert time.monotonic() < deadline + 10, "the child never ended"
+            assert time.monotonic() < deadline, "the child never ended"
             time.sleep(0.05)
         with pytest.raises(ProcessLookupError):
             os.kill(child.pid, 0)
